@@ -1,0 +1,5 @@
+import sys
+
+from attexp.cli import main
+
+sys.exit(main())

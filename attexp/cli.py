@@ -1,0 +1,156 @@
+"""The command line: `run_job.py [CONFIG] [options] [--a.b=value ...]`.
+
+Exit codes: 0 success, 2 config error (nothing written), 1 runtime error. A wandb sweep agent runs
+`python run_job.py CONFIG --key=value ...`; every unrecognised `--dotted.key=value` argument is an
+override, exactly like `--override dotted.key=value`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from attexp import registry
+from attexp.errors import AttexpError, ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "run_job.jsonnet"
+log = logging.getLogger("attexp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_job.py",
+        description="Run an attexp job or pipeline from a jsonnet config.",
+        epilog="Any other --dotted.key=value argument is an override (the form a wandb sweep agent passes).",
+    )
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="jsonnet config (default: configs/run_job.jsonnet, the demo pipeline)",
+    )
+    p.add_argument(
+        "--base-dir",
+        default=os.environ.get("ATTEXP_BASE_DIR", "."),
+        help="base directory of data/, models/, explanations/, visualizations/, logs/ "
+        "(default: $ATTEXP_BASE_DIR, else the current directory)",
+    )
+    p.add_argument("--ext-var", action="append", default=[], metavar="K=V", help="jsonnet external variable")
+    p.add_argument("--override", action="append", default=[], metavar="A.B=V", help="set a config key after jsonnet")
+    p.add_argument("--dry-run", action="store_true", help="validate and show what would run; write nothing")
+    p.add_argument("--force", action="store_true", help="overwrite finished or partial artifacts of these jobs")
+    p.add_argument("--list", action="store_true", help="list registered jobs, explainers, metrics and sources")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    return p
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    overrides = list(args.override)
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg.startswith("--") and len(arg) > 2:
+            key, sep, value = arg[2:].partition("=")
+            if not sep:  # "--a.b value"
+                if i + 1 >= len(rest):
+                    raise ConfigError(f"argument {arg}: no value given; use --{key}=VALUE.")
+                value, i = rest[i + 1], i + 1
+            overrides.append(f"{key}={value}")
+        else:
+            raise ConfigError(f"unrecognised argument {arg!r}. Run with --help for the options.")
+        i += 1
+    return args, overrides
+
+
+def list_registered() -> str:
+    registry.load_all()
+    out = []
+    for reg in (registry.JOBS, registry.EXPLAINERS, registry.METRICS, registry.SOURCES, registry.MODELS):
+        out.append(f"{reg.kind}s:")
+        out += [f"  {e.name:<14} {e.summary}" for e in reg.entries()]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, overrides = parse_args(argv)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for name in ("transformers", "datasets", "httpx", "urllib3", "filelock", "ignite"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if args.list:
+        print(list_registered())
+        return 0
+    from attexp.config.loader import load_config
+    from attexp.runner import prepare, run_plan
+
+    ext_vars = {}
+    for item in args.ext_var:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"config error: --ext-var {item!r} is not of the form KEY=VALUE.", file=sys.stderr)
+            return 2
+        ext_vars[key] = value
+    config = Path(args.config) if args.config else DEFAULT_CONFIG
+    base_dir = Path(args.base_dir)
+    try:
+        plan = load_config(config, base_dir=base_dir, ext_vars=ext_vars, overrides=overrides)
+        prepared = prepare(plan, base_dir, args.force)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(describe(plan, prepared, base_dir))
+        return 0
+    _quiet_libraries()
+    try:
+        run_plan(plan, base_dir, force=args.force)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except AttexpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def describe(plan, prepared, base_dir: Path) -> str:
+    """The dry-run report: per job, what would happen, where it writes, what it reads, the resolved config."""
+    lines = [f"config: {plan.source}", f"base directory: {base_dir.resolve()}", f"jobs: {len(plan.jobs)}"]
+    for i, item in enumerate(prepared, start=1):
+        cfg = item.config
+        lines.append(f"\n[{i}] {cfg.job} {cfg.name}: would {item.action} -> {item.out_dir}")
+        for name, origin in plan.upstream.get(cfg.name, {}).items():
+            where = "written earlier in this pipeline" if origin == "pipeline" else origin
+            lines.append(f"    reads {name}: {where}")
+        lines.append(
+            "    resolved config: " + json.dumps(cfg.model_dump(mode="json"), indent=2).replace("\n", "\n    ")
+        )
+    return "\n".join(lines)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass

@@ -1,0 +1,76 @@
+"""Typed config objects: the base classes every job and component config derives from.
+
+Configs are pydantic v2 models with `extra="forbid"`, so an unknown key is an error with its dotted
+location. A job config names its upstream artifacts by job name with an `Upstream(...)` marker on the
+field; the loader checks that each such name is a job earlier in the same pipeline or a finished artifact
+in the base directory, and that its stage is one the field accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    """A config object: unknown keys are errors, values are immutable after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class ComponentConfig(StrictModel):
+    """Config of a registered component (explainer, metric, data source, model source).
+
+    `type` selects the registry entry; the concrete subclass declares `type: Literal["name"]`.
+    """
+
+    type: str
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Field marker: the value is the name of an upstream job of one of these stages."""
+
+    stages: tuple[str, ...]
+
+
+JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class WandbConfig(StrictModel):
+    """Weights & Biases logging for one job; off unless `enabled`.
+
+    `mode` is passed to `wandb.init` only when set, so `WANDB_MODE` in the environment decides otherwise
+    (tests and CI use `offline`, which needs neither a network nor an API key).
+    """
+
+    enabled: bool = False
+    project: str = "attexp"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] | None = None
+    group: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class JobConfig(StrictModel):
+    """Fields every job has. A stage's config subclasses this and sets `job: Literal["stage"]`."""
+
+    job: str
+    name: str = Field(pattern=JOB_NAME_PATTERN, description="unique job name; also its output folder name")
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """Field marker: the value is a component config `{"type": name, ...}` from the registry of this kind.
+
+    Use as `Annotated[SerializeAsAny[ComponentConfig], Registered("explainer")]` (or on `list[...]`). The
+    loader looks the name up, validates the dict against that entry's config type and hands pydantic the
+    built object.
+    """
+
+    kind: Literal["explainer", "metric", "data source", "model source"]

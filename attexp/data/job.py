@@ -1,0 +1,81 @@
+"""The download stage: fetch a labelled corpus and write train/validation/test splits as JSON lines.
+
+Output (`data/<name>/`): `train.jsonl`, `validation.jsonl`, `test.jsonl` with `{"idx", "text", "label"}`
+(+ `"text_pair"` for sentence pairs), and the label names in the manifest. Sources without predefined
+splits are split with the job's seed, stratified by label (`splits` gives the held-out fractions);
+`limit` subsamples a split (stratified, seeded) for quick experiments. Every split is then shuffled with
+the seed (corpora such as the RT sentences or IMDB are sorted by label, so "the first 500 test instances"
+would otherwise be one class) and `idx` counts from 0 in that order: stable for a given config.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Annotated, Literal
+
+from pydantic import Field, SerializeAsAny
+
+from attexp.config.schema import ComponentConfig, JobConfig, Registered
+from attexp.data.sources import limit_rows, make_splits
+from attexp.errors import AttexpError
+from attexp.io.files import write_jsonl
+from attexp.registry import JOBS, SOURCES
+from attexp.runner import Job, JobContext
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+
+
+class DownloadConfig(JobConfig):
+    """Fetch a corpus (`source`) and write the three splits."""
+
+    job: Literal["download"] = "download"
+    source: Annotated[SerializeAsAny[ComponentConfig], Registered("data source")]
+    splits: dict[Literal["validation", "test"], float] = Field(
+        default_factory=lambda: {"validation": 0.1, "test": 0.1},
+        description="fractions held out when the source lacks that split",
+    )
+    limit: dict[Literal["train", "validation", "test"], int] = Field(
+        default_factory=dict, description="at most this many rows per split (stratified, seeded)"
+    )
+
+
+@JOBS.register("download", DownloadConfig)
+class DownloadJob(Job):
+    """Fetch a labelled corpus and write train/validation/test JSON lines."""
+
+    schema = "attexp.dataset"
+
+    def run(self, config: DownloadConfig, ctx: JobContext) -> None:
+        source = SOURCES.get(config.source.type).cls(config.source)
+        corpus = source.load(ctx.cache_dir, root=ctx.base_dir)
+        splits = make_splits(corpus, dict(config.splits), config.seed)
+        missing = [s for s in SPLITS if not splits.get(s)]
+        if missing:
+            raise AttexpError(
+                f"source {config.source.type!r} gave no rows for split(s) {', '.join(missing)} "
+                f"(got {', '.join(f'{k}: {len(v)}' for k, v in splits.items())}). Map them in the source's `splits` "
+                f"or set `splits` fractions so they are carved from train."
+            )
+        counts = {}
+        for split in SPLITS:
+            rows = splits[split]
+            if split in config.limit:
+                rows = limit_rows(rows, config.limit[split], config.seed)
+            rows = list(rows)
+            random.Random(f"{config.seed}-{split}").shuffle(rows)
+            records = [{"idx": i, **row} for i, row in enumerate(rows)]
+            counts[split] = write_jsonl(ctx.path(f"{split}.jsonl"), records)
+        label_counts = {
+            split: [sum(1 for r in splits[split] if r["label"] == k) for k in range(len(corpus.label_names))]
+            for split in SPLITS
+        }
+        ctx.counts.update(counts)
+        ctx.manifest_extra.update(
+            label_names=corpus.label_names,
+            source=corpus.description,
+            pairs=any("text_pair" in r for r in splits["train"][:10]),
+            label_counts_before_limit=label_counts,
+        )
+        ctx.log_metrics({f"n_{k}": v for k, v in counts.items()})

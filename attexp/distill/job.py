@@ -1,0 +1,113 @@
+"""The distill stage: train an empirical explainer (Schwarzenberg et al. 2021) on an explainer's records.
+
+An empirical explainer is a copy of the fine-tuned classifier's encoder with a per-token regression head,
+trained with MSE over real tokens to predict an expensive explainer's attributions in one forward pass.
+`train` and `validation` name explain jobs over the training and validation splits (same classifier,
+same explainer); early stopping watches the validation MSE. `head: "flat"` selects emp-exp's decoder
+(a linear map from the padded max_length x hidden states to max_length scores) for parity.
+
+Output (`models/<name>/`): `model/` (`EmpiricalExplainerModel.save_pretrained` + tokenizer),
+`metrics.jsonl` per epoch (`checkpoints/` while running, to resume a killed job), the teacher and the best
+validation MSE in the manifest.
+The explain stage uses it through the `empirical` explainer (`{"type": "empirical", "model": <this job>}`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from attexp.config.schema import JobConfig, Upstream
+from attexp.distill.training import DistillSettings, distill
+from attexp.errors import AttexpError
+from attexp.io.files import write_jsonl
+from attexp.models.loading import load_classifier, resolve_device
+from attexp.registry import JOBS
+from attexp.runner import Job, JobContext
+
+REQUIRED = ("idx", "input_ids", "attributions")
+
+
+class DistillConfig(JobConfig):
+    """Distil the explanations of `train`/`validation` into an empirical explainer built from `model`."""
+
+    job: Literal["distill"] = "distill"
+    model: Annotated[str, Upstream(("train",))]
+    train: Annotated[str, Upstream(("explain",))]
+    validation: Annotated[str, Upstream(("explain",))]
+    head: Literal["token", "flat"] = "token"
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    patience: int = Field(2, ge=1)
+    max_length: int = Field(128, ge=8)
+    progress: bool = True
+
+
+@JOBS.register("distill", DistillConfig)
+class DistillJob(Job):
+    """Train an empirical explainer on explanation records."""
+
+    schema = "attexp.empirical_explainer"
+
+    def run(self, config: DistillConfig, ctx: JobContext) -> None:
+        train_art, val_art = ctx.upstream(config.train), ctx.upstream(config.validation)
+        teachers = {
+            train_art.manifest.get("explainer", {}).get("type"),
+            val_art.manifest.get("explainer", {}).get("type"),
+        }
+        if len(teachers) != 1:
+            raise AttexpError(
+                f"distill {config.name!r}: train and validation explanations come from different explainers "
+                f"({', '.join(map(str, teachers))}); explain both splits with the same explainer."
+            )
+        device = resolve_device(config.device)
+        classifier, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
+        settings = DistillSettings(
+            head=config.head,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            warmup_ratio=config.warmup_ratio,
+            max_grad_norm=config.max_grad_norm,
+            patience=config.patience,
+            max_length=config.max_length,
+            seed=config.seed,
+            progress=config.progress,
+        )
+
+        def on_epoch(metrics: dict) -> None:
+            ctx.log_metrics(metrics, step=metrics["epoch"])
+
+        result = distill(
+            classifier,
+            train_art.records("records.jsonl", REQUIRED),
+            val_art.records("records.jsonl", REQUIRED),
+            settings,
+            checkpoint_dir=ctx.path("checkpoints"),
+            device=device,
+            on_epoch=on_epoch,
+            sep_token_id=tokenizer.sep_token_id,
+        )
+        write_jsonl(ctx.path("metrics.jsonl"), result.history)
+        result.model.save_pretrained(ctx.path("model"))
+        tokenizer.save_pretrained(ctx.path("model"))
+        shutil.rmtree(ctx.path("checkpoints"))  # only needed to resume an interrupted run
+        ctx.counts.update(
+            train=train_art.manifest["counts"].get("records", 0),
+            validation=val_art.manifest["counts"].get("records", 0),
+        )
+        ctx.manifest_extra.update(
+            teacher=train_art.manifest.get("explainer"),
+            head=config.head,
+            device=str(device),
+            best_epoch=result.best_epoch,
+            best_validation_mse=result.best_val_mse,
+        )
+        ctx.tracker.summary({"best_validation_mse": result.best_val_mse})

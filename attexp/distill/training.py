@@ -1,0 +1,230 @@
+"""Train an empirical explainer on explanation records (Schwarzenberg et al. 2021).
+
+The training pairs are the explain stage's records: their `input_ids` are fed as they are (the classifier's
+tokenization, specials included) and their `attributions` are the regression targets. The loss is the mean
+squared error over real tokens only, padding masked out. The loop is the train stage's (`attexp.train.engines`):
+the same trainer factory with a different loss, validation each epoch, early stopping on validation MSE, the
+best model kept by ignite's `Checkpoint`, and the same resume-at-the-next-epoch behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from ignite.engine import Engine
+from ignite.exceptions import NotComputableError
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
+from ignite.utils import manual_seed
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from attexp.distill.model import EmpiricalExplainerModel
+from attexp.errors import AttexpError
+from attexp.train.engines import create_optimizer, create_trainer, fit, make_loader, model_inputs, to_device
+
+
+@dataclass
+class DistillSettings:
+    """Empirical-explainer training hyperparameters (AdamW, linear warmup/decay, early stopping on val MSE)."""
+
+    head: Literal["token", "flat"] = "token"
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    patience: int = 2
+    max_length: int = 128
+    seed: int = 42
+    progress: bool = True
+
+
+@dataclass
+class DistillResult:
+    """Outcome of `distill`: the trained explainer (best epoch's weights, eval mode) and the epoch history."""
+
+    model: EmpiricalExplainerModel
+    best_epoch: int
+    best_val_mse: float
+    stopped_early: bool
+    resumed_from_epoch: int
+    best_checkpoint: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def masked_mse(scores: Tensor, targets: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean squared error over real tokens: scores, targets, attention_mask [B, T] -> scalar."""
+    mask = attention_mask.to(scores.dtype)
+    return ((scores - targets) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def explainer_loss(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
+    """The trainer's loss for `create_trainer`: masked MSE between predicted and target attributions."""
+    return masked_mse(model(**model_inputs(batch)), batch["attributions"], batch["attention_mask"])
+
+
+class MaskedMSE(Metric):
+    """ignite metric: squared error summed over real tokens / number of real tokens (padding excluded)."""
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._squared_error = torch.tensor(0.0, dtype=torch.float64, device=self._device)
+        self._tokens = torch.tensor(0.0, dtype=torch.float64, device=self._device)
+
+    @reinit__is_reduced
+    def update(self, output: tuple[Tensor, Tensor, Tensor]) -> None:
+        scores, targets, mask = (t.detach().to(self._device, torch.float64) for t in output)  # each [B, T]
+        self._squared_error += ((scores - targets) ** 2 * mask).sum()
+        self._tokens += mask.sum()
+
+    @sync_all_reduce("_squared_error", "_tokens")
+    def compute(self) -> float:
+        if self._tokens == 0:
+            raise NotComputableError("MaskedMSE needs at least one real token before it can be computed")
+        return (self._squared_error / self._tokens).item()
+
+
+def create_explainer_evaluator(model: EmpiricalExplainerModel, device: torch.device | str) -> Engine:
+    """An ignite Engine computing `mse`, the validation MSE over real tokens."""
+
+    @torch.no_grad()
+    def step(engine: Engine, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        model.eval()
+        batch = to_device(batch, device)
+        return model(**model_inputs(batch)), batch["attributions"], batch["attention_mask"]
+
+    evaluator = Engine(step)
+    MaskedMSE().attach(evaluator, "mse")
+    return evaluator
+
+
+def token_type_ids_from_sep(input_ids: Sequence[int], sep_token_id: int) -> list[int]:
+    """BERT segment ids for a stored token sequence: 0 up to and including the first [SEP], 1 after it."""
+    types, segment = [], 0
+    for token in input_ids:
+        types.append(segment)
+        if token == sep_token_id:
+            segment = 1
+    return types
+
+
+def encode_records(
+    records: Sequence[Mapping[str, Any]], max_length: int, sep_token_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Features `{"idx", "input_ids", "attributions"}` (+ `token_type_ids` when `sep_token_id` is given).
+
+    Records are never truncated (that would drop their final [SEP] and shift what the explainer sees);
+    one longer than `max_length` is an error.
+    """
+    features = []
+    for record in records:
+        ids, scores = list(record["input_ids"]), [float(a) for a in record["attributions"]]
+        if len(ids) != len(scores):
+            raise AttexpError(
+                f"explanation record idx={record.get('idx')} has {len(ids)} input_ids but {len(scores)} attributions; "
+                "they must align one score per token"
+            )
+        if len(ids) > max_length:
+            raise AttexpError(
+                f"explanation record idx={record.get('idx')} has {len(ids)} tokens, more than the distill "
+                f"max_length={max_length}; set max_length to at least the explain stage's max_length"
+            )
+        feature = {"idx": record.get("idx"), "input_ids": ids, "attributions": scores}
+        if sep_token_id is not None:
+            feature["token_type_ids"] = token_type_ids_from_sep(ids, sep_token_id)
+        features.append(feature)
+    return features
+
+
+def _pad_id(model: PreTrainedModel | EmpiricalExplainerModel) -> int:
+    config = model.encoder.config if isinstance(model, EmpiricalExplainerModel) else model.config
+    return int(config.pad_token_id) if config.pad_token_id is not None else 0
+
+
+def distill(
+    classifier: PreTrainedModel,
+    train_records: Sequence[Mapping[str, Any]],
+    val_records: Sequence[Mapping[str, Any]],
+    settings: DistillSettings,
+    checkpoint_dir: Path,
+    device: torch.device | str,
+    on_epoch: Callable[[dict], None] | None = None,
+    sep_token_id: int | None = None,
+) -> DistillResult:
+    """Train an `EmpiricalExplainerModel` (copied from `classifier`) to predict the records' attributions.
+
+    Early stopping and model selection use the validation MSE over real tokens; `on_epoch` receives
+    `{"epoch", "train_loss", "val_mse", "seconds"}`. Records store no token types: pass the tokenizer's
+    `sep_token_id` and, for encoders with segment embeddings (`type_vocab_size > 1`, e.g. BERT), the segment
+    ids are derived from the first [SEP] as the tokenizer would give them for sentence pairs (all 0 for
+    single sentences); otherwise all are 0. Resumable from `checkpoint_dir` like `fine_tune`.
+    """
+    if not train_records or not val_records:
+        raise AttexpError(
+            f"distillation needs training and validation records (got {len(train_records)} and "
+            f"{len(val_records)}); split the explanation records of the explain job into both"
+        )
+    manual_seed(settings.seed)
+    explainer = EmpiricalExplainerModel.from_classifier(classifier, head=settings.head, max_length=settings.max_length)
+    explainer.to(device)
+    pad = _pad_id(classifier)
+    if getattr(classifier.config, "type_vocab_size", 1) < 2:
+        sep_token_id = None  # no segment embeddings to feed
+    train_loader = make_loader(
+        encode_records(train_records, settings.max_length, sep_token_id),
+        settings.batch_size,
+        pad,
+        shuffle=True,
+        seed=settings.seed,
+    )
+    val_loader = make_loader(encode_records(val_records, settings.max_length, sep_token_id), settings.batch_size, pad)
+    optimizer, scheduler = create_optimizer(explainer, settings, len(train_loader) * settings.epochs)
+    outcome = fit(
+        explainer,
+        create_trainer(explainer, optimizer, scheduler, settings, device, loss_fn=explainer_loss),
+        create_explainer_evaluator(explainer, device),
+        train_loader,
+        val_loader,
+        settings,
+        checkpoint_dir,
+        training_state={"optimizer": optimizer, "scheduler": scheduler},
+        report={"mse": "val_mse"},
+        score_metric="mse",
+        mode="min",
+        on_epoch=on_epoch,
+    )
+    explainer.eval()
+    return DistillResult(
+        model=explainer,
+        best_epoch=outcome.best_epoch,
+        best_val_mse=outcome.best_score,
+        stopped_early=outcome.stopped_early,
+        resumed_from_epoch=outcome.resumed_from_epoch,
+        best_checkpoint=outcome.best_checkpoint,
+        history=outcome.history,
+    )
+
+
+def evaluate_explainer(
+    explainer: EmpiricalExplainerModel,
+    records: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    device: torch.device | str,
+    sep_token_id: int | None = None,
+) -> dict[str, float]:
+    """`{"mse", "n"}`: the explainer's MSE over real tokens against the records' attributions."""
+    if not records:
+        raise AttexpError("cannot evaluate an explainer on no records")
+    explainer.to(device)
+    if getattr(explainer.encoder.config, "type_vocab_size", 1) < 2:
+        sep_token_id = None
+    features = encode_records(records, max(len(r["input_ids"]) for r in records), sep_token_id)  # no length cap
+    loader = make_loader(features, batch_size, _pad_id(explainer))
+    metrics = create_explainer_evaluator(explainer, device).run(loader).metrics
+    return {"mse": float(metrics["mse"]), "n": len(records)}

@@ -1,0 +1,213 @@
+"""The batching engine of the explain stage, shared by every explainer.
+
+Explainers only see padded tensors; everything between dataset rows and explanation records lives here:
+tokenising (single texts and sentence pairs), length bucketing, dynamic padding, the prediction forward
+that fixes each instance's probabilities and target, timing, and turning tensors back into records of the
+documented format (one per instance, padding stripped).
+
+Length bucketing: rows are sorted by token count, longest first (ties keep dataset order), and cut into
+batches of `batch_size`. Similar lengths waste little compute on padding, the order depends only on the
+data (so a resumed run is reproducible), and putting the longest batch first makes an out-of-memory
+setting fail at once rather than hours in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from attexp.errors import AttexpError, ConfigError
+from attexp.explain.base import Batch, Explainer, Explanation
+
+Target = Literal["predicted", "label"] | int
+
+
+def _tokenize(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dict[str, list[int]]]:
+    """Token ids (and segment ids where the tokenizer makes them) per row, truncated, unpadded."""
+    has_pair = ["text_pair" in row and row["text_pair"] is not None for row in rows]
+    if any(has_pair) and not all(has_pair):
+        missing = next(row.get("idx") for row, pair in zip(rows, has_pair, strict=True) if not pair)
+        raise AttexpError(
+            f"some rows have a 'text_pair' and some do not (e.g. idx {missing}); a split is either all single "
+            f"texts or all sentence pairs. Fix the dataset rows."
+        )
+    texts = [row["text"] for row in rows]
+    pairs = [row["text_pair"] for row in rows] if rows and all(has_pair) else None
+    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+    return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
+
+
+def _pad(features: list[dict[str, list[int]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Right-pad to the longest in the batch -> input_ids, attention_mask, token_type_ids, each [B, T]."""
+    width = max(len(f["input_ids"]) for f in features)
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    types = torch.zeros((len(features), width), dtype=torch.long) if "token_type_ids" in features[0] else None
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[i, :n] = torch.tensor(f["input_ids"])
+        mask[i, :n] = 1
+        if types is not None:
+            types[i, :n] = torch.tensor(f["token_type_ids"])
+    return ids, mask, types
+
+
+def _targets(target: Target, probabilities: Tensor, rows: Sequence[dict]) -> Tensor:
+    """The class to explain per instance, [B] long."""
+    num_classes = probabilities.shape[-1]
+    if target == "predicted":
+        return probabilities.argmax(dim=-1)
+    if target == "label":
+        missing = [row.get("idx") for row in rows if row.get("label") is None]
+        if missing:
+            raise AttexpError(
+                f"target='label' but rows {missing[:5]} have no label. Use target='predicted' for unlabelled data."
+            )
+        labels = torch.tensor([int(row["label"]) for row in rows], dtype=torch.long)
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise AttexpError(
+                f"labels {sorted(set(labels.tolist()))} do not fit a classifier with {num_classes} classes. "
+                f"Check that the model was trained on this dataset."
+            )
+        return labels.to(probabilities.device)
+    if isinstance(target, int) and not isinstance(target, bool) and 0 <= target < num_classes:
+        return torch.full((len(rows),), target, dtype=torch.long, device=probabilities.device)
+    raise ConfigError(
+        f"target={target!r} is not valid: expected 'predicted', 'label' or a class id in 0..{num_classes - 1}."
+    )
+
+
+def _check(explanation: Explanation, batch: Batch, name: str) -> None:
+    """An explainer that breaks the contract fails loudly here rather than writing bad records."""
+    size, width = batch.input_ids.shape
+    if tuple(explanation.attributions.shape) != (size, width):
+        raise AttexpError(
+            f"explainer {name!r} returned attributions of shape {tuple(explanation.attributions.shape)}, "
+            f"expected [B, T] = {(size, width)}."
+        )
+    if len(explanation.forward_passes) != size or len(explanation.backward_passes) != size:
+        raise AttexpError(f"explainer {name!r} returned pass counts that are not one per instance (B = {size}).")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def explain_rows(
+    explainer: Explainer,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[dict],
+    *,
+    batch_size: int,
+    max_length: int,
+    target: Target,
+    device: torch.device | str,
+    skip_idx: Collection[int] = (),
+    progress: bool = True,
+    first_batch: int = 0,
+) -> Iterator[list[dict]]:
+    """Explain dataset rows batch by batch; yield each batch's finished explanation records.
+
+    rows: `{"idx", "text", "label"}` (+ `"text_pair"`) dicts; those whose idx is in `skip_idx` (already
+    written by an interrupted run) are skipped. target: explain the predicted class, the gold label, or a
+    fixed class id. Records follow the explanation record format: padding stripped, `seconds` = the batch's
+    wall time (prediction + explanation) / B, pass counts include the one prediction forward, `batch`
+    counts from `first_batch` (pass the number of batches already written when resuming).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"max_length={max_length} exceeds the model's max_position_embeddings={limit}; lower it.")
+    device = torch.device(device)
+    name = getattr(explainer, "registered_name", type(explainer).__name__)
+    skip = set(skip_idx)
+    todo = [row for row in rows if row["idx"] not in skip]
+    if not todo:
+        return
+    features = _tokenize(tokenizer, todo, max_length)
+    order = sorted(range(len(todo)), key=lambda i: -len(features[i]["input_ids"]))  # stable: ties keep order
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    bar = tqdm(total=len(todo), desc=f"explain {name}", unit="row", disable=not progress)
+    try:
+        for number, start in enumerate(range(0, len(order), batch_size), start=first_batch):
+            chosen = order[start : start + batch_size]
+            batch_rows = [todo[i] for i in chosen]
+            ids, mask, types = _pad([features[i] for i in chosen], pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            types = None if types is None else types.to(device)
+
+            _sync(device)
+            began = time.perf_counter()
+            with torch.inference_mode():
+                kwargs = {"input_ids": ids, "attention_mask": mask}
+                if types is not None:
+                    kwargs["token_type_ids"] = types
+                probabilities = model(**kwargs).logits.float().softmax(dim=-1)  # [B, C]
+                targets = _targets(target, probabilities, batch_rows)  # [B]
+            batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())
+            if explainer.needs_gradients:
+                with torch.enable_grad():
+                    explanation = explainer.explain(batch)
+            else:
+                with torch.inference_mode():
+                    explanation = explainer.explain(batch)
+            _check(explanation, batch, name)
+            _sync(device)
+            seconds = (time.perf_counter() - began) / len(chosen)
+
+            yield _records(explanation, batch, batch_rows, probabilities, tokenizer, seconds, number)
+            bar.update(len(chosen))
+    finally:
+        bar.close()
+
+
+def _records(
+    explanation: Explanation,
+    batch: Batch,
+    rows: Sequence[dict],
+    probabilities: Tensor,
+    tokenizer: Any,
+    seconds: float,
+    number: int,
+) -> list[dict]:
+    lengths = batch.attention_mask.sum(dim=-1).tolist()
+    ids = batch.input_ids.tolist()
+    scores = explanation.attributions.detach().float().cpu().tolist()
+    probs = probabilities.cpu().tolist()
+    targets = batch.targets.tolist()
+    # per-instance scalars among the extras (e.g. LIG's convergence_delta [B]) travel with the record
+    scalars = {
+        key: value.detach().float().cpu().tolist()
+        for key, value in explanation.extras.items()
+        if value.dim() == 1 and value.shape[0] == len(rows)
+    }
+    records = []
+    for i, row in enumerate(rows):
+        n = int(lengths[i])
+        record = {
+            "idx": row["idx"],
+            "input_ids": ids[i][:n],
+            "tokens": tokenizer.convert_ids_to_tokens(ids[i][:n]),
+            "label": row.get("label"),
+            "predictions": probs[i],
+            "target": int(targets[i]),
+            "attributions": scores[i][:n],
+            "seconds": seconds,
+            "forward_passes": 1 + int(explanation.forward_passes[i]),
+            "backward_passes": int(explanation.backward_passes[i]),
+            "batch": number,
+        }
+        if scalars:
+            record["extras"] = {key: values[i] for key, values in scalars.items()}
+        records.append(record)
+    return records

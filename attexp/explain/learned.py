@@ -1,0 +1,62 @@
+"""Learned explainers: models trained to predict another explainer's attributions.
+
+An empirical explainer (Schwarzenberg et al., 2021, "Efficient Explanations from Empirical Explainers",
+BlackboxNLP; code DFKI-NLP/emp-exp) is distilled by the distill stage from an expensive explainer's records
+and then explains a new instance with a single forward pass, no backward pass. The explain stage treats it
+like any other explainer, so its cost and faithfulness are measured the same way as its teacher's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+
+from attexp.config.schema import Upstream
+from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation, zero_padding
+from attexp.registry import EXPLAINERS
+
+
+class EmpiricalConfig(ExplainerConfig):
+    """Empirical explainer (Schwarzenberg et al., 2021): a distilled model that predicts token scores.
+
+    model: name of the distill job whose artifact (`<distill job>/model/`) holds the explainer model.
+    """
+
+    type: Literal["empirical"] = "empirical"
+    model: Annotated[str, Upstream(("distill",))]
+
+
+@EXPLAINERS.register("empirical", EmpiricalConfig)
+class EmpiricalExplainer(Explainer):
+    """Empirical explainer (Schwarzenberg et al., 2021): one forward pass of a distilled model per batch.
+
+    The distilled model reads the same token ids as the classifier (it was built from the classifier and its
+    tokenizer) and predicts the scores its teacher gave for the target the teacher explained; it takes no
+    target, so `batch.targets` is not used (explain with the teacher's target policy, usually "predicted").
+    Specials: scored as the teacher scored them; padding gets exactly 0.
+    The classifier itself is not run: cost per instance is 1 forward, 0 backward passes.
+    """
+
+    config: EmpiricalConfig
+
+    def __init__(
+        self, config: EmpiricalConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]
+    ) -> None:
+        super().__init__(config, model, tokenizer, upstream)
+        # imported here so that registering explainers does not import the distill stage's training code
+        from attexp.distill.model import EmpiricalExplainerModel
+
+        folder = self.upstream_dir(config.model, "model") / "model"
+        self.explainer_model = EmpiricalExplainerModel.from_pretrained(folder, device=self.device)
+        self.explainer_model.eval()
+
+    def explain(self, batch: Batch) -> Explanation:
+        with torch.inference_mode():
+            # scores [B, T]
+            scores = self.explainer_model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+            scores = zero_padding(scores.float(), batch.attention_mask)
+        size = len(batch)
+        return Explanation(attributions=scores, forward_passes=[1] * size, backward_passes=[0] * size)

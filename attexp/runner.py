@@ -1,0 +1,229 @@
+"""Run a validated plan: for each job, claim its folder, record provenance, run the stage, mark it finished.
+
+A stage is a `Job` subclass registered in `JOBS` with its config type. Its `run(config, ctx)` reads
+upstream artifacts and writes its files through the `JobContext`; the runner owns everything around it:
+
+- before any work, for every job of the plan: a finished folder with the same config hash is reused
+  (skipped); a finished one with a different config, or a partial one from a different config, is refused
+  unless `--force` (ConfigError, exit 2);
+- a file lock (`<stage folder>/.<name>.lock`) so two runs never write one folder;
+- `config.json` and a `manifest.json` with status "running" at the start; a rerun of a partial job of the
+  same config resumes (stages stream records through `ctx.records_writer`, which skips finished idx);
+- at the end the manifest gets the counts, timing and stage extras and status "finished" (atomic write).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import filelock
+
+from attexp.config.loader import Plan
+from attexp.config.schema import JobConfig
+from attexp.errors import AttexpError, ConfigError
+from attexp.io.artifacts import (
+    CONFIG,
+    MANIFEST,
+    Artifact,
+    config_hash,
+    find_artifact,
+    job_dir,
+    lock_path,
+    new_manifest,
+    now,
+)
+from attexp.io.files import ResumableJsonlWriter, read_json, write_json
+from attexp.registry import JOBS
+from attexp.tracking import Tracker
+from attexp.utils import seed_everything
+
+log = logging.getLogger("attexp")
+
+
+class Job:
+    """A stage. Subclasses set the schema of what they write and implement `run`."""
+
+    schema: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    def run(self, config: Any, ctx: JobContext) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class JobContext:
+    """What a running job may touch: its folder, its upstream artifacts, its manifest extras, the tracker."""
+
+    base_dir: Path
+    out_dir: Path
+    config: JobConfig
+    upstream_artifacts: dict[str, Artifact]
+    tracker: Tracker
+    resuming: bool = False
+    manifest_extra: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Downloaded archives and extracted weights shared by all jobs: `$ATTEXP_CACHE_DIR`, else `<base>/.cache`."""
+        return Path(os.environ.get("ATTEXP_CACHE_DIR") or self.base_dir / ".cache")
+
+    def upstream(self, name: str) -> Artifact:
+        try:
+            return self.upstream_artifacts[name]
+        except KeyError:
+            raise AttexpError(f"job {self.config.name!r} asked for {name!r}, which its config does not name.") from None
+
+    def path(self, relative: str) -> Path:
+        return self.out_dir / relative
+
+    def records_writer(self, filename: str) -> ResumableJsonlWriter:
+        writer = ResumableJsonlWriter(self.out_dir / filename)
+        if writer.done:
+            log.info("resuming %s: %d records already written", filename, len(writer.done))
+        return writer
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        log.info("%s: %s", self.config.name, shown)
+        self.tracker.log(metrics, step=step)
+
+
+@dataclass
+class Prepared:
+    config: JobConfig
+    stage: str
+    out_dir: Path
+    action: str  # "run" | "resume" | "skip" | "rerun"
+
+
+def prepare(plan: Plan, base_dir: Path, force: bool) -> list[Prepared]:
+    """Decide for each job whether it runs, resumes or is skipped; refuse overwrites. Writes nothing."""
+    prepared, problems = [], []
+    for job in plan.jobs:
+        out = job_dir(base_dir, job.job, job.name)
+        manifest_path = out / MANIFEST
+        action = "run"
+        if manifest_path.exists():
+            manifest = read_json(manifest_path)
+            same = manifest.get("config_hash") == config_hash(job.model_dump(mode="json"))
+            if force:
+                action = "rerun"
+            elif manifest.get("status") == "finished":
+                if same:
+                    action = "skip"
+                else:
+                    problems.append(
+                        f"{out}: job {job.name!r} already finished with a different config. "
+                        f"Pass --force to overwrite it, or give the job a new name."
+                    )
+            elif same:
+                action = "resume"
+            else:
+                problems.append(
+                    f"{out}: a partial run of {job.name!r} with a different config is there. "
+                    f"Pass --force to start over, or give the job a new name."
+                )
+        elif out.exists() and any(out.iterdir()):
+            action = "rerun" if force else "run"
+            if not force:
+                problems.append(f"{out}: folder exists without a manifest. Pass --force to replace it.")
+        prepared.append(Prepared(job, job.job, out, action))
+    if problems:
+        raise ConfigError(f"{plan.source}:\n" + "\n".join(f"  {p}" for p in problems))
+    return prepared
+
+
+def run_plan(plan: Plan, base_dir: Path, force: bool = False) -> list[Path]:
+    """Run every job of the plan in order; returns their output folders."""
+    base_dir = Path(base_dir)
+    outputs = []
+    for item in prepare(plan, base_dir, force):
+        if item.action == "skip":
+            log.info(
+                "%s: finished already with this config (%s); skipping. --force reruns it.",
+                item.config.name,
+                item.out_dir,
+            )
+        else:
+            _run_one(item, base_dir)
+        outputs.append(item.out_dir)
+    return outputs
+
+
+def _run_one(item: Prepared, base_dir: Path) -> None:
+    cfg = item.config
+    entry = JOBS.get(cfg.job)
+    lock = filelock.FileLock(str(lock_path(base_dir, cfg.job, cfg.name)))
+    lock_path(base_dir, cfg.job, cfg.name).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise AttexpError(
+            f"{item.out_dir}: another run is writing job {cfg.name!r} (lock {lock.lock_file} held). "
+            f"Wait for it to finish."
+        ) from None
+    try:
+        if item.action == "rerun" and item.out_dir.exists():
+            shutil.rmtree(item.out_dir)
+        item.out_dir.mkdir(parents=True, exist_ok=True)
+        resolved = cfg.model_dump(mode="json")
+        upstream = {}
+        for name in _upstream_names(cfg):
+            artifact = find_artifact(base_dir, name)
+            if artifact is None:
+                raise AttexpError(f"job {cfg.name!r}: upstream artifact {name!r} is missing from {base_dir}.")
+            upstream[name] = artifact.require_finished()
+        resuming = item.action == "resume"
+        manifest = (
+            read_json(item.out_dir / MANIFEST)
+            if resuming
+            else new_manifest(
+                schema=entry.cls.schema,
+                schema_version=entry.cls.schema_version,
+                stage=cfg.job,
+                config=resolved,
+                upstream=upstream,
+            )
+        )
+        manifest["resumed"] = manifest.get("resumed", 0) + int(resuming)
+        write_json(item.out_dir / CONFIG, resolved)
+        write_json(item.out_dir / MANIFEST, manifest)
+
+        handler = logging.FileHandler(item.out_dir / "job.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        tracker = Tracker(cfg.wandb, job=cfg.job, name=cfg.name, config=resolved, base_dir=base_dir)
+        ctx = JobContext(base_dir, item.out_dir, cfg, upstream, tracker, resuming=resuming)
+        log.info("%s %s: %s -> %s", "resuming" if resuming else "running", cfg.job, cfg.name, item.out_dir)
+        started = time.perf_counter()
+        exit_code = 1
+        try:
+            seed_everything(cfg.seed)
+            entry.cls().run(cfg, ctx)
+            exit_code = 0
+        finally:
+            tracker.finish(exit_code)
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        manifest.update(ctx.manifest_extra)
+        manifest["counts"] = {**manifest.get("counts", {}), **ctx.counts}
+        manifest["seconds"] = round((manifest.get("seconds") or 0) + time.perf_counter() - started, 3)
+        manifest["finished"] = now()
+        manifest["status"] = "finished"
+        write_json(item.out_dir / MANIFEST, manifest)
+        log.info("%s: finished in %.1f s", cfg.name, time.perf_counter() - started)
+    finally:
+        lock.release()
+
+
+def _upstream_names(cfg: JobConfig) -> list[str]:
+    from attexp.config.loader import upstream_refs
+
+    return list(dict.fromkeys(name for _, name, _ in upstream_refs(cfg)))

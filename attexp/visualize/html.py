@@ -1,0 +1,255 @@
+"""Static HTML heatmaps that put several explainers' attributions for one instance side by side.
+
+A report is a folder: `index.html` lists the instances every run explained (idx, label, prediction, a
+preview of the text) and what each run cost; `instances/<idx>.html` shows that instance's tokens once per
+run, each token's background coloured by its score. The pages are self-contained (inline CSS, no scripts,
+no external requests), so they open from a file system, an artifact store or an e-mail attachment alike.
+
+Pages are rendered by jinja2 with autoescaping on for every template: tokens are untrusted text (a corpus can
+hold `<img src=x onerror=...>`), and escaping in one place, by the template engine, is what keeps them text.
+Nothing here builds HTML by string concatenation; Python only computes numbers and plain strings.
+
+Colour: each run's row is normalised by its own max |score| (explainers differ in scale by orders of
+magnitude, and a shared scale would leave all but one row blank); positive scores are red, negative blue,
+the opacity is |score| / max |score|, and the exact score is in each token's tooltip. Pad tokens are never
+shown (records carry none, and any that slip in are dropped before normalising).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from attexp.errors import AttexpError
+from attexp.io.files import atomic_write_text
+
+TEMPLATES = Path(__file__).parent / "templates"
+PAD_TOKENS = frozenset({"[PAD]", "<pad>"})
+# Tokens left out of the text preview on the index page (they are shown on the instance pages).
+SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "<s>", "</s>", "<cls>", "<sep>"}) | PAD_TOKENS
+POSITIVE_RGB = (215, 48, 39)  # red
+NEGATIVE_RGB = (33, 102, 172)  # blue
+PREVIEW_CHARS = 90
+
+
+@dataclass
+class Run:
+    """One explainer's records to show: `name` labels the row, `explainer` is its registry type,
+    `cost` its mean cost per instance (e.g. `seconds`, `forward_passes`, `backward_passes`)."""
+
+    name: str
+    explainer: str
+    records: list[dict]
+    cost: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Token:
+    """One coloured token of a heatmap row (plain strings; the template escapes them)."""
+
+    text: str
+    score: float
+    title: str
+    style: str
+
+
+def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> tuple[list[str], list[float], list[str]]:
+    """Join WordPiece continuations (`##ing`) onto the token before them, summing their scores.
+
+    Returns the words, their scores and, per word, the pieces it was made of (space-separated). A `##`
+    piece with nothing before it stays a word of its own.
+    """
+    words: list[str] = []
+    summed: list[float] = []
+    pieces: list[list[str]] = []
+    for token, score in zip(tokens, scores, strict=True):
+        if token.startswith("##") and len(token) > 2 and words and words[-1] not in SPECIAL_TOKENS:
+            words[-1] += token[2:]
+            summed[-1] += float(score)
+            pieces[-1].append(token)
+        else:
+            words.append(token)
+            summed.append(float(score))
+            pieces.append([token])
+    return words, summed, [" ".join(p) for p in pieces]
+
+
+def token_style(weight: float) -> str:
+    """CSS for a token whose score divided by the row's max |score| is `weight` (in [-1, 1])."""
+    r, g, b = POSITIVE_RGB if weight > 0 else NEGATIVE_RGB
+    alpha = min(abs(weight), 1.0)
+    text = "#fff" if alpha > 0.6 else "#111"
+    return f"background-color: rgba({r}, {g}, {b}, {alpha:.3f}); color: {text}"
+
+
+def heatmap_row(
+    tokens: Sequence[str], scores: Sequence[float], merge_subwords: bool = False
+) -> tuple[list[Token], float]:
+    """The tokens of one row, coloured, and the row's max |score| (0 for an all-zero row)."""
+    kept = [(t, float(s)) for t, s in zip(tokens, scores, strict=True) if t not in PAD_TOKENS]
+    words, values = [t for t, _ in kept], [s for _, s in kept]
+    pieces = list(words)
+    if merge_subwords:
+        words, values, pieces = merge_wordpieces(words, values)
+    scale = float(np.max(np.abs(values))) if values else 0.0  # per-row normalisation
+    row = []
+    for word, value, made_of in zip(words, values, pieces, strict=True):
+        title = f"{value:+.4f}" if made_of == word else f"{value:+.4f} ({made_of})"
+        row.append(Token(word, value, title, token_style(value / scale if scale > 0 else 0.0)))
+    return row, scale
+
+
+def render_report(
+    out_dir: Path,
+    runs: Sequence[Run],
+    max_instances: int | None = None,
+    merge_subwords: bool = False,
+    label_names: Sequence[str] | None = None,
+) -> list[Path]:
+    """Write `index.html` and `instances/<idx>.html` for the instances present in every run.
+
+    Instances are taken in ascending idx order, at most `max_instances` of them. `label_names` (index = label
+    id) shows class names next to label and prediction ids. `merge_subwords` merges WordPiece `##` pieces into
+    words by summing their scores. Returns the written files, index first.
+    """
+    if not runs:
+        raise AttexpError("render_report: no runs given; a report needs at least one explanations artifact.")
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise AttexpError(f"render_report: run names must be unique to label the rows; got {names}.")
+    by_run = [_records_by_idx(run) for run in runs]
+    common = sorted(set.intersection(*(set(records) for records in by_run)))
+    if not common:
+        sizes = ", ".join(f"{run.name}: {len(records)} records" for run, records in zip(runs, by_run, strict=True))
+        raise AttexpError(
+            f"render_report: no instance idx is present in every run ({sizes}). The runs must explain the same "
+            f"split of the same dataset; check the visualize job's explanations."
+        )
+    if max_instances is not None:
+        common = common[: max(max_instances, 0)]
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # the templates end in .html.j2, which select_autoescape would not match
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    out_dir = Path(out_dir)
+    written = []
+    instance_template = env.get_template("instance.html.j2")
+    for position, idx in enumerate(common):
+        page = out_dir / "instances" / f"{idx}.html"
+        context = {
+            "idx": idx,
+            "label": _class(by_run[0][idx].get("label"), label_names),
+            "rows": [
+                _row(run, records[idx], merge_subwords, label_names) for run, records in zip(runs, by_run, strict=True)
+            ],
+            "previous": f"{common[position - 1]}.html" if position > 0 else None,
+            "next": f"{common[position + 1]}.html" if position + 1 < len(common) else None,
+            "positive_rgb": POSITIVE_RGB,
+            "negative_rgb": NEGATIVE_RGB,
+            "merged": merge_subwords,
+        }
+        atomic_write_text(page, instance_template.render(context))
+        written.append(page)
+
+    first = by_run[0]
+    instances = [
+        {
+            "idx": idx,
+            "label": _class(first[idx].get("label"), label_names),
+            "prediction": _class(_argmax(first[idx].get("predictions")), label_names),
+            "agree": len({_argmax(records[idx].get("predictions")) for records in by_run}) == 1,
+            "preview": _preview(first[idx].get("tokens", [])),
+            "href": f"instances/{idx}.html",
+        }
+        for idx in common
+    ]
+    cost_keys = _cost_columns(runs)
+    index = out_dir / "index.html"
+    html = env.get_template("index.html.j2").render(
+        {
+            "runs": [
+                {"name": r.name, "explainer": r.explainer, "cost": [r.cost.get(k) for k in cost_keys]} for r in runs
+            ],
+            "cost_keys": cost_keys,
+            "instances": instances,
+            "prediction_run": runs[0].name,
+            "total": {run.name: len(records) for run, records in zip(runs, by_run, strict=True)},
+        }
+    )
+    atomic_write_text(index, html)
+    return [index, *written]
+
+
+def _records_by_idx(run: Run) -> dict[int, dict]:
+    out: dict[int, dict] = {}
+    for record in run.records:
+        try:
+            idx, tokens, scores = int(record["idx"]), record["tokens"], record["attributions"]
+        except KeyError as e:
+            raise AttexpError(
+                f"run {run.name!r}: a record lacks {e.args[0]!r}; expected explanation records with idx, tokens "
+                f"and attributions (the explain stage's records.jsonl)."
+            ) from None
+        if len(tokens) != len(scores):
+            raise AttexpError(
+                f"run {run.name!r}, idx {idx}: {len(tokens)} tokens but {len(scores)} attributions; a record holds "
+                f"one score per token. Re-run the explain job that wrote it with --force."
+            )
+        if idx in out:
+            raise AttexpError(f"run {run.name!r}: idx {idx} occurs twice; re-run its explain job with --force.")
+        out[idx] = record
+    return out
+
+
+def _row(run: Run, record: dict, merge_subwords: bool, label_names: Sequence[str] | None) -> dict[str, Any]:
+    tokens, scale = heatmap_row(record["tokens"], record["attributions"], merge_subwords)
+    probabilities = record.get("predictions") or []
+    predicted = _argmax(probabilities)
+    return {
+        "name": run.name,
+        "explainer": run.explainer,
+        "prediction": _class(predicted, label_names),
+        "probability": float(probabilities[predicted]) if predicted is not None else None,
+        "target": _class(record.get("target"), label_names),
+        "seconds": record.get("seconds"),
+        "forward_passes": record.get("forward_passes"),
+        "backward_passes": record.get("backward_passes"),
+        "scale": scale,
+        "tokens": tokens,
+    }
+
+
+def _argmax(probabilities: Sequence[float] | None) -> int | None:
+    return int(np.argmax(probabilities)) if probabilities else None
+
+
+def _class(label: int | None, label_names: Sequence[str] | None) -> str:
+    """'1 (positive)' with names, '1' without, '—' when unknown."""
+    if label is None:
+        return "—"
+    if label_names is not None and 0 <= int(label) < len(label_names):
+        return f"{label} ({label_names[int(label)]})"
+    return str(label)
+
+
+def _preview(tokens: Sequence[str]) -> str:
+    kept = [t for t in tokens if t not in SPECIAL_TOKENS]
+    words, _, _ = merge_wordpieces(kept, [0.0] * len(kept))
+    text = " ".join(words)
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def _cost_columns(runs: Sequence[Run]) -> list[str]:
+    """The cost keys of all runs: seconds and passes first, then the rest alphabetically."""
+    first = ["seconds", "forward_passes", "backward_passes"]
+    keys = {k for run in runs for k in run.cost}
+    return [k for k in first if k in keys] + sorted(keys - set(first))

@@ -1,0 +1,2 @@
+// ag_news (distill), following emp-exp.
+(import '../lib/hub_datasets.libsonnet').ag_news.distill

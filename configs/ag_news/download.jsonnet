@@ -1,0 +1,2 @@
+// ag_news (download stage), from the Hugging Face hub (needs a network).
+(import '../lib/hub_datasets.libsonnet').ag_news.download

@@ -1,0 +1,2 @@
+// imdb (distill), following emp-exp.
+(import '../lib/hub_datasets.libsonnet').imdb.distill

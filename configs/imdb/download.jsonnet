@@ -1,0 +1,2 @@
+// imdb (download stage), from the Hugging Face hub (needs a network).
+(import '../lib/hub_datasets.libsonnet').imdb.download

@@ -1,0 +1,2 @@
+// imdb (evaluate), following emp-exp.
+(import '../lib/hub_datasets.libsonnet').imdb.evaluate

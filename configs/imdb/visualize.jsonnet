@@ -1,0 +1,2 @@
+// imdb (visualize), following emp-exp.
+(import '../lib/hub_datasets.libsonnet').imdb.visualize

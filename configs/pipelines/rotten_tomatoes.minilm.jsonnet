@@ -1,0 +1,3 @@
+// The whole Empirical-Explainer pipeline on Rotten Tomatoes with the minilm model.
+local empexp = import '../lib/empexp.libsonnet';
+empexp.pipeline((import '../lib/rotten_tomatoes.libsonnet').minilm)

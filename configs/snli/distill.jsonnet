@@ -1,0 +1,2 @@
+// snli (distill), following emp-exp.
+(import '../lib/hub_datasets.libsonnet').snli.distill

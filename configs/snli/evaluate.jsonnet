@@ -1,0 +1,2 @@
+// snli (evaluate), following emp-exp.
+(import '../lib/hub_datasets.libsonnet').snli.evaluate

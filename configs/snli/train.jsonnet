@@ -1,0 +1,2 @@
+// snli (train stage), from the Hugging Face hub (needs a network).
+(import '../lib/hub_datasets.libsonnet').snli.train

@@ -1,0 +1,2 @@
+// snli (visualize), following emp-exp.
+(import '../lib/hub_datasets.libsonnet').snli.visualize

