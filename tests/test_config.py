@@ -133,3 +133,18 @@ def test_list_names_every_registry(run_cli):
         assert heading in out
     for name in ("download", "train", "explain", "distill", "evaluate", "visualize", "lig", "empirical", "mse"):
         assert re.search(rf"^\s+{re.escape(name)}\s", out, flags=re.M), name
+
+
+@pytest.mark.parametrize("entry", [["run_job.py"], ["-m", "attexp"]], ids=["run_job.py", "python -m attexp"])
+def test_entry_points_run_the_cli(entry, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, *entry, "--list"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "explainers:" in proc.stdout and "lig" in proc.stdout
+    broken = FIXTURES / "configs" / "broken" / "unknown_job.jsonnet"
+    proc = subprocess.run(
+        [sys.executable, *entry, broken, "--base-dir", tmp_path], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "unknown job 'explian'" in proc.stderr and "Traceback" not in proc.stderr

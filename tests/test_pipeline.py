@@ -21,7 +21,7 @@ import pytest
 from conftest import FIXTURES, ROOT
 
 from attexp.io.artifacts import config_hash
-from attexp.io.files import read_jsonl
+from attexp.io.files import ResumableJsonlWriter, read_jsonl
 
 SMALL = FIXTURES / "configs" / "pipeline.small.jsonnet"
 EXPLANATION_FIELDS = {
@@ -205,7 +205,10 @@ def test_explain_killed_mid_job_resumes_without_loss_or_duplicates(base, tmp_pat
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    written = len(partial.read_text().splitlines())
+    recovered = ResumableJsonlWriter(copy / "explanations/resumed/records.jsonl")  # what the rerun will find
+    recovered.close()
+    first_run = set(recovered.done)
+    written = len(first_run)
     assert 12 <= written < 120, "killed mid-job"
     assert json.loads((copy / "explanations/resumed/manifest.json").read_text())["status"] == "running"
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -216,6 +219,9 @@ def test_explain_killed_mid_job_resumes_without_loss_or_duplicates(base, tmp_pat
     resumed = read_jsonl(copy / "explanations/resumed/records.jsonl")
     reference = read_jsonl(base / "explanations/rt.explain.lig.tiny.train/records.jsonl")
     assert [r["idx"] for r in resumed] == [r["idx"] for r in reference] == list(range(120))
+    batches_before = {r["batch"] for r in resumed if r["idx"] in first_run}
+    batches_after = {r["batch"] for r in resumed if r["idx"] not in first_run}
+    assert max(batches_before) < min(batches_after), "batch numbers keep counting up across the resume"
     for a, b in zip(resumed, reference, strict=True):
         assert a["input_ids"] == b["input_ids"]
         assert a["attributions"] == pytest.approx(b["attributions"], abs=1e-4)

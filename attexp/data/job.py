@@ -14,7 +14,7 @@ import logging
 import random
 from typing import Annotated, Literal
 
-from pydantic import Field, SerializeAsAny
+from pydantic import Field, SerializeAsAny, field_validator
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered
 from attexp.data.sources import limit_rows, make_splits
@@ -39,6 +39,20 @@ class DownloadConfig(JobConfig):
     limit: dict[Literal["train", "validation", "test"], int] = Field(
         default_factory=dict, description="at most this many rows per split (stratified, seeded)"
     )
+
+    @field_validator("splits")
+    @classmethod
+    def _fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not 0 < f < 1 for f in value.values()) or sum(value.values()) >= 1:
+            raise ValueError("each held-out fraction must be in (0, 1) and together they must leave rows for train")
+        return value
+
+    @field_validator("limit")
+    @classmethod
+    def _limits(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(n < 1 for n in value.values()):
+            raise ValueError("limits must be positive row counts")
+        return value
 
 
 @JOBS.register("download", DownloadConfig)

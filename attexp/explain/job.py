@@ -16,6 +16,7 @@ from pydantic import Field, SerializeAsAny
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.explain.batching import explain_rows
+from attexp.io.files import read_jsonl
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import EXPLAINERS, JOBS
 from attexp.runner import Job, JobContext
@@ -62,6 +63,8 @@ class ExplainJob(Job):
         explainer = entry.cls(config.explainer, model, tokenizer, {n: a.dir for n, a in ctx.upstream_artifacts.items()})
         writer = ctx.records_writer(RECORDS)
         todo = len(rows) - len(writer.done)
+        # batch numbers keep counting up across a resume
+        first_batch = 1 + max((r["batch"] for r in read_jsonl(writer.partial)), default=-1) if writer.done else 0
         try:
             for records in explain_rows(
                 explainer,
@@ -74,6 +77,7 @@ class ExplainJob(Job):
                 device=device,
                 skip_idx=writer.done,
                 progress=config.progress,
+                first_batch=first_batch,
             ):
                 writer.write(records)
         finally:
@@ -96,8 +100,6 @@ class ExplainJob(Job):
 
 def _totals(path) -> dict[str, float]:
     """Cost totals and per-instance means over the finished records file."""
-    from attexp.io.files import read_jsonl
-
     records = read_jsonl(path)
     n = max(len(records), 1)
     out: dict[str, float] = {"instances": len(records)}

@@ -55,4 +55,5 @@ class VisualizeJob(Job):
             label_names=label_names,
         )
         ctx.counts.update(pages=len(pages))
+        ctx.log_metrics({"pages": len(pages), "explanation_files": len(runs)})
         ctx.manifest_extra.update(index=str(ctx.path("index.html")))
