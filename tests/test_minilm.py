@@ -19,7 +19,7 @@ def test_minilm_fine_tunes_and_explains(tmp_path, run_cli):
     assert hf_config["num_hidden_layers"] == 6 and hf_config["hidden_size"] == 384
     assert hf_config["id2label"] == {"0": "negative", "1": "positive"}
     manifest = json.loads((tmp_path / "models" / "rt.train.minilm" / "manifest.json").read_text())
-    assert manifest["test"]["accuracy"] > 0.55, "one epoch on 300 sentences already beats chance"
+    assert manifest["test"]["accuracy"] > 0.62, "two epochs on 600 sentences clearly beat chance (0.5)"
     records = read_jsonl(tmp_path / "explanations" / "rt.explain.lig.minilm.test" / "records.jsonl")
     assert len(records) == 20
     for r in records:
