@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from attexp import distributed as dist
 from attexp import registry
 from attexp.errors import AttexpError, ConfigError
 
@@ -94,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(list_registered())
         return 0
-    from attexp.config.loader import load_config
-    from attexp.runner import prepare, run_plan
-
     ext_vars = {}
     for item in args.ext_var:
         key, sep, value = item.partition("=")
@@ -105,7 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         ext_vars[key] = value
     config = Path(args.config) if args.config else DEFAULT_CONFIG
-    base_dir = Path(args.base_dir)
+    with dist.process_group():  # a no-op unless started by torchrun with several processes
+        if not dist.is_main():
+            logging.getLogger().setLevel(logging.WARNING)
+        return _run(config, Path(args.base_dir), ext_vars, overrides, args)
+
+
+def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list[str], args) -> int:
+    from attexp.config.loader import load_config
+    from attexp.runner import prepare, run_plan
+
     try:
         plan = load_config(config, base_dir=base_dir, ext_vars=ext_vars, overrides=overrides)
         prepared = prepare(plan, base_dir, args.force)
@@ -113,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        print(describe(plan, prepared, base_dir))
+        if dist.is_main():
+            print(describe(plan, prepared, base_dir))
         return 0
     _quiet_libraries()
     try:

@@ -8,7 +8,7 @@ upstream artifacts and writes its files through the `JobContext`; the runner own
   unless `--force` (ConfigError, exit 2);
 - a file lock (`<stage folder>/.<name>.lock`) so two runs never write one folder;
 - `config.json` and a `manifest.json` with status "running" at the start; a rerun of a partial job of the
-  same config resumes (stages stream records through `ctx.records_writer`, which skips finished idx);
+  same config resumes (the explain stage streams records to partial files and skips finished idx);
 - at the end the manifest gets the counts, timing and stage extras and status "finished" (atomic write).
 """
 
@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 
 import filelock
 
+from attexp import distributed as dist
 from attexp.config.loader import Plan
-from attexp.config.schema import JobConfig
+from attexp.config.schema import JobConfig, WandbConfig
 from attexp.errors import AttexpError, ConfigError
 from attexp.io.artifacts import (
     CONFIG,
@@ -38,7 +39,7 @@ from attexp.io.artifacts import (
     new_manifest,
     now,
 )
-from attexp.io.files import ResumableJsonlWriter, read_json, write_json
+from attexp.io.files import read_json, write_json
 from attexp.registry import JOBS
 from attexp.tracking import Tracker
 from attexp.utils import seed_everything
@@ -47,13 +48,22 @@ log = logging.getLogger("attexp")
 
 
 class Job:
-    """A stage. Subclasses set the schema of what they write and implement `run`."""
+    """A stage. Subclasses set the schema of what they write and implement `run`.
+
+    `distributed = True` means `run` is called on every rank under torchrun (each does its share, see
+    attexp.distributed); `finish` then runs on rank 0 once every rank is done (e.g. to merge shards).
+    """
 
     schema: ClassVar[str]
     schema_version: ClassVar[int] = 1
+    distributed: ClassVar[bool] = False
 
     def run(self, config: Any, ctx: JobContext) -> None:
         raise NotImplementedError
+
+    @classmethod
+    def finish(cls, config: Any, ctx: JobContext) -> None:
+        """Runs on rank 0 after every rank's `run` returned. Default: nothing."""
 
 
 @dataclass
@@ -66,8 +76,17 @@ class JobContext:
     upstream_artifacts: dict[str, Artifact]
     tracker: Tracker
     resuming: bool = False
+    rank: int = 0
+    world_size: int = 1
     manifest_extra: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        dist.barrier()
 
     @property
     def cache_dir(self) -> Path:
@@ -82,12 +101,6 @@ class JobContext:
 
     def path(self, relative: str) -> Path:
         return self.out_dir / relative
-
-    def records_writer(self, filename: str) -> ResumableJsonlWriter:
-        writer = ResumableJsonlWriter(self.out_dir / filename)
-        if writer.done:
-            log.info("resuming %s: %d records already written", filename, len(writer.done))
-        return writer
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
@@ -141,86 +154,126 @@ def prepare(plan: Plan, base_dir: Path, force: bool) -> list[Prepared]:
 
 
 def run_plan(plan: Plan, base_dir: Path, force: bool = False) -> list[Path]:
-    """Run every job of the plan in order; returns their output folders."""
+    """Run every job of the plan in order; returns their output folders.
+
+    Under torchrun every rank calls this after validating the same plan; see attexp.distributed.
+    """
     base_dir = Path(base_dir)
-    outputs = []
-    for item in prepare(plan, base_dir, force):
+    prepared = prepare(plan, base_dir, force)
+    dist.barrier()  # every rank has decided from the same state of the base directory before anyone writes
+    for item in prepared:
         if item.action == "skip":
-            log.info(
-                "%s: finished already with this config (%s); skipping. --force reruns it.",
-                item.config.name,
-                item.out_dir,
-            )
+            if dist.is_main():
+                log.info(
+                    "%s: finished already with this config (%s); --force reruns it.", item.config.name, item.out_dir
+                )
         else:
             _run_one(item, base_dir)
-        outputs.append(item.out_dir)
-    return outputs
+    return [item.out_dir for item in prepared]
 
 
 def _run_one(item: Prepared, base_dir: Path) -> None:
     cfg = item.config
-    entry = JOBS.get(cfg.job)
-    lock = filelock.FileLock(str(lock_path(base_dir, cfg.job, cfg.name)))
-    lock_path(base_dir, cfg.job, cfg.name).parent.mkdir(parents=True, exist_ok=True)
+    job_cls = JOBS.get(cfg.job).cls
+    main = dist.is_main()
+    lock = _claim(item, base_dir) if main else None
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise AttexpError(
-            f"{item.out_dir}: another run is writing job {cfg.name!r} (lock {lock.lock_file} held). "
-            f"Wait for it to finish."
-        ) from None
-    try:
-        if item.action == "rerun" and item.out_dir.exists():
-            shutil.rmtree(item.out_dir)
-        item.out_dir.mkdir(parents=True, exist_ok=True)
-        resolved = cfg.model_dump(mode="json")
         upstream = {}
         for name in _upstream_names(cfg):
             artifact = find_artifact(base_dir, name)
             if artifact is None:
                 raise AttexpError(f"job {cfg.name!r}: upstream artifact {name!r} is missing from {base_dir}.")
             upstream[name] = artifact.require_finished()
+        resolved = cfg.model_dump(mode="json")
         resuming = item.action == "resume"
-        manifest = (
-            read_json(item.out_dir / MANIFEST)
-            if resuming
-            else new_manifest(
-                schema=entry.cls.schema,
-                schema_version=entry.cls.schema_version,
-                stage=cfg.job,
-                config=resolved,
-                upstream=upstream,
-            )
-        )
-        manifest["resumed"] = manifest.get("resumed", 0) + int(resuming)
-        write_json(item.out_dir / CONFIG, resolved)
-        write_json(item.out_dir / MANIFEST, manifest)
+        if main:
+            manifest = _start_manifest(item, job_cls, resolved, upstream)
+        dist.barrier()  # the folder exists and is claimed
 
-        handler = logging.FileHandler(item.out_dir / "job.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-        tracker = Tracker(cfg.wandb, job=cfg.job, name=cfg.name, config=resolved, base_dir=base_dir)
-        ctx = JobContext(base_dir, item.out_dir, cfg, upstream, tracker, resuming=resuming)
-        log.info("%s %s: %s -> %s", "resuming" if resuming else "running", cfg.job, cfg.name, item.out_dir)
+        handler = _log_to(item.out_dir / ("job.log" if main else f"job.rank{dist.rank()}.log"))
+        tracker = Tracker(
+            cfg.wandb if main else WandbConfig(), job=cfg.job, name=cfg.name, config=resolved, base_dir=base_dir
+        )
+        ctx = JobContext(
+            base_dir,
+            item.out_dir,
+            cfg,
+            upstream,
+            tracker,
+            resuming=resuming,
+            rank=dist.rank(),
+            world_size=dist.world_size(),
+        )
+        if main:
+            log.info("%s %s: %s -> %s", "resuming" if resuming else "running", cfg.job, cfg.name, item.out_dir)
         started = time.perf_counter()
         exit_code = 1
         try:
-            seed_everything(cfg.seed)
-            entry.cls().run(cfg, ctx)
+            if job_cls.distributed or main:
+                seed_everything(cfg.seed + dist.rank())  # per-rank seeds derived from the job's seed
+                job_cls().run(cfg, ctx)
             exit_code = 0
         finally:
             tracker.finish(exit_code)
             logging.getLogger().removeHandler(handler)
             handler.close()
-        manifest.update(ctx.manifest_extra)
-        manifest["counts"] = {**manifest.get("counts", {}), **ctx.counts}
-        manifest["seconds"] = round((manifest.get("seconds") or 0) + time.perf_counter() - started, 3)
-        manifest["finished"] = now()
-        manifest["status"] = "finished"
-        write_json(item.out_dir / MANIFEST, manifest)
-        log.info("%s: finished in %.1f s", cfg.name, time.perf_counter() - started)
+        dist.barrier()  # every rank's share is on disk
+        if main:
+            job_cls.finish(cfg, ctx)
+            manifest.update(ctx.manifest_extra)
+            manifest["counts"] = {**manifest.get("counts", {}), **ctx.counts}
+            manifest["seconds"] = round((manifest.get("seconds") or 0) + time.perf_counter() - started, 3)
+            manifest["world_size"] = dist.world_size()
+            manifest["finished"] = now()
+            manifest["status"] = "finished"
+            write_json(item.out_dir / MANIFEST, manifest)
+            log.info("%s: finished in %.1f s", cfg.name, time.perf_counter() - started)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
+
+
+def _claim(item: Prepared, base_dir: Path) -> filelock.FileLock:
+    """Take the job folder's lock (or fail at once) and clear the folder for a rerun."""
+    cfg = item.config
+    path = lock_path(base_dir, cfg.job, cfg.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise AttexpError(
+            f"{item.out_dir}: another run is writing job {cfg.name!r} (lock {path} held). Wait for it to finish."
+        ) from None
+    if item.action == "rerun" and item.out_dir.exists():
+        shutil.rmtree(item.out_dir)
+    item.out_dir.mkdir(parents=True, exist_ok=True)
+    return lock
+
+
+def _start_manifest(item: Prepared, job_cls: type[Job], resolved: dict, upstream: dict[str, Artifact]) -> dict:
+    """config.json and a "running" manifest (a resumed job keeps its manifest and counts the resume)."""
+    if item.action == "resume":
+        manifest = read_json(item.out_dir / MANIFEST)
+    else:
+        manifest = new_manifest(
+            schema=job_cls.schema,
+            schema_version=job_cls.schema_version,
+            stage=item.config.job,
+            config=resolved,
+            upstream=upstream,
+        )
+    manifest["resumed"] = manifest.get("resumed", 0) + int(item.action == "resume")
+    write_json(item.out_dir / CONFIG, resolved)
+    write_json(item.out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
 
 
 def _upstream_names(cfg: JobConfig) -> list[str]:

@@ -197,7 +197,7 @@ def test_explain_killed_mid_job_resumes_without_loss_or_duplicates(base, tmp_pat
     shutil.copytree(base, copy)
     config = tmp_path / "explain.jsonnet"
     config.write_text(f"(import '{SMALL}').jobs[2] {{ name: 'resumed', batch_size: 4, limit: 120 }}")
-    partial = copy / "explanations" / "resumed" / "records.jsonl.partial"
+    partial = copy / "explanations" / "resumed" / "records.jsonl.rank0.partial"
     cmd = [sys.executable, "run_job.py", config, "--base-dir", copy]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -205,7 +205,7 @@ def test_explain_killed_mid_job_resumes_without_loss_or_duplicates(base, tmp_pat
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    recovered = ResumableJsonlWriter(copy / "explanations/resumed/records.jsonl")  # what the rerun will find
+    recovered = ResumableJsonlWriter(copy / "explanations/resumed/records.jsonl.rank0")  # what the rerun finds
     recovered.close()
     first_run = set(recovered.done)
     written = len(first_run)
@@ -252,3 +252,37 @@ def test_sweep_agent_command_line_runs_the_job(base, tmp_path, monkeypatch):
     assert {k: config[k] for k in chosen} == chosen, "the agent's --key=value arguments reached the config"
     assert json.loads((folder / "manifest.json").read_text())["status"] == "finished"
     assert list((copy / "logs" / "wandb").glob("offline-run-*-run1")), "the job logged to the sweep's run id"
+
+
+def test_torchrun_data_parallel_explain_equals_single_process(base, tmp_path):
+    """Two CPU ranks (gloo) through ignite.distributed: each writes a shard, rank 0 merges; same records."""
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy)
+    config = tmp_path / "explain.jsonnet"
+    config.write_text(f"(import '{SMALL}').jobs[2] {{ name: 'parallel', batch_size: 8, limit: 60 }}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29533",
+        "run_job.py",
+        config,
+        "--base-dir",
+        copy,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    folder = copy / "explanations" / "parallel"
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["status"] == "finished" and m["world_size"] == 2 and m["counts"]["records"] == 60
+    assert not list(folder.glob("*.partial")), "shards merged and removed"
+    assert (folder / "job.rank1.log").exists()
+    parallel = read_jsonl(folder / "records.jsonl")
+    single = read_jsonl(base / "explanations/rt.explain.lig.tiny.train/records.jsonl")[:60]
+    assert [r["idx"] for r in parallel] == [r["idx"] for r in single] == list(range(60))
+    assert {r["batch"] % 2 for r in parallel} == {0, 1}, "both ranks explained instances"
+    for a, b in zip(parallel, single, strict=True):
+        assert a["input_ids"] == b["input_ids"] and a["target"] == b["target"]
+        assert a["attributions"] == pytest.approx(b["attributions"], abs=1e-4)

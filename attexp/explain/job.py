@@ -3,20 +3,29 @@
 Output (`explanations/<name>/records.jsonl`): one record per instance with
 `idx, input_ids, tokens, label, predictions, target, attributions` (the fields Thermostat and ferret read)
 and its cost (`seconds, forward_passes, backward_passes, batch`). Run-level settings (explainer config,
-target, model, device, totals) go in the manifest. Records stream to disk one fsynced batch at a time, so a
-killed job rerun with the same command continues at the first missing idx.
+target, model, device, totals) go in the manifest. Records stream to `records.jsonl.rank<r>.partial` one fsynced
+batch at a time, so a killed job rerun with the same command continues with the missing idx; when all are done
+they are merged, sorted by idx, into `records.jsonl`.
+
+Data-parallel: under `torchrun --nproc_per_node=N run_job.py CONFIG` every rank explains a shard of the
+remaining instances (dealt round-robin in length order) and writes its own shard file; rank 0 merges them
+(see attexp.distributed). Deterministic explainers give the same records as a single process.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Annotated, Literal
 
+import ignite.distributed as idist
+import torch
 from pydantic import Field, SerializeAsAny
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.explain.batching import explain_rows
-from attexp.io.files import read_jsonl
+from attexp.io.files import ResumableJsonlWriter, done_idx, merge_partials, read_jsonl
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import EXPLAINERS, JOBS
 from attexp.runner import Job, JobContext
@@ -47,6 +56,7 @@ class ExplainJob(Job):
     """Explain a classifier's predictions on a dataset split."""
 
     schema = "attexp.explanations"
+    distributed = True
 
     def run(self, config: ExplainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
@@ -54,6 +64,8 @@ class ExplainJob(Job):
         if config.limit is not None:
             rows = rows[: config.limit]
         device = resolve_device(config.device)
+        if ctx.world_size > 1 and device.type == "cuda":
+            device = torch.device("cuda", idist.get_local_rank())
         entry = EXPLAINERS.get(config.explainer.type)
         model, tokenizer = load_classifier(
             ctx.upstream(config.model).dir / "model",
@@ -61,41 +73,71 @@ class ExplainJob(Job):
             device=device,
         )
         explainer = entry.cls(config.explainer, model, tokenizer, {n: a.dir for n, a in ctx.upstream_artifacts.items()})
-        writer = ctx.records_writer(RECORDS)
-        todo = len(rows) - len(writer.done)
-        # batch numbers keep counting up across a resume
-        first_batch = 1 + max((r["batch"] for r in read_jsonl(writer.partial)), default=-1) if writer.done else 0
+
+        # Resume: each rank recovers its own shard file, then all read every shard (of this or an earlier run,
+        # whatever its number of processes) to skip what is done, before anyone writes.
+        writer = ResumableJsonlWriter(ctx.path(f"{RECORDS}.rank{ctx.rank}"))
+        ctx.barrier()
+        done, next_batch = _scan(_partials(ctx))
+        ctx.barrier()
+        remaining = [r for r in rows if r["idx"] not in done]
+        # Shard: deal rows round-robin in length order, so every rank gets a similar mix of lengths.
+        remaining.sort(key=lambda r: len(r["text"]) + len(r.get("text_pair") or ""))
+        mine = remaining[ctx.rank :: ctx.world_size]
+        if done and ctx.is_main:
+            log.info("%s: resuming, %d of %d instances done", config.name, len(done), len(rows))
         try:
             for records in explain_rows(
                 explainer,
                 model,
                 tokenizer,
-                rows,
+                mine,
                 batch_size=config.batch_size,
                 max_length=config.max_length,
                 target=config.target,
                 device=device,
-                skip_idx=writer.done,
-                progress=config.progress,
-                first_batch=first_batch,
+                progress=config.progress and ctx.is_main,
             ):
+                for r in records:  # batch ids unique across ranks and resumes: local number * world + rank
+                    r["batch"] = (next_batch + r["batch"]) * ctx.world_size + ctx.rank
                 writer.write(records)
         finally:
             writer.close()
-        n = writer.finalize()
-        log.info("%s: %d records (%d this run)", config.name, n, todo)
-        finished = _totals(ctx.path(RECORDS))
-        ctx.counts.update(records=n, explained_this_run=todo)
+        ctx.counts.update(explained_this_run=len(remaining))
         ctx.manifest_extra.update(
             explainer=config.explainer.model_dump(mode="json"),
             target=config.target,
             split=config.split,
             device=str(device),
             label_names=data.manifest.get("label_names"),
-            cost=finished,
         )
-        ctx.log_metrics({f"mean_{k}": v for k, v in finished.items() if k != "instances"})
-        ctx.tracker.summary(finished)
+
+    @classmethod
+    def finish(cls, config: ExplainConfig, ctx: JobContext) -> None:
+        """Rank 0, after every rank: merge the shard files into records.jsonl (sorted by idx)."""
+        n = merge_partials(ctx.path(RECORDS), _partials(ctx))
+        cost = _totals(ctx.path(RECORDS))
+        log.info("%s: %d records (%d this run)", config.name, n, ctx.counts.get("explained_this_run", 0))
+        ctx.counts.update(records=n)
+        ctx.manifest_extra.update(cost=cost)
+        ctx.log_metrics({k: v for k, v in cost.items() if k.endswith("_per_instance")})
+        ctx.tracker.summary(cost)
+
+
+def _partials(ctx: JobContext) -> list[Path]:
+    return sorted(ctx.out_dir.glob(f"{RECORDS}.rank*.partial"))
+
+
+def _scan(partials: list[Path]) -> tuple[set[int], int]:
+    """idx already explained in these shard files, and the next free local batch number."""
+    done = done_idx(partials)
+    last = -1
+    for path in partials:
+        with path.open("rb") as f:
+            for raw in f:
+                if raw.endswith(b"\n"):
+                    last = max(last, json.loads(raw)["batch"])
+    return done, last + 1
 
 
 def _totals(path) -> dict[str, float]:

@@ -10,6 +10,7 @@ sorts by `idx` and renames the partial file into place.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -147,3 +148,36 @@ class ResumableJsonlWriter:
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
+
+
+def done_idx(paths: Iterable[Path]) -> set[int]:
+    """The idx of every complete record in these (partial) JSON-lines files; a torn last line is ignored."""
+    done: set[int] = set()
+    for path in paths:
+        if not Path(path).exists():
+            continue
+        with Path(path).open("rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break
+                done.add(json.loads(raw)["idx"])
+    return done
+
+
+def merge_partials(path: Path, partials: Sequence[Path]) -> int:
+    """Merge shard files (e.g. one per rank) into `path`, sorted by idx, atomically; remove them; return the count.
+
+    Raises when an idx appears in two shards: that would mean two processes explained one instance.
+    """
+    records: list[dict] = []
+    for partial in partials:
+        if Path(partial).exists():
+            records += read_jsonl(partial)
+    records.sort(key=lambda r: r["idx"])
+    for a, b in itertools.pairwise(records):
+        if a["idx"] == b["idx"]:
+            raise AttexpError(f"idx {a['idx']} is in two shard files of {path}; rerun the job with --force.")
+    n = write_jsonl(path, records)
+    for partial in partials:
+        Path(partial).unlink(missing_ok=True)
+    return n

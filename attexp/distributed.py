@@ -1,0 +1,57 @@
+"""Data-parallel runs under `torchrun`, through `ignite.distributed`.
+
+`torchrun --nproc_per_node=N run_job.py CONFIG` starts N processes with `WORLD_SIZE`/`RANK` set; the CLI then
+initialises a process group (gloo on CPU, nccl when CUDA is there; `ATTEXP_DIST_BACKEND` overrides) and every
+process validates the same config. Rank 0 owns the job folder (lock, config, manifest, tracking); jobs that
+declare `distributed = True` (explain) run on every rank over a shard of the instances, each rank writing its
+own shard file, and rank 0 merges them; other jobs run on rank 0 while the others wait. Outside torchrun all
+of this collapses to rank 0 of 1, and no process group is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import ignite.distributed as idist
+import torch
+
+
+def launched() -> bool:
+    """True when started by torchrun (or another launcher) with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def backend() -> str:
+    return os.environ.get("ATTEXP_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[None]:
+    """Initialise (and finally tear down) the process group when launched with several processes."""
+    if not launched():
+        yield
+        return
+    idist.initialize(backend())
+    try:
+        yield
+    finally:
+        idist.finalize()
+
+
+def rank() -> int:
+    return idist.get_rank()
+
+
+def world_size() -> int:
+    return idist.get_world_size()
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        idist.barrier()
