@@ -83,3 +83,20 @@ def test_write_jsonl_round_trip(tmp_path):
     assert write_jsonl(tmp_path / "x.jsonl", records) == 3
     assert read_jsonl(tmp_path / "x.jsonl") == records
     assert json.loads((tmp_path / "x.jsonl").read_text().splitlines()[0])["text"] == "é <b>0</b>"
+
+
+def test_shards_merge_sorted_and_refuse_an_idx_in_two_shards(tmp_path):
+    from attexp.io.files import done_idx, merge_partials
+
+    a, b = tmp_path / "r.rank0.partial", tmp_path / "r.rank1.partial"
+    a.write_text('{"idx": 2}\n{"idx": 0}\n')
+    b.write_text('{"idx": 1}\n{"idx": 3, "torn')  # rank 1 died mid-line
+    assert done_idx([a, b]) == {0, 1, 2}
+    b.write_text('{"idx": 1}\n')
+    assert merge_partials(tmp_path / "r.jsonl", [a, b]) == 3
+    assert [r["idx"] for r in read_jsonl(tmp_path / "r.jsonl")] == [0, 1, 2]
+    assert not a.exists() and not b.exists()
+    a.write_text('{"idx": 0}\n')
+    b.write_text('{"idx": 0}\n')
+    with pytest.raises(AttexpError, match="idx 0 is in two shard files"):
+        merge_partials(tmp_path / "r2.jsonl", [a, b])
