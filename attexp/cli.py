@@ -73,7 +73,7 @@ def list_registered() -> str:
     out = []
     for reg in (registry.JOBS, registry.EXPLAINERS, registry.METRICS, registry.SOURCES, registry.MODELS):
         out.append(f"{reg.kind}s:")
-        out += [f"  {e.name:<14} {e.summary}" for e in reg.entries()]
+        out += [f"  {e.name:<17} {e.summary}" for e in reg.entries()]
     return "\n".join(out)
 
 

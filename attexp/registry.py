@@ -86,10 +86,16 @@ _MODULES = [
     "attexp.train.job",
     "attexp.explain.job",
     "attexp.explain.gradient",
+    "attexp.explain.perturbation",
+    "attexp.explain.attention",
+    "attexp.explain.attattr",
+    "attexp.explain.bottleneck",
+    "attexp.explain.baseline",
     "attexp.explain.learned",
     "attexp.distill.job",
     "attexp.evaluate.job",
     "attexp.evaluate.metrics",
+    "attexp.evaluate.faithfulness",
     "attexp.visualize.job",
 ]
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -38,6 +39,19 @@ def _isolated_env(monkeypatch, tmp_path, cache_dir):
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.delenv("WANDB_RUN_ID", raising=False)
     monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_fast_tests(request):
+    """Tiny models run faster on one intra-op thread (two threads on a 2-core machine mostly wait on each other);
+    slow tests, which use MiniLM, keep torch's default."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import FIXTURES
 
 from attexp.io.files import read_jsonl
-from conftest import FIXTURES
 
 
 @pytest.mark.slow

@@ -1,36 +1,73 @@
-"""The evaluate stage: score explanation files with registered metrics, against a reference where needed.
+"""The evaluate stage: score explanation files with registered metrics, against a reference or the model.
 
 `explanations` names explain jobs (one table row each); `reference` names the explain job they are compared
 with (e.g. the expensive explainer an empirical explainer imitates). Records are joined by `idx`.
 
-Output (`logs/<name>/`): `metrics.json` (summary per explanation file and metric), `instances.jsonl`
-(per-instance values), `table.md` (explainers as rows, metrics and cost as columns; also printed to the log).
+Faithfulness metrics (`eraser`, `ferret_aopc`, `degradation`, `tau_loo`, `log_odds`; see
+`attexp.evaluate.faithfulness`) run the explained classifier on perturbed inputs. Which classifier:
+
+- `model` names the train job explicitly. This is the recommended form: the name is validated before any
+  work like every upstream reference, and it is recorded with its config hash in the manifest.
+- Left out, it is resolved from the explain jobs' manifests (each records the train job it explained in its
+  `upstream`), so evaluate configs written before the faithfulness metrics keep working. The explain jobs
+  must then agree on one train job.
+In both forms an explanations file whose manifest names another train job is refused: the faithfulness of an
+explanation is a statement about the model it explained.
+
+The random floor: unless one of `explanations` already is a `random` explain job, `random_floor` adds a row
+`random-floor` with seeded uniform random scores (`attexp.explain.baseline.random_scores`) on the instances of
+the first explanations file (its predictions, zero cost), scored by every metric, so each table shows what
+knowing nothing achieves.
+
+Output (`logs/<name>/`): `metrics.json` (summary per explanation file and metric, the table as columns and
+rows, the mean curves and the cost of the evaluation itself), `instances.jsonl` (per-instance values),
+`table.md` (explainers as rows, metrics and cost as columns, means only; also printed to the log) and `plots/*.png`
+(deletion curves per explainer, metric against cost); the table and the plots also go to wandb when enabled.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
+import torch
 from pydantic import Field, SerializeAsAny, model_validator
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
+from attexp.errors import AttexpError
+from attexp.evaluate.faithfulness import ModelScorer
 from attexp.evaluate.metrics import format_table
+from attexp.explain.base import structural_positions
+from attexp.explain.baseline import random_scores
+from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
+from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS, METRICS
 from attexp.runner import Job, JobContext
 
 log = logging.getLogger(__name__)
 EXPLANATION_FIELDS = ("idx", "input_ids", "label", "predictions", "attributions")
+FLOOR = "random-floor"
+FLOOR_SEED = 0
 
 
 class EvaluateConfig(JobConfig):
-    """Score the explanation files of `explanations` with `metrics`."""
+    """Score the explanation files of `explanations` with `metrics`.
+
+    model: the train job whose classifier the faithfulness metrics run (default: the one the explain jobs
+    name in their manifests). batch_size: perturbed inputs per forward pass of those metrics. random_floor:
+    add a `random-floor` row of seeded random scores (see the module docstring). plots: write PNG plots.
+    """
 
     job: Literal["evaluate"] = "evaluate"
     explanations: Annotated[list[str], Upstream(("explain",))] = Field(min_length=1)
     reference: Annotated[str | None, Upstream(("explain",))] = None
+    model: Annotated[str | None, Upstream(("train",))] = None
     metrics: Annotated[list[SerializeAsAny[ComponentConfig]], Registered("metric")] = Field(min_length=1)
+    batch_size: int = Field(64, ge=1, description="perturbed inputs per forward pass (faithfulness metrics)")
+    random_floor: bool = Field(True, description="add a row of random scores as the floor of every metric")
+    plots: bool = Field(True, description="write plots/*.png (and log them to wandb when enabled)")
 
     @model_validator(mode="after")
     def _reference_given(self) -> EvaluateConfig:
@@ -44,7 +81,7 @@ class EvaluateConfig(JobConfig):
 
 @JOBS.register("evaluate", EvaluateConfig)
 class EvaluateJob(Job):
-    """Score explanations (agreement with a reference, prediction quality, cost)."""
+    """Score explanations (faithfulness to the model, agreement with a reference, prediction quality, cost)."""
 
     schema = "attexp.evaluation"
 
@@ -53,34 +90,171 @@ class EvaluateJob(Job):
         reference = (
             ctx.upstream(config.reference).records("records.jsonl", EXPLANATION_FIELDS) if config.reference else None
         )
+        artifacts = {name: ctx.upstream(name) for name in config.explanations}
+        scorer, model_name = None, None
+        if any(getattr(metric, "needs_model", False) for metric in metrics):
+            model_name = _resolve_model(config, ctx, artifacts)
+            device = resolve_device(config.device)
+            model, tokenizer = load_classifier(_model_artifact(ctx, model_name).dir / "model", device=device)
+            scorer = ModelScorer(model, tokenizer, device, batch_size=config.batch_size)
+
+        runs: list[tuple[str, str | None, list[dict]]] = []
+        for name, artifact in artifacts.items():
+            explainer = (artifact.manifest.get("explainer") or {}).get("type")
+            runs.append((name, explainer, artifact.records("records.jsonl", EXPLANATION_FIELDS)))
+        if config.random_floor and not any(explainer == "random" for _, explainer, _ in runs):
+            uses = any(getattr(metric, "uses_attributions", True) for metric in metrics)
+            if uses:
+                runs.append((FLOOR, "random", _floor_records(runs[0][2], scorer, artifacts[runs[0][0]], ctx)))
+
         summary: dict[str, dict] = {}
+        curves: dict[str, dict] = {}
         per_instance: dict[tuple[str, int], dict] = {}
         rows = []
-        for name in config.explanations:
-            artifact = ctx.upstream(name)
-            records = artifact.records("records.jsonl", EXPLANATION_FIELDS)
-            row: dict = {"explanations": name, "explainer": (artifact.manifest.get("explainer") or {}).get("type")}
-            summary[name] = {"explainer": row["explainer"], "instances": len(records)}
+        for name, explainer, records in runs:
+            row: dict = {"explanations": name, "explainer": explainer}
+            summary[name] = {"explainer": explainer, "instances": len(records)}
             for spec, metric in zip(config.metrics, metrics, strict=True):
-                result = metric.compute(records, reference)
+                before = (scorer.forward_passes, scorer.seconds) if scorer else (0, 0.0)
+                kwargs = {"scorer": scorer} if getattr(metric, "needs_model", False) else {}
+                result = metric.compute(records, reference, **kwargs)
+                if scorer and kwargs:
+                    log.info(
+                        "%s: %s took %d forward passes, %.1f s",
+                        name,
+                        spec.type,
+                        scorer.forward_passes - before[0],
+                        scorer.seconds - before[1],
+                    )
                 for key, value in result.summary.items():
                     summary[name][f"{spec.type}.{key}" if key != spec.type else key] = value
                     row[key] = value
                 for idx, values in result.per_instance.items():
                     per_instance.setdefault((name, idx), {"explanations": name, "idx": idx}).update(values)
+                for key, curve in result.curves.items():
+                    curves.setdefault(name, {})[key] = curve
             rows.append(row)
+        # the table keeps the means; spreads (`_std`) and the reference's own cost stay in metrics.json
         columns = ["explanations", "explainer"] + [
-            k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("explanations", "explainer")
+            k
+            for k in dict.fromkeys(k for r in rows for k in r)
+            if k not in ("explanations", "explainer") and not k.endswith("_std") and not k.startswith("reference_")
         ]
         table = format_table(rows, columns)
-        write_json(ctx.path("metrics.json"), {"reference": config.reference, "results": summary})
+        cost = (
+            {"forward_passes": scorer.forward_passes, "rows": scorer.rows, "seconds": round(scorer.seconds, 3)}
+            if scorer
+            else {}
+        )
+        write_json(
+            ctx.path("metrics.json"),
+            {
+                "reference": config.reference,
+                "model": model_name,
+                "results": summary,
+                "table": {"columns": columns, "rows": [[r.get(c) for c in columns] for r in rows]},
+                "curves": curves,
+                "evaluation_cost": cost,
+            },
+        )
         write_jsonl(
             ctx.path("instances.jsonl"), sorted(per_instance.values(), key=lambda r: (r["explanations"], r["idx"]))
         )
         atomic_write_text(ctx.path("table.md"), table + "\n")
-        log.info("%s (reference: %s)\n%s", config.name, config.reference, table)
-        ctx.counts.update(explanation_files=len(rows), instance_rows=len(per_instance))
-        ctx.manifest_extra.update(reference=config.reference, results=summary)
+        log.info("%s (reference: %s, model: %s)\n%s", config.name, config.reference, model_name, table)
+        plots = _plots(rows, curves, ctx) if config.plots else []
+        ctx.counts.update(explanation_files=len(rows), instance_rows=len(per_instance), plots=len(plots))
+        ctx.manifest_extra.update(
+            reference=config.reference, model=model_name, results=summary, evaluation_cost=cost, plots=plots
+        )
         for row in rows:
             ctx.tracker.log({f"{row['explanations']}/{k}": v for k, v in row.items() if isinstance(v, int | float)})
         ctx.tracker.log_table("evaluation", columns, [[r.get(c) for c in columns] for r in rows])
+        for path in plots:
+            ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
+
+
+def _resolve_model(config: EvaluateConfig, ctx: JobContext, artifacts: dict[str, Artifact]) -> str:
+    """The train job the faithfulness metrics run: `config.model`, else the one the explain manifests name."""
+    named = {name: _train_jobs(artifact) for name, artifact in artifacts.items()}
+    if config.model is not None:
+        for name, trains in named.items():
+            if trains and config.model not in trains:
+                raise AttexpError(
+                    f"evaluate {config.name!r}: explanations {name!r} explain model {sorted(trains)[0]!r}, but "
+                    f"`model` is {config.model!r}. Faithfulness is measured on the model that was explained: "
+                    f"set model to {sorted(trains)[0]!r} or evaluate explanations of {config.model!r}."
+                )
+        return config.model
+    found = sorted(set().union(*named.values()))
+    if len(found) != 1:
+        given = ", ".join(f"{name}: {sorted(trains) or 'none'}" for name, trains in named.items())
+        raise AttexpError(
+            f"evaluate {config.name!r}: its metrics run the explained classifier, but the explain jobs name "
+            f"{'no' if not found else 'different'} train jobs in their manifests ({given}). Set the evaluate "
+            f"job's `model` to the train job whose classifier was explained."
+        )
+    return found[0]
+
+
+def _train_jobs(artifact: Artifact) -> set[str]:
+    upstream = artifact.manifest.get("upstream") or {}
+    return {name for name, info in upstream.items() if isinstance(info, dict) and info.get("job") == "train"}
+
+
+def _model_artifact(ctx: JobContext, name: str) -> Artifact:
+    if name in ctx.upstream_artifacts:
+        return ctx.upstream(name)
+    artifact = find_artifact(ctx.base_dir, name)
+    if artifact is None or artifact.stage != "train":
+        raise AttexpError(
+            f"the explain jobs name train job {name!r}, but {ctx.base_dir} holds no train artifact of that name. "
+            f"Set the evaluate job's `model` to a train job in this base directory."
+        )
+    return artifact.require_finished()
+
+
+def _floor_records(records: list[dict], scorer: ModelScorer | None, artifact: Artifact, ctx: JobContext) -> list[dict]:
+    """Copies of `records` with seeded uniform random attributions (0 at structural specials) and zero cost."""
+    tokenizer = scorer.tokenizer if scorer is not None else _tokenizer_of(artifact, ctx)
+    out = []
+    for record in records:
+        ids = np.asarray(record["input_ids"], dtype=np.int64)  # (T,)
+        if tokenizer is not None:
+            ids_t = torch.from_numpy(ids)[None]
+            structural = structural_positions(ids_t, torch.ones_like(ids_t), tokenizer)[0].numpy()
+        else:
+            structural = np.zeros(len(ids), dtype=bool)
+        scores = random_scores(ids, structural, FLOOR_SEED, "uniform")
+        out.append(
+            {
+                **record,
+                "attributions": scores.tolist(),
+                "seconds": 0.0,
+                "forward_passes": 0,
+                "backward_passes": 0,
+            }
+        )
+    return out
+
+
+def _tokenizer_of(artifact: Artifact, ctx: JobContext) -> Any:
+    """The tokenizer of the model an explanations file explained (for its special-token ids), or None."""
+    trains = sorted(_train_jobs(artifact))
+    found = find_artifact(ctx.base_dir, trains[0]) if trains else None
+    if found is None or not (found.dir / "model").is_dir():
+        log.warning("random floor: no tokenizer found for %s; specials get random scores too", artifact.name)
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(found.dir / "model")
+
+
+def _plots(rows: list[dict], curves: dict[str, dict], ctx: JobContext) -> list[str]:
+    """Write the plots under plots/; returns their paths relative to the job folder."""
+    from attexp.evaluate import plots  # matplotlib is imported only when plotting
+
+    folder = ctx.path("plots")
+    written = plots.curve_plots(curves, folder, {row["explanations"]: row["explainer"] for row in rows})
+    written += plots.cost_plots(rows, folder)
+    return [str(path.relative_to(ctx.out_dir)) for path in written]

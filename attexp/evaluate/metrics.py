@@ -3,14 +3,16 @@
 The evaluate stage answers three questions the papers this project unifies ask of an explainer:
 
 - How close is it to a reference explainer? `mse` (the measure of Empirical Explainers, Schwarzenberg et al.
-  2021, for an amortised explainer against the expensive one it imitates), and the rank correlations
+  2021, for an amortised explainer against the expensive one it imitates), the rank correlations
   `spearman` / `kendall`, which ignore the scale of the scores and only ask whether the tokens are ordered
-  alike.
+  alike, and `topk_overlap`, which only asks whether the few tokens a reader looks at are the same.
 - Is the model it explains any good? `f1` (weighted F1 and accuracy of the recorded predictions).
 - What does it cost? `cost` (seconds and model passes per instance, and the speed-up over a reference).
 
 Every metric is a registry entry (`METRICS`) built as `Cls(config)` from its typed config, states whether it
-`needs_reference`, and returns a `MetricResult` from `compute(records, reference)`. Records follow the
+`needs_reference`, `needs_model` (the faithfulness metrics of `attexp.evaluate.faithfulness`, which run the
+explained classifier and take it as `compute(..., scorer=...)`) and `uses_attributions` (False for metrics of
+the predictions or the cost alone), and returns a `MetricResult` from `compute(records, reference)`. Records follow the
 explanation-record format (one JSON object per instance with `idx`, `input_ids`, `attributions`, ...; no
 padding is ever stored), and a record and its reference are paired by `idx` with `join_by_idx`, which refuses
 pairs whose `input_ids` differ: comparing scores of different tokenisations position by position is
@@ -44,11 +46,14 @@ class MetricResult:
     `summary` holds the dataset-level numbers under keys unique across metrics (`mse`, `spearman`,
     `spearman_std`, `f1`, `speedup`, ...), so several summaries can be merged into one table row; counts
     (`n`, the number of instances measured, and `skipped`) are ints.
-    `per_instance` maps a record's `idx` to its own numbers; it may be empty.
+    `per_instance` maps a record's `idx` to its own numbers (or lists of numbers, e.g. one per bin); it may be
+    empty. `curves` (optional) maps a curve name to `{"x": [...], "y": [...], "xlabel", "ylabel"}`, the mean
+    curve over instances (e.g. comprehensiveness per bin) that the evaluate stage plots and stores.
     """
 
     summary: dict[str, float]
-    per_instance: dict[int, dict[str, float]] = field(default_factory=dict)
+    per_instance: dict[int, dict[str, Any]] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -187,6 +192,8 @@ class MSE:
     """Mean squared error of attributions against a reference explainer (Schwarzenberg et al. 2021)."""
 
     needs_reference = True
+    needs_model = False
+    uses_attributions = True
 
     def __init__(self, config: MSEConfig) -> None:
         self.config = config
@@ -247,6 +254,8 @@ class KendallConfig(ComponentConfig):
 
 class _RankCorrelation:
     needs_reference = True
+    needs_model = False
+    uses_attributions = True
     name = ""
 
     def __init__(self, config: ComponentConfig) -> None:
@@ -297,6 +306,67 @@ class Kendall(_RankCorrelation):
         return stats.kendalltau(a, b).statistic
 
 
+# ------------------------------------------------------------------------------------------ top-k overlap
+
+# Token strings of structural specials, left out of the top-k by default (records carry tokens, not a tokenizer).
+SPECIAL_TOKEN_STRINGS = frozenset({"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>", "<cls>", "<sep>"})
+
+
+class TopKOverlapConfig(ComponentConfig):
+    """Share of the reference's top-k tokens that are also among these attributions' top-k, per instance.
+
+    k (5) tokens, or with `fraction` set, k = ceil(fraction * n) of the instance's n candidate tokens; k is
+    capped at n. Candidates are all tokens except structural specials ([CLS], [SEP], <s>, </s>, pad, by their
+    token strings) unless `include_specials`. Ties rank the earlier position first. Summary: `topk_overlap`
+    (mean of |top_k(a) & top_k(b)| / k), `topk_overlap_std`, `n`, `skipped` (instances without candidates).
+    """
+
+    type: Literal["topk_overlap"] = "topk_overlap"
+    k: int = Field(5, ge=1, description="tokens in each top-k (ignored when fraction is set)")
+    fraction: float | None = Field(None, gt=0, le=1, description="k as a fraction of the candidate tokens")
+    include_specials: bool = False
+
+
+@METRICS.register("topk_overlap", TopKOverlapConfig)
+class TopKOverlap:
+    """Overlap of the top-k tokens with a reference explainer's top-k, per instance."""
+
+    needs_reference = True
+    needs_model = False
+    uses_attributions = True
+
+    def __init__(self, config: TopKOverlapConfig) -> None:
+        self.config = config
+
+    def compute(self, records: list[dict], reference: list[dict] | None) -> MetricResult:
+        per_instance: dict[int, dict[str, float]] = {}
+        skipped = 0
+        for mine, theirs in join_by_idx(records, _need_reference("topk_overlap", reference)):
+            a, b = _attributions(mine, "explanations"), _attributions(theirs, "reference")  # (seq_len,) each
+            _same_length(mine, a, b)
+            tokens = mine.get("tokens") or [""] * len(a)
+            candidates = np.array(
+                [i for i, t in enumerate(tokens) if self.config.include_specials or t not in SPECIAL_TOKEN_STRINGS],
+                dtype=np.int64,
+            )
+            if len(candidates) == 0:
+                skipped += 1
+                continue
+            n = len(candidates)
+            k = min(n, math.ceil(self.config.fraction * n) if self.config.fraction else self.config.k)
+            top_a = candidates[np.argsort(-a[candidates], kind="stable")[:k]]
+            top_b = candidates[np.argsort(-b[candidates], kind="stable")[:k]]
+            per_instance[int(mine["idx"])] = {"topk_overlap": len(set(top_a.tolist()) & set(top_b.tolist())) / k}
+        values = np.array([v["topk_overlap"] for v in per_instance.values()])
+        summary = {
+            "topk_overlap": float(values.mean()) if len(values) else math.nan,
+            "topk_overlap_std": float(values.std()) if len(values) else math.nan,
+            "n": len(values),
+            "skipped": skipped,
+        }
+        return MetricResult(summary, per_instance)
+
+
 # -------------------------------------------------------------------------------------------------- f1
 
 
@@ -316,6 +386,8 @@ class F1:
     """Weighted F1 and accuracy of the explained model's predictions; needs no reference."""
 
     needs_reference = False
+    needs_model = False
+    uses_attributions = False
 
     def __init__(self, config: F1Config) -> None:
         self.config = config
@@ -367,6 +439,8 @@ class Cost:
     """Seconds and model passes per instance, and the speed-up over a reference explainer."""
 
     needs_reference = False
+    needs_model = False
+    uses_attributions = False
 
     def __init__(self, config: CostConfig) -> None:
         self.config = config

@@ -27,6 +27,19 @@ from attexp.explain.base import Batch, Explainer, Explanation
 Target = Literal["predicted", "label"] | int
 
 
+def rows_per_forward(max_tokens: int | None, width: int) -> int | None:
+    """Rows of `width` padded tokens that fit a budget of `max_tokens` token positions per model call.
+
+    The memory budget of the explainers: each sizes its chunks with this (Captum's `internal_batch_size`,
+    `perturbations_per_eval`, or how many instances go into one Captum call), so that one forward (and its
+    backward) holds about `max_tokens` positions whatever the length bucket: a bucket of short sentences gets
+    many rows per call, a bucket of long ones few. Never less than 1; None means no budget.
+    """
+    if max_tokens is None:
+        return None
+    return max(1, max_tokens // max(width, 1))
+
+
 def _tokenize(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dict[str, list[int]]]:
     """Token ids (and segment ids where the tokenizer makes them) per row, truncated, unpadded."""
     has_pair = ["text_pair" in row and row["text_pair"] is not None for row in rows]

@@ -1,20 +1,58 @@
-"""Gradient-based explainers, computed with Captum.
+"""Gradient-based explainers, computed with Captum, and the pieces every Captum explainer shares.
 
-Layer Integrated Gradients attributes to the embedding layer rather than to the token ids: ids are
-discrete, so the path from baseline to input runs through embedding space (Sundararajan et al., 2017,
-"Axiomatic Attribution for Deep Networks", ICML). The whole batch goes into one Captum `attribute` call,
-which stacks the integration steps of every instance into one large forward/backward pass (or chunks of
-`internal_batch_size` rows).
+Token ids are discrete, so gradients are taken with respect to embeddings. Two routes:
+
+- `lig`: Layer Integrated Gradients on an embedding layer (the word embeddings or the whole embedding block);
+  Captum runs the model from the token ids and swaps the layer's output for the path points.
+- `ig`, `saliency`, `input_x_gradient`, `deeplift`, `gradient_shap`: the word embeddings of the batch are
+  looked up once and passed to the model as `inputs_embeds` (position and segment embeddings are added by
+  the model as usual), with the attention mask and segment ids as additional forward arguments.
+
+The methods and their papers:
+
+- Integrated Gradients (Sundararajan et al., 2017, "Axiomatic Attribution for Deep Networks", ICML).
+- Saliency: gradient magnitudes (Simonyan et al., 2014, "Deep Inside Convolutional Networks", ICLR workshop).
+- Input x Gradient (Shrikumar et al., 2016, "Not Just a Black Box", arXiv:1605.01713).
+- DeepLift, Rescale rule (Shrikumar et al., 2017, "Learning Important Features Through Propagating Activation
+  Differences", ICML).
+- Gradient SHAP: expected gradients between a baseline and noisy inputs (Lundberg & Lee, 2017, "A Unified
+  Approach to Interpreting Model Predictions", NeurIPS; Erion et al., 2021, "Improving performance of deep
+  learning models with axiomatic attribution priors and expected gradients", Nature Machine Intelligence).
+
+Baselines (what "absent" means): `pad`, `mask`, `unk` put that token's embedding at every real token, `zero` a
+zero vector (only where the model takes embeddings: not `lig`). Structural specials ([CLS], [SEP]) and padding
+keep their own embeddings in every baseline, so methods that multiply by (input - baseline) give them exactly 0.
+
+Batching: a whole engine batch goes into one Captum call, which stacks the integration steps (or noise
+samples, or the input and baseline of DeepLift) of every instance into one forward/backward pass. The memory
+budget `max_tokens_per_forward` (rows x padded width per pass, see `attexp.explain.batching.rows_per_forward`)
+splits it into chunks (Captum's `internal_batch_size`) or groups of instances where Captum cannot chunk.
+
+Passes are counted honestly: every row that goes through the model is counted by a wrapper around the
+forward function, and divided among the instances it served.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import abc
+import hashlib
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
-from captum.attr import LayerIntegratedGradients
+from captum.attr import (
+    DeepLift,
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    LayerIntegratedGradients,
+    Saliency,
+)
+from pydantic import Field
 from torch import Tensor
 
 from attexp.errors import AttexpError, ConfigError
@@ -28,32 +66,134 @@ from attexp.explain.base import (
     structural_positions,
     zero_padding,
 )
+from attexp.explain.batching import rows_per_forward
 from attexp.registry import EXPLAINERS
 
+Output = Literal["logits", "probabilities"]
+TokenBaseline = Literal["pad", "mask", "unk"]
+IntegrationMethod = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
 
-class LIGConfig(ExplainerConfig):
+
+# ---------------------------------------------------------------- shared by every Captum explainer
+
+
+class CaptumConfig(ExplainerConfig):
+    """Fields every Captum explainer has.
+
+    output: explain the logit (default) or the softmax probability of the target class.
+    max_tokens_per_forward: memory budget, in padded token positions (rows x width) per model call; None (the
+    default for gradient methods) puts all rows of a batch into one pass.
+    """
+
+    output: Output = "logits"
+    max_tokens_per_forward: int | None = Field(None, ge=1)
+
+
+def subset(batch: Batch, index: Tensor) -> Batch:
+    """The instances `index` [G] of `batch`, same padded width."""
+    return Batch(
+        input_ids=batch.input_ids[index],
+        attention_mask=batch.attention_mask[index],
+        token_type_ids=None if batch.token_type_ids is None else batch.token_type_ids[index],
+        targets=batch.targets[index],
+    )
+
+
+def instance_groups(size: int, rows_each: int, width: int, max_tokens: int | None) -> list[Tensor]:
+    """Split a batch of `size` instances into groups whose `rows_each` rows per instance fit the budget."""
+    cap = rows_per_forward(max_tokens, width)
+    per_group = size if cap is None else max(1, min(size, cap // max(rows_each, 1)))
+    return list(torch.arange(size).split(per_group))
+
+
+@contextmanager
+def seeded(seed: int, batch: Batch) -> Iterator[None]:
+    """Run a stochastic Captum method on a random stream fixed by `seed` and the batch's contents.
+
+    Torch's and numpy's global generators (Captum draws from both) are seeded from a hash of (`seed`, token ids,
+    targets) and restored afterwards, so a batch gets the same samples whatever ran before it: a rerun, or a
+    resumed job (which redoes the same length buckets), writes identical records, and the job's own seed
+    stream is left untouched.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(str(seed).encode())
+    digest.update(batch.input_ids.detach().cpu().numpy().tobytes())
+    digest.update(batch.targets.detach().cpu().numpy().tobytes())
+    value = int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+    devices = [batch.input_ids.device] if batch.input_ids.device.type == "cuda" else []
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(value)
+        np.random.seed(value % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
+class CaptumExplainer(Explainer):
+    """Base of the Captum explainers: the baseline token, the counted forward and the output transform."""
+
+    config: CaptumConfig
+
+    def __init__(self, config: CaptumConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
+        super().__init__(config, model, tokenizer, upstream)
+        self.rows_forwarded = 0  # rows run through the model since the last reset
+        baseline = getattr(config, "baseline", None)
+        self.baseline_id: int | None = None
+        if baseline is not None and baseline != "zero":
+            name = f"{baseline}_token_id"
+            self.baseline_id = getattr(tokenizer, name, None)
+            if self.baseline_id is None:
+                raise ConfigError(
+                    f"{config.type}: baseline={baseline!r} needs the tokenizer's {name}, but "
+                    f"{type(tokenizer).__name__} has none. Choose another baseline."
+                )
+
+    def baseline_ids(self, batch: Batch) -> Tensor:
+        """Reference ids [B, T]: the baseline token at every real non-special position, the input elsewhere."""
+        if self.baseline_id is None:
+            raise AttexpError(f"{self.config.type}: the 'zero' baseline has no token ids.")
+        keep = structural_positions(batch.input_ids, batch.attention_mask, self.tokenizer)
+        return torch.where(keep, batch.input_ids, torch.full_like(batch.input_ids, self.baseline_id))
+
+    def scores(self, **model_inputs: Tensor | None) -> Tensor:
+        """Model scores [N, C] (logits or probabilities) for N rows, counting the rows."""
+        first = next(v for v in model_inputs.values() if v is not None)
+        self.rows_forwarded += int(first.shape[0])
+        logits = self.model(**{k: v for k, v in model_inputs.items() if v is not None}).logits
+        return logits.softmax(dim=-1) if self.config.output == "probabilities" else logits
+
+    def check_autograd(self) -> None:
+        if torch.is_inference_mode_enabled():
+            raise AttexpError(
+                f"{self.config.type} needs autograd, but explain() was called under torch.inference_mode()."
+            )
+
+
+# ---------------------------------------------------------------- Layer Integrated Gradients
+
+
+class LIGConfig(CaptumConfig):
     """Layer Integrated Gradients on the embedding layer (Sundararajan et al., 2017).
 
     n_steps: integration steps; method: Captum's approximation rule (`gausslegendre` converges fastest,
     `riemann_*` are the classic sums); internal_batch_size: rows per forward/backward chunk (None: all
-    B * n_steps rows at once; at least B otherwise); layer: `word_embeddings` (token embeddings only) or
-    `embeddings` (the whole block: word + position + segment embeddings and LayerNorm); baseline: the token
-    that replaces every real token in the reference input ([CLS]/[SEP]/padding are kept); reduce: how the
-    hidden dimension becomes one score per token; output: explain the logit or the softmax probability of
-    the target class; return_delta: also return Captum's convergence delta per instance
-    (extras["convergence_delta"], costs 2 more forward passes).
+    B * n_steps rows at once, or what `max_tokens_per_forward` allows; at least B otherwise); layer:
+    `word_embeddings` (token embeddings only) or `embeddings` (the whole block: word + position + segment
+    embeddings and LayerNorm); baseline: the token that replaces every real token in the reference input
+    ([CLS]/[SEP]/padding are kept); reduce: how the hidden dimension becomes one score per token; output:
+    explain the logit or the softmax probability of the target class; return_delta: also return Captum's
+    convergence delta per instance (extras["convergence_delta"], costs 2 more forward passes).
     """
 
     type: Literal["lig"] = "lig"
     n_steps: int = 20
-    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = (
-        "gausslegendre"
-    )
+    method: IntegrationMethod = "gausslegendre"
     internal_batch_size: int | None = None
     layer: Literal["embeddings", "word_embeddings"] = "word_embeddings"
-    baseline: Literal["pad", "mask", "unk"] = "pad"
+    baseline: TokenBaseline = "pad"
     reduce: Reduction = "sum"
-    output: Literal["logits", "probabilities"] = "logits"
     return_delta: bool = False
 
 
@@ -71,7 +211,7 @@ def embedding_layer(model: torch.nn.Module, which: Literal["embeddings", "word_e
 
 
 @EXPLAINERS.register("lig", LIGConfig)
-class LayerIntegratedGradientsExplainer(Explainer):
+class LayerIntegratedGradientsExplainer(CaptumExplainer):
     """Layer Integrated Gradients (Sundararajan et al., 2017) on the embedding layer, via Captum.
 
     Specials: the baseline keeps [CLS], [SEP] and padding and replaces every other token with the
@@ -87,64 +227,358 @@ class LayerIntegratedGradientsExplainer(Explainer):
     config: LIGConfig
 
     def __init__(self, config: LIGConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
-        super().__init__(config, model, tokenizer, upstream)
         if config.n_steps < 1:
             raise ConfigError(f"lig: n_steps must be at least 1, got {config.n_steps}.")
-        name = f"{config.baseline}_token_id"
-        self.baseline_id = getattr(tokenizer, name, None)
-        if self.baseline_id is None:
-            raise ConfigError(
-                f"lig: baseline={config.baseline!r} needs the tokenizer's {name}, but "
-                f"{type(tokenizer).__name__} has none. Choose another baseline."
-            )
+        super().__init__(config, model, tokenizer, upstream)
         self.layer = embedding_layer(model, config.layer)
-        self._rows_forwarded = 0
         self.lig = LayerIntegratedGradients(self._forward, self.layer)
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
         # input_ids [N, T] (N = B, or a chunk of the B * n_steps path rows) -> scores [N, C]
-        self._rows_forwarded += int(input_ids.shape[0])
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        logits = self.model(**kwargs).logits
-        return logits.softmax(dim=-1) if self.config.output == "probabilities" else logits
-
-    def baseline_ids(self, batch: Batch) -> Tensor:
-        """Reference ids [B, T]: the baseline token at every real non-special position, the input elsewhere."""
-        keep = structural_positions(batch.input_ids, batch.attention_mask, self.tokenizer)
-        return torch.where(keep, batch.input_ids, torch.full_like(batch.input_ids, self.baseline_id))
+        return self.scores(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
     def explain(self, batch: Batch) -> Explanation:
         cfg = self.config
-        size = len(batch)
+        size, width = batch.input_ids.shape
         if cfg.internal_batch_size is not None and cfg.internal_batch_size < size:
             raise ConfigError(
                 f"lig: internal_batch_size={cfg.internal_batch_size} is smaller than the batch size {size}; Captum "
                 f"needs at least one row per instance. Raise internal_batch_size or lower the batch size."
             )
-        if torch.is_inference_mode_enabled():
-            raise AttexpError("lig needs autograd, but explain() was called under torch.inference_mode().")
-        self._rows_forwarded = 0
-        with torch.enable_grad():
-            result = self.lig.attribute(
-                inputs=batch.input_ids,
-                baselines=self.baseline_ids(batch),
-                target=batch.targets.tolist(),
-                additional_forward_args=(batch.attention_mask, batch.token_type_ids),
-                n_steps=cfg.n_steps,
-                method=cfg.method,
-                internal_batch_size=cfg.internal_batch_size,
-                return_convergence_delta=cfg.return_delta,
-            )
-        attributions, delta = result if cfg.return_delta else (result, None)
-        # attributions [B, T, H] -> scores [B, T]
-        scores = zero_padding(reduce_hidden(attributions.detach(), cfg.reduce), batch.attention_mask)
-        forwards = self._rows_forwarded // size
-        extras = {} if delta is None else {"convergence_delta": delta.detach().reshape(size)}
+        self.check_autograd()
+        chunk = cfg.internal_batch_size or rows_per_forward(cfg.max_tokens_per_forward, width)
+        scores = torch.zeros(size, width, device=batch.input_ids.device)
+        forwards, deltas = [0] * size, torch.zeros(size, device=batch.input_ids.device)
+        for index in instance_groups(size, 1, width, None if chunk is None else chunk * width):
+            part = subset(batch, index)
+            self.rows_forwarded = 0
+            with torch.enable_grad():
+                result = self.lig.attribute(
+                    inputs=part.input_ids,
+                    baselines=self.baseline_ids(part),
+                    target=part.targets.tolist(),
+                    additional_forward_args=(part.attention_mask, part.token_type_ids),
+                    n_steps=cfg.n_steps,
+                    method=cfg.method,
+                    internal_batch_size=None if chunk is None else max(chunk, len(index)),
+                    return_convergence_delta=cfg.return_delta,
+                )
+            attributions, delta = result if cfg.return_delta else (result, None)
+            # attributions [G, T, H] -> scores [G, T]
+            scores[index] = reduce_hidden(attributions.detach(), cfg.reduce).to(scores.dtype)
+            for i in index.tolist():
+                forwards[i] = self.rows_forwarded // len(index)
+            if delta is not None:
+                deltas[index] = delta.detach().reshape(len(index)).to(deltas.dtype)
+        extras = {"convergence_delta": deltas} if cfg.return_delta else {}
         return Explanation(
-            attributions=scores,
-            forward_passes=[forwards] * size,
+            attributions=zero_padding(scores, batch.attention_mask),
+            forward_passes=forwards,
             backward_passes=[cfg.n_steps] * size,
             extras=extras,
         )
+
+
+# ---------------------------------------------------------------- methods on inputs_embeds
+
+
+class EmbeddingGradientConfig(CaptumConfig):
+    """Fields of the explainers that take gradients with respect to the word embeddings (`inputs_embeds`).
+
+    baseline: the reference embedding at real tokens: that of `pad` (default), `mask` or `unk`, or `zero`
+    (a zero vector); specials and padding keep theirs. reduce: how the hidden dimension becomes one score per
+    token (`sum`: signed, keeps completeness; `l2`: magnitude; `mean`: signed, scale-free).
+    """
+
+    baseline: Literal["pad", "mask", "unk", "zero"] = "pad"
+    reduce: Reduction = "sum"
+
+
+class _EmbeddingsToScores(torch.nn.Module):
+    """The classifier as a function of its word embeddings, as an nn.Module (Captum's DeepLift hooks a module)."""
+
+    def __init__(self, explainer: EmbeddingGradientExplainer):
+        super().__init__()
+        self.classifier = explainer.model
+        self._explainer = explainer
+
+    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        return self._explainer.embeds_forward(inputs_embeds, attention_mask, token_type_ids)
+
+
+class EmbeddingGradientExplainer(CaptumExplainer):
+    """Base of the gradient methods on `inputs_embeds`: embeddings looked up once, budgeted groups, reduction.
+
+    A subclass sets `rows_per_instance` (forward rows one instance costs in one Captum call, for the memory
+    budget) and implements `attribute`, returning per-hidden attributions [G, T, H] and optional deltas [G].
+    """
+
+    needs_gradients = True
+    config: EmbeddingGradientConfig
+    rows_per_instance: ClassVar[int] = 1
+
+    def __init__(self, config: EmbeddingGradientConfig, model: torch.nn.Module, tokenizer: Any, upstream):
+        super().__init__(config, model, tokenizer, upstream)
+        self.embedding = model.get_input_embeddings()
+        self.module = _EmbeddingsToScores(self)
+
+    def embeds_forward(self, inputs_embeds: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
+        # inputs_embeds [N, T, H] -> scores [N, C]
+        return self.scores(inputs_embeds=inputs_embeds, attention_mask=attention_mask, token_type_ids=token_type_ids)
+
+    def embeds(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Input and baseline word embeddings [G, T, H], detached leaves (Captum sets requires_grad)."""
+        with torch.no_grad():
+            inputs = self.embedding(batch.input_ids)
+            if self.baseline_id is not None:
+                baselines = self.embedding(self.baseline_ids(batch))
+            else:
+                keep = structural_positions(batch.input_ids, batch.attention_mask, self.tokenizer)
+                baselines = inputs * keep.unsqueeze(-1).to(inputs.dtype)
+        return inputs.detach(), baselines.detach()
+
+    def backward_rows(self) -> int:
+        """Rows per instance that go through a backward pass."""
+        return self.rows_per_instance
+
+    @abc.abstractmethod
+    def attribute(self, inputs: Tensor, baselines: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Attributions [G, T, H] for `batch.targets`, and convergence deltas [G] or None."""
+
+    def explain(self, batch: Batch) -> Explanation:
+        self.check_autograd()
+        size, width = batch.input_ids.shape
+        scores = torch.zeros(size, width, device=batch.input_ids.device)
+        deltas: Tensor | None = None
+        forwards = [0] * size
+        for index in instance_groups(size, self.rows_per_instance, width, self.config.max_tokens_per_forward):
+            part = subset(batch, index)
+            inputs, baselines = self.embeds(part)
+            self.rows_forwarded = 0
+            with torch.enable_grad():
+                attributions, delta = self.attribute(inputs, baselines, part)
+            # attributions [G, T, H] -> scores [G, T]
+            scores[index] = reduce_hidden(attributions.detach(), self.config.reduce).to(scores.dtype)
+            for i in index.tolist():
+                forwards[i] = self.rows_forwarded // len(index)
+            if delta is not None:
+                deltas = torch.zeros(size, device=scores.device) if deltas is None else deltas
+                deltas[index] = delta.detach().reshape(len(index)).to(deltas.dtype)
+        return Explanation(
+            attributions=zero_padding(scores, batch.attention_mask),
+            forward_passes=forwards,
+            backward_passes=[self.backward_rows()] * size,
+            extras={} if deltas is None else {"convergence_delta": deltas},
+        )
+
+    def forward_args(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        return (batch.attention_mask, batch.token_type_ids)
+
+
+class IGConfig(EmbeddingGradientConfig):
+    """Integrated Gradients on the word embeddings (Sundararajan et al., 2017).
+
+    n_steps (20), method (`gausslegendre`), internal_batch_size (None: all B * n_steps rows at once, or what
+    `max_tokens_per_forward` allows) as for `lig`; return_delta: also return the convergence delta per
+    instance (2 more forward passes).
+    """
+
+    type: Literal["ig"] = "ig"
+    n_steps: int = Field(20, ge=1)
+    method: IntegrationMethod = "gausslegendre"
+    internal_batch_size: int | None = Field(None, ge=1)
+    return_delta: bool = False
+
+
+@EXPLAINERS.register("ig", IGConfig)
+class IntegratedGradientsExplainer(EmbeddingGradientExplainer):
+    """Integrated Gradients (Sundararajan et al., 2017) on `inputs_embeds`, via Captum.
+
+    The same integral as `lig` with layer `word_embeddings`, but the embeddings are looked up once instead of
+    being read by two extra forward passes, and a `zero` baseline is possible. Specials get exactly 0 and the
+    token scores (reduce `sum`) add up to f(x) - f(baseline) up to the integration error.
+    Cost per instance: n_steps forward and backward passes (+2 forward with return_delta).
+    """
+
+    config: IGConfig
+
+    @property
+    def rows_per_instance(self) -> int:  # type: ignore[override]
+        return self.config.n_steps
+
+    def explain(self, batch: Batch) -> Explanation:
+        cfg = self.config
+        if cfg.internal_batch_size is not None and cfg.internal_batch_size < len(batch):
+            raise ConfigError(
+                f"ig: internal_batch_size={cfg.internal_batch_size} is smaller than the batch size {len(batch)}; "
+                f"Captum needs at least one row per instance. Raise internal_batch_size or lower the batch size."
+            )
+        return super().explain(batch)
+
+    def attribute(self, inputs: Tensor, baselines: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        cfg = self.config
+        chunk = cfg.internal_batch_size or rows_per_forward(cfg.max_tokens_per_forward, inputs.shape[1])
+        result = IntegratedGradients(self.embeds_forward).attribute(
+            inputs.requires_grad_(),
+            baselines=baselines,
+            target=batch.targets.tolist(),
+            additional_forward_args=self.forward_args(batch),
+            n_steps=cfg.n_steps,
+            method=cfg.method,
+            internal_batch_size=None if chunk is None else max(chunk, len(batch)),
+            return_convergence_delta=cfg.return_delta,
+        )
+        return result if cfg.return_delta else (result, None)
+
+
+class SaliencyConfig(EmbeddingGradientConfig):
+    """Saliency (Simonyan et al., 2014): the gradient of the target score at the input embeddings.
+
+    abs: take absolute values (Captum's default, True); with reduce `sum` a token's score is then the L1 norm
+    of its gradient, with `l2` its L2 norm. The baseline is not used.
+    """
+
+    type: Literal["saliency"] = "saliency"
+    abs: bool = True
+
+
+@EXPLAINERS.register("saliency", SaliencyConfig)
+class SaliencyExplainer(EmbeddingGradientExplainer):
+    """Saliency (Simonyan et al., 2014): d f_target / d embedding, via Captum.
+
+    Specials are scored like any token (their gradient). Cost per instance: 1 forward, 1 backward.
+    """
+
+    config: SaliencyConfig
+
+    def attribute(self, inputs: Tensor, baselines: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        result = Saliency(self.embeds_forward).attribute(
+            inputs.requires_grad_(),
+            target=batch.targets.tolist(),
+            abs=self.config.abs,
+            additional_forward_args=self.forward_args(batch),
+        )
+        return result, None
+
+
+class InputXGradientConfig(EmbeddingGradientConfig):
+    """Input x Gradient (Shrikumar et al., 2016): embedding times the gradient at it. The baseline is not used."""
+
+    type: Literal["input_x_gradient"] = "input_x_gradient"
+
+
+@EXPLAINERS.register("input_x_gradient", InputXGradientConfig)
+class InputXGradientExplainer(EmbeddingGradientExplainer):
+    """Input x Gradient (Shrikumar et al., 2016): embedding * d f_target / d embedding, via Captum.
+
+    Specials are scored like any token. Cost per instance: 1 forward, 1 backward.
+    """
+
+    config: InputXGradientConfig
+
+    def attribute(self, inputs: Tensor, baselines: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        result = InputXGradient(self.embeds_forward).attribute(
+            inputs.requires_grad_(),
+            target=batch.targets.tolist(),
+            additional_forward_args=self.forward_args(batch),
+        )
+        return result, None
+
+
+class DeepLiftConfig(EmbeddingGradientConfig):
+    """DeepLift with the Rescale rule (Shrikumar et al., 2017) on the word embeddings.
+
+    return_delta: also return the summation-to-delta gap per instance (2 more forward passes).
+    """
+
+    type: Literal["deeplift"] = "deeplift"
+    return_delta: bool = False
+
+
+@EXPLAINERS.register("deeplift", DeepLiftConfig)
+class DeepLiftExplainer(EmbeddingGradientExplainer):
+    """DeepLift (Shrikumar et al., 2017), Rescale rule, on `inputs_embeds` via Captum's DeepLift.
+
+    Captum runs the input and the baseline as one batch of 2G rows and replaces the gradient of every
+    non-linearity it knows as a module (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Softmax, ...) by the ratio of output
+    to input differences. Limitation on transformers: a BERT has one such module, the pooler's nn.Tanh; GELU
+    (transformers' own GELUActivation class), the attention softmax (a function, not a module), LayerNorm and
+    the products inside attention pass their ordinary gradients. DeepLift is then a gradient x (input -
+    baseline) method with a Rescale step at the pooler, and its attributions do not sum to f(x) - f(baseline)
+    (return_delta shows by how much). Summation-to-delta holds where every non-linearity is a supported
+    module between linear maps (tested on such a model). Specials get exactly 0 (input = baseline there).
+    Cost per instance: 2 forward rows (input and baseline) and a backward through both (+2 forward with
+    return_delta).
+    """
+
+    config: DeepLiftConfig
+    rows_per_instance = 2
+
+    def attribute(self, inputs: Tensor, baselines: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        result = DeepLift(self.module).attribute(
+            inputs.requires_grad_(),
+            baselines=baselines,
+            target=batch.targets.tolist(),
+            additional_forward_args=self.forward_args(batch),
+            return_convergence_delta=self.config.return_delta,
+        )
+        return result if self.config.return_delta else (result, None)
+
+    def explain(self, batch: Batch) -> Explanation:
+        with warnings.catch_warnings():  # Captum warns on every call that it sets hooks (and removes them)
+            warnings.filterwarnings("ignore", message=".*Setting forward, backward hooks.*")
+            return super().explain(batch)
+
+
+class GradientShapConfig(EmbeddingGradientConfig):
+    """Gradient SHAP (Lundberg & Lee, 2017; expected gradients, Erion et al., 2021) on the word embeddings.
+
+    n_samples (20): random points per instance, each at baseline + alpha * (input + noise - baseline) with
+    alpha ~ U(0, 1); stdevs (0.0): standard deviation of the Gaussian noise added to the input embeddings;
+    seed (0): with the batch's contents, fixes the random draws (see `seeded`).
+    """
+
+    type: Literal["gradient_shap"] = "gradient_shap"
+    n_samples: int = Field(20, ge=1)
+    stdevs: float = Field(0.0, ge=0.0)
+    seed: int = 0
+
+
+@EXPLAINERS.register("gradient_shap", GradientShapConfig)
+class GradientShapExplainer(EmbeddingGradientExplainer):
+    """Gradient SHAP (Lundberg & Lee, 2017) on `inputs_embeds` via Captum's GradientShap.
+
+    Captum draws each sample's baseline at random from one baseline distribution shared by the whole batch,
+    while here every instance has its own baseline (its specials sit at its own positions). So Captum is given
+    the offset from the baseline, d = x - b, with baseline 0 for all, and the forward adds b back (b travels
+    as an additional forward argument, expanded with the samples): the same estimator, one call per batch.
+    With stdevs = 0 the expected attributions sum to f(x) - f(baseline) (a Monte Carlo Integrated Gradients);
+    specials then get exactly 0, and with noise only the noise term. Stochastic: seeded per batch.
+    Cost per instance: n_samples forward and backward passes.
+    """
+
+    deterministic = False
+    config: GradientShapConfig
+
+    @property
+    def rows_per_instance(self) -> int:  # type: ignore[override]
+        return self.config.n_samples
+
+    def _offset_forward(
+        self, offsets: Tensor, baselines: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None
+    ) -> Tensor:
+        # offsets, baselines [N, T, H] -> scores [N, C]
+        return self.embeds_forward(offsets + baselines, attention_mask, token_type_ids)
+
+    def attribute(self, inputs: Tensor, baselines: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        offsets = inputs - baselines  # [G, T, H]
+        with seeded(self.config.seed, batch):
+            result = GradientShap(self._offset_forward).attribute(
+                offsets,
+                baselines=torch.zeros_like(offsets[:1]),
+                n_samples=self.config.n_samples,
+                stdevs=self.config.stdevs,
+                target=batch.targets.tolist(),
+                additional_forward_args=(baselines, batch.attention_mask, batch.token_type_ids),
+            )
+        return result, None

@@ -9,6 +9,11 @@ Pages are rendered by jinja2 with autoescaping on for every template: tokens are
 hold `<img src=x onerror=...>`), and escaping in one place, by the template engine, is what keeps them text.
 Nothing here builds HTML by string concatenation; Python only computes numbers and plain strings.
 
+A summary page (`summary.html`, written by `render_summary` when an evaluation is given) shows the evaluate
+stage's metric table (explainers as rows, metrics and cost as columns; click a header to sort, or open
+`summary.html#sort=<column>` / `#sort=<column>:asc`), its plots embedded as data: URIs, and the colour legend
+of the heatmaps. Sorting is the only script in the report: inline, a few lines, no external request.
+
 Colour: each run's row is normalised by its own max |score| (explainers differ in scale by orders of
 magnitude, and a shared scale would leave all but one row blank); positive scores are red, negative blue,
 the opacity is |score| / max |score|, and the exact score is in each token's tooltip. Pad tokens are never
@@ -17,6 +22,7 @@ shown (records carry none, and any that slip in are dropped before normalising).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,12 +116,14 @@ def render_report(
     max_instances: int | None = None,
     merge_subwords: bool = False,
     label_names: Sequence[str] | None = None,
+    summary_href: str | None = None,
 ) -> list[Path]:
     """Write `index.html` and `instances/<idx>.html` for the instances present in every run.
 
     Instances are taken in ascending idx order, at most `max_instances` of them. `label_names` (index = label
     id) shows class names next to label and prediction ids. `merge_subwords` merges WordPiece `##` pieces into
-    words by summing their scores. Returns the written files, index first.
+    words by summing their scores. `summary_href` links the index to a summary page. Returns the written
+    files, index first.
     """
     if not runs:
         raise AttexpError("render_report: no runs given; a report needs at least one explanations artifact.")
@@ -133,13 +141,7 @@ def render_report(
     if max_instances is not None:
         common = common[: max(max_instances, 0)]
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,  # the templates end in .html.j2, which select_autoescape would not match
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = _environment()
     out_dir = Path(out_dir)
     written = []
     instance_template = env.get_template("instance.html.j2")
@@ -183,10 +185,110 @@ def render_report(
             "instances": instances,
             "prediction_run": runs[0].name,
             "total": {run.name: len(records) for run, records in zip(runs, by_run, strict=True)},
+            "summary_href": summary_href,
         }
     )
     atomic_write_text(index, html)
     return [index, *written]
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # the templates end in .html.j2, which select_autoescape would not match
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+# Known directions of the evaluate stage's columns (shown as arrows in the summary's header).
+HIGHER_IS_BETTER = frozenset(
+    {"comprehensiveness", "ferret_comprehensiveness", "tau_loo", "spearman", "kendall", "topk_overlap", "f1"}
+    | {"accuracy", "speedup", "pass_ratio", "degradation_lerf_accuracy", "degradation_lerf_probability"}
+)
+LOWER_IS_BETTER = frozenset(
+    {"sufficiency", "ferret_sufficiency", "log_odds", "mse", "seconds", "forward_passes", "backward_passes"}
+    | {"degradation_morf_accuracy", "degradation_morf_probability"}
+)
+
+
+def direction(column: str) -> str:
+    """'higher', 'lower' or '' for a column of the evaluation table (variant suffixes _alti, _mask, _pad ignored)."""
+    base = column
+    for suffix in ("_pad", "_mask", "_alti"):
+        base = base.removesuffix(suffix)
+    return "higher" if base in HIGHER_IS_BETTER else "lower" if base in LOWER_IS_BETTER else ""
+
+
+def render_summary(
+    out_dir: Path,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    plots: Sequence[tuple[str, bytes]] = (),
+    title: str = "evaluation",
+    index_href: str | None = "index.html",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write `summary.html`: the metric table (sortable), the plots and the colour legend.
+
+    columns / rows: the evaluation table (as in the evaluate stage's metrics.json `table`); plots: (name, PNG
+    bytes) pairs, embedded as data: URIs so the page stays one self-contained file; notes: plain-text lines
+    shown under the title (e.g. the reference and the model). Returns the page's path.
+    """
+    if not columns:
+        raise AttexpError("render_summary: no columns; pass the evaluation table's columns.")
+    body = []
+    for row in rows:
+        if len(row) != len(columns):
+            raise AttexpError(
+                f"render_summary: a row has {len(row)} cells for {len(columns)} columns; pass the table as written "
+                f"by the evaluate stage (metrics.json `table`)."
+            )
+        body.append([_cell(value) for value in row])
+    heads = [{"name": c, "direction": direction(c), "numeric": _numeric_column(rows, i)} for i, c in enumerate(columns)]
+    images = [
+        {"name": name, "src": "data:image/png;base64," + base64.b64encode(data).decode("ascii")} for name, data in plots
+    ]
+    page = Path(out_dir) / "summary.html"
+    html = (
+        _environment()
+        .get_template("summary.html.j2")
+        .render(
+            {
+                "title": title,
+                "columns": heads,
+                "rows": body,
+                "plots": images,
+                "index_href": index_href,
+                "notes": list(notes),
+                "positive_rgb": POSITIVE_RGB,
+                "negative_rgb": NEGATIVE_RGB,
+            }
+        )
+    )
+    atomic_write_text(page, html)
+    return page
+
+
+def _cell(value: Any) -> dict[str, Any]:
+    """A table cell: shown text and the value the sort uses (numbers sort as numbers, blanks last)."""
+    if value is None:
+        return {"text": "—", "sort": ""}
+    if isinstance(value, bool):
+        return {"text": str(value), "sort": str(value)}
+    if isinstance(value, int):
+        return {"text": str(value), "sort": repr(float(value))}
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return {"text": "nan", "sort": ""}
+        return {"text": f"{value:.4g}", "sort": repr(value)}
+    return {"text": str(value), "sort": str(value)}
+
+
+def _numeric_column(rows: Sequence[Sequence[Any]], i: int) -> bool:
+    values = [row[i] for row in rows if row[i] is not None]
+    return bool(values) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
 def _records_by_idx(run: Run) -> dict[int, dict]:

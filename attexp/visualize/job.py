@@ -1,8 +1,9 @@
 """The visualize stage: HTML heatmaps comparing several explanation files instance by instance.
 
-Output (`visualizations/<name>/`): `index.html` (instances and each explainer's cost) and
+Output (`visualizations/<name>/`): `index.html` (instances and each explainer's cost),
 `instances/<idx>.html` (one heatmap row per explanation file, joined by idx, with label, prediction,
-explainer name and cost). Pages are self-contained (no CDN) and every token is HTML-escaped.
+explainer name and cost) and, when `evaluation` names an evaluate job, `summary.html` (its metric table,
+sortable, and its plots embedded). Pages are self-contained (no CDN) and every token is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -12,23 +13,28 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from attexp.config.schema import JobConfig, Upstream
+from attexp.errors import AttexpError
+from attexp.io.files import read_json
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
-from attexp.visualize.html import Run, render_report
+from attexp.visualize.html import Run, render_report, render_summary
 
 
 class VisualizeConfig(JobConfig):
-    """Render heatmap pages for the explain jobs in `explanations`."""
+    """Render heatmap pages for the explain jobs in `explanations` (and a summary of `evaluation`)."""
 
     job: Literal["visualize"] = "visualize"
     explanations: Annotated[list[str], Upstream(("explain",))] = Field(min_length=1)
+    evaluation: Annotated[str | None, Upstream(("evaluate",))] = Field(
+        None, description="an evaluate job whose table and plots make summary.html"
+    )
     max_instances: int | None = Field(50, ge=1, description="pages for the first N shared idx; null for all")
     merge_subwords: bool = Field(False, description="sum WordPiece '##' pieces into words")
 
 
 @JOBS.register("visualize", VisualizeConfig)
 class VisualizeJob(Job):
-    """Render HTML heatmaps of several explanation files side by side."""
+    """Render HTML heatmaps of several explanation files side by side, and a summary of an evaluation."""
 
     schema = "attexp.visualization"
 
@@ -47,13 +53,45 @@ class VisualizeJob(Job):
                 )
             )
             label_names = label_names or artifact.manifest.get("label_names")
+        summary = self._summary(config, ctx) if config.evaluation else None
         pages = render_report(
             ctx.out_dir,
             runs,
             max_instances=config.max_instances,
             merge_subwords=config.merge_subwords,
             label_names=label_names,
+            summary_href=summary.name if summary else None,
         )
+        pages += [summary] if summary else []
         ctx.counts.update(pages=len(pages))
         ctx.log_metrics({"pages": len(pages), "explanation_files": len(runs)})
-        ctx.manifest_extra.update(index=str(ctx.path("index.html")))
+        ctx.manifest_extra.update(
+            index=str(ctx.path("index.html")), summary=str(summary) if summary else None, evaluation=config.evaluation
+        )
+
+    def _summary(self, config: VisualizeConfig, ctx: JobContext):
+        evaluation = ctx.upstream(config.evaluation)
+        metrics = read_json(evaluation.dir / "metrics.json")
+        table = metrics.get("table")
+        if not table:
+            raise AttexpError(
+                f"evaluate job {config.evaluation!r} wrote no table in {evaluation.dir / 'metrics.json'} (it predates "
+                f"the summary page). Rerun it with --force, or leave `evaluation` out."
+            )
+        plots = [
+            (relative.rsplit("/", 1)[-1].removesuffix(".png"), (evaluation.dir / relative).read_bytes())
+            for relative in evaluation.manifest.get("plots") or []
+            if (evaluation.dir / relative).is_file()
+        ]
+        notes = [f"evaluate job: {config.evaluation}"]
+        if metrics.get("reference"):
+            notes.append(f"reference explainer: {metrics['reference']}")
+        if metrics.get("model"):
+            notes.append(f"model: {metrics['model']}")
+        cost = metrics.get("evaluation_cost") or {}
+        if cost:
+            notes.append(
+                f"evaluation cost: {cost.get('forward_passes')} forward passes, {cost.get('rows')} inputs, "
+                f"{cost.get('seconds')} s"
+            )
+        return render_summary(ctx.out_dir, table["columns"], table["rows"], plots, title=config.evaluation, notes=notes)

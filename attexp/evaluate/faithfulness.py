@@ -1,0 +1,632 @@
+"""Faithfulness: does taking away the tokens an explanation ranks highest change the model's prediction?
+
+Agreement metrics compare an explainer with another explainer; these compare it with the model. Each one
+perturbs every instance according to the ranking of its attributions, runs the perturbed inputs through
+the explained classifier and reads the probability of the explained class (`target` in the record):
+
+- `eraser`: comprehensiveness (p(x) - p(x without the top k%)) and sufficiency (p(x) - p(only the top k%))
+  at the bins {1, 5, 10, 20, 50}%, and their AOPC, the mean over the bins (DeYoung et al., 2020, "ERASER: A
+  Benchmark to Evaluate Rationalized NLP Models", ACL; the mean over |B| bins is what ERASER's released
+  scorer computes). k = ceil(fraction * n) of the n content tokens, so every bin removes at least one.
+  Higher comprehensiveness and lower sufficiency are more faithful. `alti: true` is the variant of Ferrando
+  et al. (2022, "Measuring the Mixing of Contextual Information in the Transformer", EMNLP; code
+  mt-upc/transformer-contributions, aupc.py): the 0% point is added (the full input for comprehensiveness,
+  no content at all for sufficiency), the probability curve is made monotone with a running minimum
+  (comprehensiveness) or maximum (sufficiency), and AOPC divides by |B| + 1 = 6.
+- `ferret_aopc`: ferret's AOPC (Attanasio et al., 2023, "ferret: a Framework for Benchmarking Explainers on
+  Transformers", EACL demos): thresholds 10%, 20%, ..., 100% of the content tokens, k = floor(fraction * n)
+  with k = 0 skipped, only tokens with a positive score enter a rationale, and a threshold whose rationale
+  equals the previous one is left out of the mean.
+- `degradation`: the degradation test of IBA for transformers (Jiang et al., 2020, "Inserting Information
+  Bottleneck for Attribution in Transformers", Findings of EMNLP; code bazingagin/IBA): remove round(j/9 * n)
+  tokens for j = 1..9 (nine steps of about 11%), most relevant first (MoRF) and least relevant first (LeRF),
+  and record accuracy against the gold label and the gold-class probability at every step. A faithful
+  explanation makes the MoRF curve fall fast and the LeRF curve stay high.
+- `tau_loo`: ferret's leave-one-out correlation: Kendall's tau between the attributions and the drop in
+  p(target) when each content token alone is deleted (occlusion with window 1). Higher is more faithful.
+- `log_odds`: log p(target | top k% replaced) - log p(target | x), averaged over instances (Shrikumar et al.,
+  2017; as used for text by Chen et al., 2020, "Generating Hierarchical Explanations on Text Classification
+  via Feature Interaction Detection", ACL, with k = 20% replaced by padding). Lower (more negative) is better.
+
+Shared conventions:
+
+- Content tokens are all real tokens except the structural specials ([CLS], [SEP], <s>, </s>, padding):
+  specials are never removed, never counted in n and their scores are ignored, whatever the explainer gave
+  them. Ties in the ranking go to the earlier position.
+- Perturbation (`perturbation`): `delete` removes tokens (the sequence gets shorter; ERASER, ferret, ALTI and
+  IBA's default), `mask` / `pad` replace them with the tokenizer's [MASK] / [PAD] token id with attention kept
+  on (IBA's `eval_replace`, and the usual choice for log-odds). Segment ids of sentence pairs follow their
+  tokens.
+- The probabilities of the unperturbed inputs are recomputed with the model (not taken from the records), so
+  p(x) and p(perturbed x) come from the same forward code; a mismatch with the recorded predictions means the
+  explanations were made with another model and is reported.
+- Batched: `ModelScorer` collects every perturbed sequence of every instance, removes duplicates (small bins
+  of short sentences often remove the same tokens), sorts them by length and runs them in batches of
+  `batch_size` rows, counting forward passes and time. Results are the same as a per-instance loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+from scipy import stats
+
+from attexp.config.schema import ComponentConfig
+from attexp.errors import AttexpError
+from attexp.evaluate.metrics import MetricResult, _attributions, _by_idx, _get
+from attexp.explain.base import structural_positions
+from attexp.registry import METRICS
+
+logger = logging.getLogger(__name__)
+
+Perturbation = Literal["delete", "mask", "pad"]
+ERASER_BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
+FERRET_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+PREDICTION_TOLERANCE = 1e-3  # |recomputed - recorded| probability beyond which the model is not the explained one
+
+
+# ---------------------------------------------------------------------------------------- the model
+
+
+class ModelScorer:
+    """The explained classifier as a function of token-id sequences: batched, de-duplicated and counted.
+
+    `probabilities(sequences)` returns class probabilities [N, C] for N unpadded id sequences (with optional
+    segment ids). Identical sequences are run once (also across calls, so the unperturbed inputs shared by
+    several metrics cost one pass); the rest are sorted by length, longest first, and run `batch_size` rows
+    per forward. `forward_passes` counts model calls, `rows` the sequences run, `seconds` the time spent.
+    `cache=False` turns off the de-duplication (to measure a plain loop).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        device: torch.device | str = "cpu",
+        batch_size: int = 64,
+        cache: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise AttexpError(f"ModelScorer: batch_size must be at least 1, got {batch_size}.")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.cache = cache
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.uses_segments = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        self.forward_passes = 0
+        self.rows = 0
+        self.seconds = 0.0
+        self._memo: dict[bytes, np.ndarray] = {}
+
+    def replacement_id(self, perturbation: Perturbation) -> int | None:
+        """The id that replaces removed tokens (None for `delete`); an error if the tokenizer lacks it."""
+        if perturbation == "delete":
+            return None
+        token_id = self.tokenizer.mask_token_id if perturbation == "mask" else self.tokenizer.pad_token_id
+        if token_id is None:
+            raise AttexpError(
+                f"perturbation={perturbation!r} needs the tokenizer's {perturbation}_token_id, but "
+                f"{type(self.tokenizer).__name__} has none. Use perturbation='delete' or another replacement."
+            )
+        return int(token_id)
+
+    def segments_of(self, ids: np.ndarray) -> np.ndarray | None:
+        """Segment ids (T,) of unpadded ids (T,): 0 up to and including the first [SEP], 1 after (BERT pairs)."""
+        if not self.uses_segments:
+            return None
+        sep = self.tokenizer.sep_token_id
+        if sep is None:
+            return np.zeros_like(ids)
+        is_sep = ids == sep
+        return ((np.cumsum(is_sep) - is_sep) > 0).astype(np.int64)
+
+    def probabilities(self, sequences: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+        """Class probabilities [N, C] of N (ids (T_i,), segments (T_i,) or None) sequences."""
+        keys = [_key(ids, segments) for ids, segments in sequences]
+        if not self.cache:  # every sequence runs, duplicates included: key them by position too
+            keys = [i.to_bytes(8, "little") + key for i, key in enumerate(keys)]
+        todo: dict[bytes, tuple[np.ndarray, np.ndarray | None]] = {}
+        for key, sequence in zip(keys, sequences, strict=True):
+            if key not in self._memo:
+                todo.setdefault(key, sequence)
+        pending = sorted(todo.items(), key=lambda item: -len(item[1][0]))
+        computed: dict[bytes, np.ndarray] = {}
+        began = time.perf_counter()
+        for start in range(0, len(pending), self.batch_size):
+            chunk = pending[start : start + self.batch_size]
+            for (key, _), row in zip(chunk, self._forward([s for _, s in chunk]), strict=True):
+                computed[key] = row
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - began
+        if not keys:
+            return np.zeros((0, 0))
+        if not self.cache:
+            return np.stack([computed[key] for key in keys])
+        self._memo.update(computed)
+        return np.stack([self._memo[key] for key in keys])
+
+    def _forward(self, sequences: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+        width = max(max(len(ids) for ids, _ in sequences), 1)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)  # [N, T]
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)  # [N, T]
+        segments = torch.zeros((len(sequences), width), dtype=torch.long) if self.uses_segments else None
+        for i, (row, seg) in enumerate(sequences):
+            ids[i, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
+            mask[i, : len(row)] = 1
+            if segments is not None and seg is not None:
+                segments[i, : len(row)] = torch.from_numpy(np.asarray(seg, dtype=np.int64))
+        kwargs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if segments is not None:
+            kwargs["token_type_ids"] = segments.to(self.device)
+        with torch.inference_mode():
+            probabilities = self.model(**kwargs).logits.float().softmax(dim=-1)  # [N, C]
+        self.forward_passes += 1
+        self.rows += len(sequences)
+        return probabilities.cpu().numpy().astype(np.float64)
+
+
+def _key(ids: np.ndarray, segments: np.ndarray | None) -> bytes:
+    ids = np.asarray(ids, dtype=np.int64)
+    return ids.tobytes() + b"|" + (b"" if segments is None else np.asarray(segments, dtype=np.int64).tobytes())
+
+
+# ------------------------------------------------------------------------------------ instances
+
+
+@dataclass
+class Instance:
+    """One explanation record, ready to perturb.
+
+    ids (T,), segments (T,) or None, scores (T,); content: positions that may be removed (not structural
+    specials), in text order; order: content positions sorted by score, most relevant first (ties: earlier
+    first); target: the explained class; label: the gold class or None; recorded: the recorded class
+    probabilities (C,) or None.
+    """
+
+    idx: int
+    ids: np.ndarray
+    segments: np.ndarray | None
+    scores: np.ndarray
+    content: np.ndarray
+    order: np.ndarray
+    target: int
+    label: int | None
+    recorded: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        return len(self.content)
+
+    def without(self, drop: np.ndarray, replacement: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The input with positions `drop` deleted (`replacement` None) or replaced by that id."""
+        if replacement is None:
+            keep = np.ones(len(self.ids), dtype=bool)
+            keep[drop] = False
+            return self.ids[keep], None if self.segments is None else self.segments[keep]
+        ids = self.ids.copy()
+        ids[drop] = replacement
+        return ids, self.segments
+
+    def only(self, kept: np.ndarray, replacement: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The input with every content token except `kept` removed (specials stay)."""
+        return self.without(np.setdiff1d(self.content, kept), replacement)
+
+    def full(self) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.ids, self.segments
+
+
+def prepare(records: Sequence[dict], scorer: ModelScorer) -> list[Instance]:
+    """Explanation records -> instances in ascending idx order (duplicates and malformed records refused)."""
+    instances = []
+    by_idx = _by_idx(records, "explanations")
+    for idx in sorted(by_idx):
+        record = by_idx[idx]
+        ids = np.asarray(_get(record, "input_ids", "explanations"), dtype=np.int64)  # (T,)
+        scores = _attributions(record, "explanations")  # (T,)
+        if len(scores) != len(ids):
+            raise AttexpError(
+                f"idx {idx}: {len(scores)} attributions for {len(ids)} input_ids; a record holds one score per "
+                f"token. Re-run the explain job that wrote it with --force."
+            )
+        ids_t = torch.from_numpy(ids)[None]
+        structural = structural_positions(ids_t, torch.ones_like(ids_t), scorer.tokenizer)[0].numpy()
+        content = np.flatnonzero(~structural)
+        # most relevant first; a stable sort on the negated scores keeps earlier positions first among ties
+        order = content[np.argsort(-scores[content], kind="stable")]
+        label = record.get("label")
+        recorded = record.get("predictions")
+        instances.append(
+            Instance(
+                idx=idx,
+                ids=ids,
+                segments=scorer.segments_of(ids),
+                scores=scores,
+                content=content,
+                order=order,
+                target=int(_get(record, "target", "explanations")),
+                label=None if label is None else int(label),
+                recorded=None if not recorded else np.asarray(recorded, dtype=np.float64),
+            )
+        )
+    return instances
+
+
+def full_probabilities(instances: Sequence[Instance], scorer: ModelScorer, where: str) -> np.ndarray:
+    """Recomputed class probabilities [N, C] of the unperturbed inputs; warns if they differ from the records."""
+    probabilities = scorer.probabilities([inst.full() for inst in instances])
+    off = [
+        inst.idx
+        for inst, row in zip(instances, probabilities, strict=True)
+        if inst.recorded is not None
+        and (inst.recorded.shape != row.shape or np.max(np.abs(inst.recorded - row)) > PREDICTION_TOLERANCE)
+    ]
+    if off:
+        logger.warning(
+            "%s: for %d of %d instances (e.g. idx %s) the model's probabilities differ from the recorded "
+            "predictions by more than %g: the explanations were probably made with another model (check the "
+            "evaluate job's `model`) or on a device with different numerics",
+            where,
+            len(off),
+            len(instances),
+            off[:5],
+            PREDICTION_TOLERANCE,
+        )
+    return probabilities
+
+
+class FaithfulnessMetric:
+    """Base of the metrics that run the model: `compute(records, reference, scorer=...)`."""
+
+    needs_reference: ClassVar[bool] = False
+    needs_model: ClassVar[bool] = True
+    uses_attributions: ClassVar[bool] = True
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: ComponentConfig) -> None:
+        self.config = config
+
+    def compute(
+        self, records: list[dict], reference: list[dict] | None = None, *, scorer: ModelScorer | None = None
+    ) -> MetricResult:
+        if scorer is None:
+            raise AttexpError(
+                f"metric {self.config.type!r} runs the explained classifier, but no model was given; the evaluate "
+                f"job loads it from its `model` (or from the explain jobs' manifests)."
+            )
+        if not records:
+            raise AttexpError(f"{self.config.type}: no records to evaluate; the explanations artifact is empty.")
+        return self.measure(prepare(records, scorer), scorer)
+
+    def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
+        raise NotImplementedError
+
+
+def _summary(per_instance: dict[int, dict[str, Any]], keys: Sequence[str], skipped: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in keys:
+        values = np.array([v[key] for v in per_instance.values() if not _missing(v.get(key))], dtype=np.float64)
+        out[key] = float(values.mean()) if len(values) else math.nan
+        out[f"{key}_std"] = float(values.std()) if len(values) else math.nan
+    out["n"] = len(per_instance)
+    out["skipped"] = skipped
+    return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _suffix(perturbation: Perturbation, default: Perturbation) -> str:
+    return "" if perturbation == default else f"_{perturbation}"
+
+
+def _curve(x: Sequence[float], rows: Sequence[Sequence[float]], xlabel: str, ylabel: str) -> dict[str, Any]:
+    """A mean curve over instances for the plots: x values, mean y per x, labels."""
+    y = np.nanmean(np.asarray(rows, dtype=np.float64), axis=0) if len(rows) else np.full(len(x), np.nan)
+    return {"x": [float(v) for v in x], "y": [float(v) for v in y], "xlabel": xlabel, "ylabel": ylabel}
+
+
+# ------------------------------------------------------------------------------------------ ERASER
+
+
+def _increasing_fractions(name: str, values: list[float]) -> list[float]:
+    if any(not 0 < v <= 1 for v in values) or sorted(set(values)) != values:
+        raise ValueError(
+            f"{name} must be strictly increasing fractions in (0, 1], e.g. [0.01, 0.05, 0.1, 0.2, 0.5]; got {values}"
+        )
+    return values
+
+
+class EraserConfig(ComponentConfig):
+    """Comprehensiveness and sufficiency at ERASER's bins and their AOPC (DeYoung et al., 2020).
+
+    bins: fractions of the content tokens (default 1, 5, 10, 20, 50%); k = ceil(fraction * n).
+    perturbation: `delete` (default), `mask` or `pad` (see the module docstring).
+    alti: Ferrando et al.'s variant: 0% point added, running min (comprehensiveness) / max (sufficiency) of
+    the probability, AOPC over |B| + 1 points.
+
+    Summary keys: `comprehensiveness`, `sufficiency` (AOPC, with `_std`), suffixed `_alti` with alti and
+    `_mask` / `_pad` for a replacement, so several variants fit one table. Per instance: the AOPCs and the
+    per-bin values (`..._bins`).
+    """
+
+    type: Literal["eraser"] = "eraser"
+    bins: list[float] = Field(default_factory=lambda: list(ERASER_BINS), min_length=1)
+    perturbation: Perturbation = "delete"
+    alti: bool = False
+
+    _fractions = field_validator("bins")(lambda bins: _increasing_fractions("bins", bins))
+
+
+@METRICS.register("eraser", EraserConfig)
+class Eraser(FaithfulnessMetric):
+    """ERASER comprehensiveness and sufficiency with AOPC (DeYoung et al., 2020); ALTI's variant as an option."""
+
+    config: EraserConfig
+
+    def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
+        cfg = self.config
+        replacement = scorer.replacement_id(cfg.perturbation)
+        suffix = ("_alti" if cfg.alti else "") + _suffix(cfg.perturbation, "delete")
+        comp_key, suff_key = f"comprehensiveness{suffix}", f"sufficiency{suffix}"
+        usable = [inst for inst in instances if inst.n > 0]
+        full = full_probabilities(usable, scorer, cfg.type)
+        sequences = []
+        for inst in usable:
+            ks = [min(inst.n, math.ceil(b * inst.n)) for b in cfg.bins]
+            sequences += [inst.without(inst.order[:k], replacement) for k in ks]  # comprehensiveness
+            sequences += [inst.only(inst.order[:k], replacement) for k in ks]  # sufficiency
+            if cfg.alti:
+                sequences.append(inst.only(inst.order[:0], replacement))  # sufficiency at 0%: no content
+        probabilities = scorer.probabilities(sequences)
+        per_row = 2 * len(cfg.bins) + int(cfg.alti)
+        per_instance: dict[int, dict[str, Any]] = {}
+        comp_rows, suff_rows = [], []
+        for i, inst in enumerate(usable):
+            rows = probabilities[i * per_row : (i + 1) * per_row, inst.target]  # (per_row,)
+            p = full[i, inst.target]
+            p_comp, p_suff = rows[: len(cfg.bins)], rows[len(cfg.bins) : 2 * len(cfg.bins)]
+            if cfg.alti:  # 0% point first, then the curve made monotone
+                p_comp = np.minimum.accumulate(np.concatenate([[p], p_comp]))
+                p_suff = np.maximum.accumulate(np.concatenate([[rows[-1]], p_suff]))
+            comp, suff = p - p_comp, p - p_suff  # (|B|,) or (|B| + 1,)
+            comp_rows.append(comp)
+            suff_rows.append(suff)
+            per_instance[inst.idx] = {
+                comp_key: float(comp.mean()),
+                suff_key: float(suff.mean()),
+                f"{comp_key}_bins": comp.tolist(),
+                f"{suff_key}_bins": suff.tolist(),
+            }
+        summary = _summary(per_instance, [comp_key, suff_key], skipped=len(instances) - len(usable))
+        x = ([0.0] if cfg.alti else []) + [100 * b for b in cfg.bins]
+        curves = {
+            comp_key: _curve(x, comp_rows, "% of tokens removed (most relevant first)", "p(x) - p(x without top k%)"),
+            suff_key: _curve(x, suff_rows, "% of tokens kept (most relevant)", "p(x) - p(top k% only)"),
+        }
+        return MetricResult(summary, per_instance, curves)
+
+
+# ------------------------------------------------------------------------------------------- ferret
+
+
+class FerretAOPCConfig(ComponentConfig):
+    """ferret's AOPC comprehensiveness and sufficiency (Attanasio et al., 2023).
+
+    thresholds: fractions of the content tokens (default 10%, 20%, ..., 100%), k = floor(fraction * n), k = 0
+    skipped; only_positive (True): only tokens with a score > 0 enter a rationale; a threshold whose rationale
+    equals the previous one is left out of the mean. perturbation: `delete` (ferret's default) or `mask`/`pad`.
+    Summary keys: `ferret_comprehensiveness`, `ferret_sufficiency` (suffixed `_mask`/`_pad`).
+    """
+
+    type: Literal["ferret_aopc"] = "ferret_aopc"
+    thresholds: list[float] = Field(default_factory=lambda: list(FERRET_THRESHOLDS), min_length=1)
+    only_positive: bool = True
+    perturbation: Perturbation = "delete"
+
+    _fractions = field_validator("thresholds")(lambda thresholds: _increasing_fractions("thresholds", thresholds))
+
+
+@METRICS.register("ferret_aopc", FerretAOPCConfig)
+class FerretAOPC(FaithfulnessMetric):
+    """ferret's AOPC comprehensiveness and sufficiency: 10%..100%, positive scores only (Attanasio et al., 2023)."""
+
+    config: FerretAOPCConfig
+
+    def rationales(self, inst: Instance) -> list[np.ndarray]:
+        """The distinct rationales (content positions) of one instance, one per threshold kept."""
+        out: list[np.ndarray] = []
+        last: set[int] | None = None
+        for fraction in self.config.thresholds:
+            k = int(fraction * inst.n)
+            if k <= 0 or k > inst.n:
+                continue
+            top = inst.order[:k]
+            if self.config.only_positive:
+                top = top[inst.scores[top] > 0]
+            if last is not None and set(top.tolist()) == last:
+                continue
+            last = set(top.tolist())
+            out.append(top)
+        return out
+
+    def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
+        cfg = self.config
+        replacement = scorer.replacement_id(cfg.perturbation)
+        suffix = _suffix(cfg.perturbation, "delete")
+        comp_key, suff_key = f"ferret_comprehensiveness{suffix}", f"ferret_sufficiency{suffix}"
+        usable = [(inst, r) for inst in instances if inst.n > 0 and (r := self.rationales(inst))]
+        full = full_probabilities([inst for inst, _ in usable], scorer, cfg.type)
+        sequences = []
+        for inst, rationales in usable:
+            sequences += [inst.without(top, replacement) for top in rationales]
+            sequences += [inst.only(top, replacement) for top in rationales]
+        probabilities = scorer.probabilities(sequences)
+        per_instance: dict[int, dict[str, Any]] = {}
+        start = 0
+        for i, (inst, rationales) in enumerate(usable):
+            m = len(rationales)
+            rows = probabilities[start : start + 2 * m, inst.target]
+            start += 2 * m
+            p = full[i, inst.target]
+            per_instance[inst.idx] = {comp_key: float(np.mean(p - rows[:m])), suff_key: float(np.mean(p - rows[m:]))}
+        summary = _summary(per_instance, [comp_key, suff_key], skipped=len(instances) - len(usable))
+        return MetricResult(summary, per_instance)
+
+
+# -------------------------------------------------------------------------------------- degradation
+
+
+class DegradationConfig(ComponentConfig):
+    """IBA's degradation test (Jiang et al., 2020): remove round(j / steps * n) tokens, j = 1..steps.
+
+    steps (9: about 11% each, ending with every content token removed); perturbation: `delete` (IBA's
+    truncation, default) or `mask`/`pad` (IBA's replacement); against: `label` (gold class, IBA's choice) or
+    `target` (the explained class) for accuracy and probability. Both orders are measured: most relevant
+    first (`morf`) and least relevant first (`lerf`). Summary keys: `degradation_{morf,lerf}_{accuracy,
+    probability}` (means over the steps; lower MoRF and higher LeRF are more faithful); curves include the
+    unperturbed 0% point.
+    """
+
+    type: Literal["degradation"] = "degradation"
+    steps: int = Field(9, ge=1, le=100)
+    perturbation: Perturbation = "delete"
+    against: Literal["label", "target"] = "label"
+
+
+@METRICS.register("degradation", DegradationConfig)
+class Degradation(FaithfulnessMetric):
+    """IBA's degradation test: accuracy and gold-class probability as top tokens are removed (Jiang et al., 2020)."""
+
+    config: DegradationConfig
+
+    def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
+        cfg = self.config
+        replacement = scorer.replacement_id(cfg.perturbation)
+        suffix = _suffix(cfg.perturbation, "delete")
+        usable = [inst for inst in instances if inst.n > 0 and self._class(inst) is not None]
+        full = full_probabilities(usable, scorer, cfg.type)
+        sequences = []
+        for inst in usable:
+            counts = [round(j / cfg.steps * inst.n) for j in range(1, cfg.steps + 1)]
+            sequences += [inst.without(inst.order[:c], replacement) for c in counts]  # most relevant first
+            sequences += [inst.without(inst.order[::-1][:c], replacement) for c in counts]  # least relevant first
+        probabilities = scorer.probabilities(sequences)
+        per_instance: dict[int, dict[str, Any]] = {}
+        curves_rows: dict[str, list[np.ndarray]] = {}
+        for i, inst in enumerate(usable):
+            gold = self._class(inst)
+            block = probabilities[i * 2 * cfg.steps : (i + 1) * 2 * cfg.steps]  # (2 * steps, C)
+            values: dict[str, Any] = {}
+            for order, rows in (("morf", block[: cfg.steps]), ("lerf", block[cfg.steps :])):
+                with_full = np.concatenate([full[i : i + 1], rows])  # (steps + 1, C): 0% point first
+                probability = with_full[:, gold]
+                accuracy = (with_full.argmax(axis=-1) == gold).astype(np.float64)
+                for what, curve in (("accuracy", accuracy), ("probability", probability)):
+                    key = f"degradation_{order}_{what}{suffix}"
+                    values[key] = float(curve[1:].mean())
+                    values[f"{key}_steps"] = curve.tolist()
+                    curves_rows.setdefault(key, []).append(curve)
+            per_instance[inst.idx] = values
+        keys = [k for k in curves_rows]
+        summary = _summary(per_instance, keys, skipped=len(instances) - len(usable))
+        x = [100 * j / cfg.steps for j in range(cfg.steps + 1)]
+        curves = {
+            key: _curve(x, rows, f"% of tokens removed ({key.split('_')[1].upper()})", key.split("_")[2])
+            for key, rows in curves_rows.items()
+        }
+        return MetricResult(summary, per_instance, curves)
+
+    def _class(self, inst: Instance) -> int | None:
+        return inst.label if self.config.against == "label" else inst.target
+
+
+# ------------------------------------------------------------------------------------------ tau-LOO
+
+
+class TauLOOConfig(ComponentConfig):
+    """ferret's leave-one-out Kendall tau: tau-b between the attributions and p(x) - p(x without token i).
+
+    Over content tokens; instances with fewer than 2 content tokens or a constant vector are skipped.
+    perturbation: `delete` (ferret's) or `mask`/`pad` (occlusion). Summary key: `tau_loo`.
+    """
+
+    type: Literal["tau_loo"] = "tau_loo"
+    perturbation: Perturbation = "delete"
+
+
+@METRICS.register("tau_loo", TauLOOConfig)
+class TauLOO(FaithfulnessMetric):
+    """Kendall tau of the attributions with leave-one-out importance (ferret's tau-LOO)."""
+
+    config: TauLOOConfig
+
+    def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
+        replacement = scorer.replacement_id(self.config.perturbation)
+        key = "tau_loo" + _suffix(self.config.perturbation, "delete")
+        usable = [inst for inst in instances if inst.n >= 2]
+        full = full_probabilities(usable, scorer, self.config.type)
+        sequences = [inst.without(np.array([pos]), replacement) for inst in usable for pos in inst.content]
+        probabilities = scorer.probabilities(sequences)
+        per_instance: dict[int, dict[str, Any]] = {}
+        start, skipped = 0, len(instances) - len(usable)
+        for i, inst in enumerate(usable):
+            left_out = probabilities[start : start + inst.n, inst.target]
+            start += inst.n
+            importance = full[i, inst.target] - left_out  # (n,)
+            scores = inst.scores[inst.content]
+            if np.ptp(importance) == 0 or np.ptp(scores) == 0:
+                skipped += 1
+                continue
+            per_instance[inst.idx] = {key: float(stats.kendalltau(scores, importance).statistic)}
+        return MetricResult(_summary(per_instance, [key], skipped), per_instance)
+
+
+# ---------------------------------------------------------------------------------------- log-odds
+
+
+class LogOddsConfig(ComponentConfig):
+    """Log-odds: log p(target | top `fraction` of content tokens replaced) - log p(target | x).
+
+    fraction (0.2): k = ceil(fraction * n); perturbation: `pad` (default, as in Chen et al., 2020), `mask` or
+    `delete`. Probabilities are clipped at 1e-12. Summary key: `log_odds` (lower is more faithful).
+    """
+
+    type: Literal["log_odds"] = "log_odds"
+    fraction: float = Field(0.2, gt=0, le=1)
+    perturbation: Perturbation = "pad"
+
+
+@METRICS.register("log_odds", LogOddsConfig)
+class LogOdds(FaithfulnessMetric):
+    """Log-odds of the explained class after replacing the top 20% of tokens (lower is better)."""
+
+    config: LogOddsConfig
+
+    def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
+        cfg = self.config
+        replacement = scorer.replacement_id(cfg.perturbation)
+        key = "log_odds" + _suffix(cfg.perturbation, "pad")
+        usable = [inst for inst in instances if inst.n > 0]
+        full = full_probabilities(usable, scorer, cfg.type)
+        probabilities = scorer.probabilities(
+            [inst.without(inst.order[: min(inst.n, math.ceil(cfg.fraction * inst.n))], replacement) for inst in usable]
+        )
+        per_instance = {
+            inst.idx: {
+                key: float(np.log(max(probabilities[i, inst.target], 1e-12)) - np.log(max(full[i, inst.target], 1e-12)))
+            }
+            for i, inst in enumerate(usable)
+        }
+        return MetricResult(_summary(per_instance, [key], skipped=len(instances) - len(usable)), per_instance)

@@ -1,0 +1,157 @@
+"""PNG plots of an evaluation: deletion curves per explainer and each metric against cost.
+
+Two kinds, both drawn with matplotlib's object API on the Agg canvas (no pyplot state, no display needed):
+
+- `curve_plots`: one figure per curve a metric reports (ERASER comprehensiveness / sufficiency per bin, the
+  degradation test's MoRF / LeRF accuracy and probability per step), one line per explanations file.
+- `cost_plots`: one figure per metric, the metric against the cost of the explainer (forward + backward
+  passes per instance, symlog axis so that the random floor's 0 fits). Explanation files of the same
+  explainer type are joined by a line in order of cost: with Integrated Gradients run at k = 1..K steps and
+  scored against the K-step reference, the `spearman` or `mse` figure is Empirical Explainers' convergence
+  curve (Schwarzenberg et al., 2021), with the empirical explainer as a single point beside it; with a
+  faithfulness metric it is the cost-vs-faithfulness scatter.
+
+The random floor is drawn grey and dashed in every figure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+FLOOR_STYLE = {"color": "0.55", "linestyle": "--"}
+# Columns of an evaluation row that are not a measure of the explanation (or not comparable across cost).
+NOT_METRICS = {
+    "explanations",
+    "explainer",
+    "n",
+    "skipped",
+    "instances",
+    "seconds",
+    "forward_passes",
+    "backward_passes",
+    "speedup",
+    "pass_ratio",
+    "f1",
+    "accuracy",
+}
+
+
+def _label(text: object) -> str:
+    """Text for a figure, with `$` escaped so that matplotlib does not read it as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "plot"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Write the figure atomically (a finished artifact is never a half-written PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    fig.savefig(partial, format="png", dpi=110, bbox_inches="tight")
+    os.replace(partial, path)
+    return path
+
+
+def curve_plots(
+    curves: dict[str, dict[str, dict[str, Any]]], folder: Path, explainers: dict[str, str | None] | None = None
+) -> list[Path]:
+    """One PNG per curve key (`curve_<key>.png`) with a line per explanations file; returns the paths.
+
+    curves: explanations name -> curve key -> {"x", "y", "xlabel", "ylabel"} (as in metrics.json).
+    explainers: explanations name -> explainer type; the `random` ones (the floor) are drawn grey and dashed.
+    """
+    keys = list(dict.fromkeys(key for by_key in curves.values() for key in by_key))
+    written = []
+    for key in keys:
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.subplots()
+        first = None
+        for name, by_key in curves.items():
+            curve = by_key.get(key)
+            if curve is None:
+                continue
+            first = first or curve
+            floor = (explainers or {}).get(name) == "random"
+            style = FLOOR_STYLE if floor else {}
+            ax.plot(curve["x"], curve["y"], marker="o", markersize=3, label=_label(name), **style)
+        if first is None:
+            continue
+        ax.set_xlabel(_label(first.get("xlabel", "x")))
+        ax.set_ylabel(_label(first.get("ylabel", key)))
+        ax.set_title(_label(key))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
+        written.append(_save(fig, Path(folder) / f"curve_{_slug(key)}.png"))
+    return written
+
+
+def metric_columns(rows: Sequence[dict]) -> list[str]:
+    """The numeric columns of evaluation rows that measure explanations (no counts, spreads, cost or the
+    degradation test's step means, which its curves show)."""
+    keys = dict.fromkeys(k for row in rows for k in row)
+    return [
+        k
+        for k in keys
+        if k not in NOT_METRICS
+        and not k.endswith("_std")
+        and not k.startswith(("reference_", "degradation_"))
+        and any(isinstance(row.get(k), int | float) and not isinstance(row.get(k), bool) for row in rows)
+    ]
+
+
+def cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
+    """One PNG per metric column (`cost_vs_<metric>.png`): the metric against passes per instance.
+
+    Needs the `cost` metric's columns (forward_passes, backward_passes) in the rows; without them nothing is
+    drawn. Rows of the same explainer type are joined in order of cost (a convergence curve).
+    """
+    priced = [r for r in rows if isinstance(r.get("forward_passes"), int | float)]
+    if not priced:
+        return []
+    written = []
+    for metric in metric_columns(priced):
+        points = [
+            (float(r["forward_passes"]) + float(r.get("backward_passes") or 0), float(r[metric]), r)
+            for r in priced
+            if isinstance(r.get(metric), int | float)
+        ]
+        if not points:
+            continue
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.subplots()
+        groups: dict[str, list[tuple[float, float, dict]]] = {}
+        for point in points:
+            groups.setdefault(str(point[2].get("explainer") or point[2]["explanations"]), []).append(point)
+        for explainer, group in groups.items():
+            group.sort(key=lambda p: p[0])
+            floor = explainer == "random"
+            style = FLOOR_STYLE if floor else {}
+            ax.plot(
+                [p[0] for p in group],
+                [p[1] for p in group],
+                marker="o",
+                linestyle="-" if len(group) > 1 and not floor else "none",
+                label=_label(explainer),
+                **({"color": style["color"]} if floor else {}),
+            )
+            if floor:
+                ax.axhline(group[0][1], linewidth=1, **style)
+            for x, y, row in group:
+                ax.annotate(_label(row["explanations"]), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.margins(x=0.15, y=0.1)
+        ax.set_xlabel("model passes per instance (forward + backward)")
+        ax.set_ylabel(_label(metric))
+        ax.set_title(_label(f"{metric} vs cost"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
+        written.append(_save(fig, Path(folder) / f"cost_vs_{_slug(metric)}.png"))
+    return written
