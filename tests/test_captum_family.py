@@ -180,7 +180,6 @@ def test_deeplift_sums_to_delta_where_the_rescale_rule_applies(tokenizer, batch)
     assert gap.abs().min() > 1e-3
     torch.testing.assert_close(out.attributions.sum(1), gap, atol=1e-5, rtol=1e-4)
     assert out.extras["convergence_delta"].abs().max() < 1e-5
-    # and it is not the gradient: a saturating tanh makes DeepLift differ from Input x (Gradient at x) x diff
     assert out.forward_passes == [4] * len(batch) and out.backward_passes == [2] * len(batch)
 
 

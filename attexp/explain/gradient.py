@@ -317,7 +317,9 @@ class EmbeddingGradientExplainer(CaptumExplainer):
     config: EmbeddingGradientConfig
     rows_per_instance: ClassVar[int] = 1
 
-    def __init__(self, config: EmbeddingGradientConfig, model: torch.nn.Module, tokenizer: Any, upstream):
+    def __init__(
+        self, config: EmbeddingGradientConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]
+    ):
         super().__init__(config, model, tokenizer, upstream)
         self.embedding = model.get_input_embeddings()
         self.module = _EmbeddingsToScores(self)
