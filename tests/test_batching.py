@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from tiny import tiny_bert
+from transformers import BertTokenizerFast
 
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation
@@ -47,18 +48,7 @@ def tokenizer():
 
 @pytest.fixture
 def model():
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=3,
-        initializer_range=0.2,
-    )
-    return BertForSequenceClassification(config).eval()
+    return tiny_bert(len(VOCAB))
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 import transformers
 from pydantic import ValidationError
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from tiny import make_batch, word_tokenizer
 
 from attexp.config.schema import Upstream
 from attexp.errors import AttexpError, ConfigError
@@ -41,30 +42,13 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 TEXTS = ["the movie was good", "a very boring and awful plot , not fun", "great", "the actors were bad but fun"]
 
 
-def tiny_tokenizer() -> BertTokenizerFast:
-    return BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)})
+def tiny_tokenizer():
+    return word_tokenizer(WORDS)
 
 
-def tiny_bert(seed: int = 0, num_labels: int = 3) -> BertForSequenceClassification:
-    """A 2-layer BERT with random weights (larger init than BERT's so that outputs depend on the input)."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-        initializer_range=0.2,
-    )
-    return BertForSequenceClassification(config).eval()
-
-
-def make_batch(tokenizer, texts: list[str], targets: list[int] | None = None) -> Batch:
-    enc = tokenizer(texts, padding=True, return_tensors="pt")
-    targets = targets if targets is not None else [i % 3 for i in range(len(texts))]
-    return Batch(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], torch.tensor(targets))
+def tiny_bert(seed: int = 0, num_labels: int = 3):
+    """A 2-layer BERT with random weights over the test vocabulary (see tests/tiny.py)."""
+    return tiny.tiny_bert(len(VOCAB), seed=seed, num_labels=num_labels)
 
 
 def build_empirical(model, tokenizer, folder: Path) -> Path:

@@ -17,9 +17,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from conftest import ROOT, files_under
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import BertTokenizerFast
 
 from attexp.config.loader import load_config
 from attexp.errors import AttexpError
@@ -275,19 +276,8 @@ def test_top_k_overlap_hand_computed(tokenizer):
 # ------------------------------------------------------------------------------- batching, errors
 
 
-def tiny_bert(tokenizer) -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=2,
-        initializer_range=0.2,
-    )
-    return BertForSequenceClassification(config).eval()
+def tiny_bert(tokenizer):
+    return tiny.tiny_bert(len(VOCAB), num_labels=2)
 
 
 def random_records(tokenizer, count: int, seed: int = 0) -> list[dict]:
