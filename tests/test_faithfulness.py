@@ -481,6 +481,15 @@ def test_evaluate_job_writes_records_summary_table_and_plots(evaluated):
     assert all(len(line["comprehensiveness_bins"]) == 5 for line in lines if "comprehensiveness_bins" in line)
     markdown = (logs / "table.md").read_text()
     assert "random-floor" in markdown and "comprehensiveness" in markdown and "_std" not in markdown
+    # LIG on a model that reads two words beats the random ranking on 16 paired instances, and the table says so
+    versus = metrics["random_floor"]["versus"]["t.lig"]
+    assert metrics["random_floor"]["name"] == "random-floor"
+    assert versus["comprehensiveness"]["beats"] and versus["comprehensiveness"]["n"] == 16
+    assert versus["comprehensiveness"]["delta"] == pytest.approx(
+        table["t.lig"]["comprehensiveness"] - table["random-floor"]["comprehensiveness"]
+    )
+    assert "- comprehensiveness: every explainer (1) beats the random floor." in markdown
+    assert "spearman" not in versus and "seconds" not in versus  # agreement and cost have no random floor
     plots = sorted(p.name for p in (logs / "plots").glob("*.png"))
     assert "curve_comprehensiveness.png" in plots and "cost_vs_comprehensiveness.png" in plots
     assert all((logs / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
@@ -553,3 +562,30 @@ def test_report_pipeline_explains_with_every_registered_explainer_and_dry_runs(t
     assert code == 0, err
     assert f"evaluate {evaluate.name}: would run" in out
     assert files_under(tmp_path) == []
+
+
+def test_versus_floor_paired_one_sided_in_the_better_direction():
+    """Hand-made per-instance values: `good` is better than the floor on every instance in both directions,
+    `same` equals it, `worse` is worse; the test is one-sided, so worse never 'beats' however large the gap."""
+    from attexp.evaluate.metrics import floor_report, versus_floor
+
+    floor = {i: {"comprehensiveness": 0.1 * i, "sufficiency": 0.5, "spearman": 0.0} for i in range(8)}
+    runs = {
+        "floor": floor,
+        "good": {i: {"comprehensiveness": 0.1 * i + 0.2 + 0.01 * i, "sufficiency": 0.3 - 0.01 * i} for i in range(8)},
+        "same": {i: dict(v) for i, v in floor.items()},
+        "worse": {i: {"comprehensiveness": 0.1 * i - 0.3, "sufficiency": 0.9} for i in range(8)},
+    }
+    columns = ["comprehensiveness", "sufficiency", "spearman"]
+    result = versus_floor(runs, "floor", columns)
+    assert set(result) == {"good", "same", "worse"}
+    good = result["good"]["comprehensiveness"]
+    assert good["beats"] and good["n"] == 8
+    assert good["delta"] == pytest.approx(np.mean([0.2 + 0.01 * i for i in range(8)]))
+    assert good["p_value"] == pytest.approx(1 / 2**8)  # exact one-sided Wilcoxon: all 8 differences positive
+    assert result["good"]["sufficiency"]["beats"]  # lower is better for sufficiency
+    assert result["same"]["comprehensiveness"] == {"delta": 0.0, "p_value": 1.0, "n": 8, "beats": False}
+    assert not result["worse"]["comprehensiveness"]["beats"] and not result["worse"]["sufficiency"]["beats"]
+    assert "spearman" not in result["good"]  # not a faithfulness column
+    text = floor_report(result, "floor", {"good": "lig", "same": "random", "worse": "bad"})
+    assert "- comprehensiveness: 1 of 3 explainers beat the random floor; not: same (random), worse (bad)." in text

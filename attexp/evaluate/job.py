@@ -17,7 +17,9 @@ explanation is a statement about the model it explained.
 The random floor: unless one of `explanations` already is a `random` explain job, `random_floor` adds a row
 `random-floor` with seeded uniform random scores (`attexp.explain.baseline.random_scores`) on the instances of
 the first explanations file (its predictions, zero cost), scored by every metric, so each table shows what
-knowing nothing achieves.
+knowing nothing achieves. Every other row is then tested against that floor on each faithfulness column
+(`attexp.evaluate.metrics.versus_floor`: one-sided paired Wilcoxon signed-rank test over instances), and
+`table.md` states, per column, which explainers beat random and which do not.
 
 Output (`logs/<name>/`): `metrics.json` (summary per explanation file and metric, the table as columns and
 rows, the mean curves and the cost of the evaluation itself), `instances.jsonl` (per-instance values),
@@ -37,7 +39,7 @@ from pydantic import Field, SerializeAsAny, model_validator
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.errors import AttexpError
 from attexp.evaluate.faithfulness import ModelScorer
-from attexp.evaluate.metrics import format_table
+from attexp.evaluate.metrics import floor_report, format_table, versus_floor
 from attexp.explain.base import structural_positions
 from attexp.explain.baseline import random_scores
 from attexp.io.artifacts import Artifact, find_artifact
@@ -141,6 +143,13 @@ class EvaluateJob(Job):
             if k not in ("explanations", "explainer") and not k.endswith("_std") and not k.startswith("reference_")
         ]
         table = format_table(rows, columns)
+        floor = next((name for name, explainer, _ in runs if explainer == "random"), None)
+        by_run: dict[str, dict[int, dict]] = {}
+        for (name, idx), values in per_instance.items():
+            by_run.setdefault(name, {})[idx] = values
+        versus = versus_floor(by_run, floor, columns) if floor else {}
+        if versus:
+            table += "\n\n" + floor_report(versus, floor, {name: explainer for name, explainer, _ in runs})
         cost = (
             {"forward_passes": scorer.forward_passes, "rows": scorer.rows, "seconds": round(scorer.seconds, 3)}
             if scorer
@@ -154,6 +163,7 @@ class EvaluateJob(Job):
                 "results": summary,
                 "table": {"columns": columns, "rows": [[r.get(c) for c in columns] for r in rows]},
                 "curves": curves,
+                "random_floor": {"name": floor, "versus": versus} if floor else None,
                 "evaluation_cost": cost,
             },
         )
@@ -165,7 +175,12 @@ class EvaluateJob(Job):
         plots = _plots(rows, curves, ctx) if config.plots else []
         ctx.counts.update(explanation_files=len(rows), instance_rows=len(per_instance), plots=len(plots))
         ctx.manifest_extra.update(
-            reference=config.reference, model=model_name, results=summary, evaluation_cost=cost, plots=plots
+            reference=config.reference,
+            model=model_name,
+            results=summary,
+            beats_random={name: {c: r["beats"] for c, r in result.items()} for name, result in versus.items()},
+            evaluation_cost=cost,
+            plots=plots,
         )
         for row in rows:
             ctx.tracker.log({f"{row['explanations']}/{k}": v for k, v in row.items() if isinstance(v, int | float)})

@@ -32,6 +32,7 @@ import jinja2
 import numpy as np
 
 from attexp.errors import AttexpError
+from attexp.evaluate.metrics import direction
 from attexp.io.files import atomic_write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -200,25 +201,6 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-
-
-# Known directions of the evaluate stage's columns (shown as arrows in the summary's header).
-HIGHER_IS_BETTER = frozenset(
-    {"comprehensiveness", "ferret_comprehensiveness", "tau_loo", "spearman", "kendall", "topk_overlap", "f1"}
-    | {"accuracy", "speedup", "pass_ratio", "degradation_lerf_accuracy", "degradation_lerf_probability"}
-)
-LOWER_IS_BETTER = frozenset(
-    {"sufficiency", "ferret_sufficiency", "log_odds", "mse", "seconds", "forward_passes", "backward_passes"}
-    | {"degradation_morf_accuracy", "degradation_morf_probability"}
-)
-
-
-def direction(column: str) -> str:
-    """'higher', 'lower' or '' for a column of the evaluation table (variant suffixes _alti, _mask, _pad ignored)."""
-    base = column
-    for suffix in ("_pad", "_mask", "_alti"):
-        base = base.removesuffix(suffix)
-    return "higher" if base in HIGHER_IS_BETTER else "lower" if base in LOWER_IS_BETTER else ""
 
 
 def render_summary(
