@@ -145,6 +145,21 @@ def test_evaluate_compares_empirical_with_lig(base):
     assert "rt.explain.empirical.tiny.test" in (base / "stderr.txt").read_text(), "the table is in the log"
 
 
+def test_convergence_curve_places_lig_steps_and_the_empirical_explainer(base, run_cli):
+    """The convergence pipeline reuses the finished pipeline's jobs and adds LIG at 1, 2, 4 steps."""
+    code, _, err = run_cli(FIXTURES / "configs" / "convergence.small.jsonnet", "--base-dir", base)
+    assert code == 0, err
+    logs = base / "logs" / "rt.evaluate.convergence.tiny"
+    results = json.loads((logs / "metrics.json").read_text())["results"]
+    lig = {k: results[f"rt.explain.lig{k}.tiny.test"] for k in (1, 2, 4)}
+    # more integration steps: more passes, and closer to the 8-step reference
+    assert lig[1]["cost.forward_passes"] < lig[2]["cost.forward_passes"] < lig[4]["cost.forward_passes"]
+    assert lig[1]["mse"] > lig[4]["mse"] and lig[4]["spearman"] > lig[1]["spearman"]
+    assert results["rt.explain.lig.tiny.test"]["mse"] == pytest.approx(0.0)
+    assert results["rt.explain.empirical.tiny.test"]["cost.forward_passes"] < lig[1]["cost.forward_passes"]
+    assert (logs / "plots" / "cost_vs_spearman.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_visualize_pages_link_and_escape(base):
     index = (base / "visualizations/rt.visualize.tiny/index.html").read_text()
     assert "rt.explain.lig.tiny.test" in index and "rt.explain.empirical.tiny.test" in index
