@@ -589,3 +589,17 @@ def test_versus_floor_paired_one_sided_in_the_better_direction():
     assert "spearman" not in result["good"]  # not a faithfulness column
     text = floor_report(result, "floor", {"good": "lig", "same": "random", "worse": "bad"})
     assert "- comprehensiveness: 1 of 3 explainers beat the random floor; not: same (random), worse (bad)." in text
+
+
+def test_plot_labels_drop_the_shared_parts_of_job_names():
+    from attexp.evaluate.plots import short_names
+
+    names = ["rt.explain.lig1.minilm.test", "rt.explain.lig.minilm.test", "rt.explain.empirical.minilm.test"]
+    assert short_names([*names, "random-floor"]) == {
+        "rt.explain.lig1.minilm.test": "lig1",
+        "rt.explain.lig.minilm.test": "lig",
+        "rt.explain.empirical.minilm.test": "empirical",
+        "random-floor": "random-floor",  # shares nothing: stays whole
+    }
+    assert short_names(["a.b.c", "a.b.c.d"]) == {"a.b.c": "c", "a.b.c.d": "c.d"}  # at least one part remains
+    assert short_names(["only.one"]) == {"only.one": "only.one"}

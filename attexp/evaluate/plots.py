@@ -127,6 +127,7 @@ def cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
             continue
         fig = Figure(figsize=(6.4, 4.2))
         ax = fig.subplots()
+        short = short_names([r["explanations"] for r in priced])
         groups: dict[str, list[tuple[float, float, dict]]] = {}
         for point in points:
             groups.setdefault(str(point[2].get("explainer") or point[2]["explanations"]), []).append(point)
@@ -144,8 +145,10 @@ def cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
             )
             if floor:
                 ax.axhline(group[0][1], linewidth=1, **style)
-            for x, y, row in group:
-                ax.annotate(_label(row["explanations"]), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            for i, (x, y, row) in enumerate(group):
+                # alternate above/below along a curve so that neighbouring labels do not overprint
+                offset = (3, 4) if i % 2 == 0 else (3, -9)
+                ax.annotate(short[row["explanations"]], (x, y), fontsize=6, xytext=offset, textcoords="offset points")
         ax.set_xscale("symlog", linthresh=1.0)
         ax.margins(x=0.15, y=0.1)
         ax.set_xlabel("model passes per instance (forward + backward)")
@@ -155,3 +158,25 @@ def cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
         written.append(_save(fig, Path(folder) / f"cost_vs_{_slug(metric)}.png"))
     return written
+
+
+def short_names(names: Sequence[str]) -> dict[str, str]:
+    """Point labels: the job names without the dot-separated parts all of them share at the start and the end
+    (rt.explain.lig1.minilm.test, rt.explain.empirical.minilm.test -> lig1, empirical). Names that share nothing
+    with the rest (such as the random floor) stay whole."""
+    split = {name: name.split(".") for name in names}
+    common = [parts for parts in split.values() if len(parts) > 1]
+    if len(common) < 2:
+        return {name: name for name in names}
+    head = 0
+    while all(len(p) > head + 1 and p[head] == common[0][head] for p in common):
+        head += 1
+    tail = 0
+    while all(len(p) > head + tail + 1 and p[-1 - tail] == common[0][-1 - tail] for p in common):
+        tail += 1
+    out = {}
+    for name, parts in split.items():
+        shared_head = len(parts) > head + tail and parts[:head] == common[0][:head]
+        shared_tail = tail == 0 or parts[len(parts) - tail :] == common[0][len(common[0]) - tail :]
+        out[name] = ".".join(parts[head : len(parts) - tail]) if shared_head and shared_tail else name
+    return out
