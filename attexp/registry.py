@@ -97,6 +97,8 @@ _MODULES = [
     "attexp.evaluate.metrics",
     "attexp.evaluate.faithfulness",
     "attexp.visualize.job",
+    "attexp.evaluate.analysis_job",
+    "attexp.visualize.analysis_job",
 ]
 
 

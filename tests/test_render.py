@@ -172,3 +172,48 @@ def test_summary_page_sorts_escapes_and_embeds_plots(report, tmp_path):
 def test_index_links_to_the_summary(report):
     index = (report / "index.html").read_text()
     assert 'href="summary.html"' in index and "<script" not in index
+
+
+def test_attribution_tree_and_layer_flow_pages_render(tmp_path):
+    """The attribution tree (inline SVG) and the IBA layer x token heatmap, as a reader sees them."""
+    import numpy as np
+
+    from attexp.visualize import flow, tree
+    from attexp.visualize.html import render_page
+
+    tokens = ["[CLS]", "a", EVIL, "great", "movie", "[SEP]"]
+    maps = np.zeros((3, 6, 6))  # head-summed attributions [layers, T, T] of a hand-made instance
+    maps[2, 3, 4] = 3.0
+    maps[1, 3, 1], maps[1, 3, 2], maps[1, 3, 4] = 1.0, 0.6, 0.8
+    maps[0, 2, 5], maps[0, 4, 0] = 1.0, 0.7
+    built = tree.build_tree(maps)
+    context = {"idx": 7, "tokens": tokens, "label": "1", "prediction": "1", "target": "1", "previous": None}
+    context.update(section=tree.section(built, tokens, 0.4), next=None)
+    page = render_page("tree.html.j2", tmp_path / "tree.html", context).resolve()
+    shown = dom(chromium(tmp_path, page.as_uri(), "--dump-dom").stdout)
+    assert [t for t, _ in shown.elements].count("line") == len(built.edges) >= 4
+    assert not [a for tag, a in shown.elements if tag == "img"], "no element was made from the token"
+    assert EVIL in shown.texts, "the token is a text node (in the SVG and the edge table)"
+    screenshot = tmp_path / "tree.png"
+    chromium(tmp_path, page.as_uri(), f"--screenshot={screenshot}", "--window-size=1000,700")
+    image = Image.open(screenshot).convert("RGB")
+    colours = image.getcolors(maxcolors=1_000_000)
+    blues = sum(count for count, (r, g, b) in colours if b > 140 and r < 110 and g < 150)
+    reds = sum(count for count, (r, g, b) in colours if r > 180 and g < 90 and b < 80)
+    assert blues > 300, "the nodes and edges are painted"
+    assert reds > 100, "the root node is painted red"
+
+    values = np.linspace(0, 1, 18).reshape(3, 6)  # [layers, T]
+    png = flow.flow_plot(values, tokens, tmp_path / "flow.png", "instance 7", "score")
+    context = {"idx": 7, "tokens": tokens, "label": "1", "prediction": "1", "target": "1", "previous": None}
+    context.update(section=flow.section(values, tokens, "score", png), next=None)
+    page = render_page("flow.html.j2", tmp_path / "flow.html", context).resolve()
+    shown = dom(chromium(tmp_path, page.as_uri(), "--dump-dom").stdout)
+    assert EVIL in shown.texts and [a["alt"] for tag, a in shown.elements if tag == "img"] == ["layer x token heatmap"]
+    assert len([t for t, a in shown.elements if t == "td" and a.get("class") == "cell"]) == 18
+    screenshot = tmp_path / "flow.png"
+    chromium(tmp_path, page.as_uri(), f"--screenshot={screenshot}", "--window-size=1000,900")
+    image = Image.open(screenshot).convert("RGB")
+    colours = image.getcolors(maxcolors=1_000_000)
+    assert len(colours) > 50, "the heatmap table and the plot have many colours"
+    assert sum(count for count, (r, g, b) in colours if r > 150 and g < 120 and b < 120) > 500, "red cells"

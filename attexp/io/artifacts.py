@@ -34,6 +34,10 @@ STAGE_FOLDERS = {
     "explain": "explanations",
     "evaluate": "logs",
     "visualize": "visualizations",
+    "head_pruning": "logs",
+    "triggers": "logs",
+    "attribution_tree": "visualizations",
+    "layer_flow": "visualizations",
 }
 MANIFEST = "manifest.json"
 CONFIG = "config.json"

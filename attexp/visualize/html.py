@@ -118,13 +118,15 @@ def render_report(
     merge_subwords: bool = False,
     label_names: Sequence[str] | None = None,
     summary_href: str | None = None,
+    sections: dict[int, list[dict[str, Any]]] | None = None,
 ) -> list[Path]:
     """Write `index.html` and `instances/<idx>.html` for the instances present in every run.
 
     Instances are taken in ascending idx order, at most `max_instances` of them. `label_names` (index = label
     id) shows class names next to label and prediction ids. `merge_subwords` merges WordPiece `##` pieces into
-    words by summing their scores. `summary_href` links the index to a summary page. Returns the written
-    files, index first.
+    words by summing their scores. `summary_href` links the index to a summary page. `sections` adds, per idx,
+    analyses drawn below the heatmaps (`attexp.visualize.tree.section`, `attexp.visualize.flow.section`, each
+    with a "title"). Returns the written files, index first.
     """
     if not runs:
         raise AttexpError("render_report: no runs given; a report needs at least one explanations artifact.")
@@ -159,6 +161,7 @@ def render_report(
             "positive_rgb": POSITIVE_RGB,
             "negative_rgb": NEGATIVE_RGB,
             "merged": merge_subwords,
+            "sections": (sections or {}).get(idx, []),
         }
         atomic_write_text(page, instance_template.render(context))
         written.append(page)
@@ -191,6 +194,12 @@ def render_report(
     )
     atomic_write_text(index, html)
     return [index, *written]
+
+
+def render_page(template: str, path: Path, context: dict[str, Any]) -> Path:
+    """Render one of the templates (autoescaped, like every page here) to `path` atomically; returns `path`."""
+    atomic_write_text(Path(path), _environment().get_template(template).render(context))
+    return Path(path)
 
 
 def _environment() -> jinja2.Environment:

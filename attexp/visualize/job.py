@@ -2,14 +2,17 @@
 
 Output (`visualizations/<name>/`): `index.html` (instances and each explainer's cost),
 `instances/<idx>.html` (one heatmap row per explanation file, joined by idx, with label, prediction,
-explainer name and cost) and, when `evaluation` names an evaluate job, `summary.html` (its metric table,
-sortable, and its plots embedded). Pages are self-contained (no CDN) and every token is HTML-escaped.
+explainer name and cost; with `trees` / `layer_flow` also that idx's attribution tree and IBA layer x token
+heatmap, from those visualize-stage jobs, see attexp.visualize.analysis_job) and, when `evaluation` names an
+evaluate job, `summary.html` (its metric table, sortable, and its plots embedded). Pages are self-contained
+(no CDN) and every token is HTML-escaped.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import Field
 
 from attexp.config.schema import JobConfig, Upstream
@@ -30,6 +33,12 @@ class VisualizeConfig(JobConfig):
     )
     max_instances: int | None = Field(50, ge=1, description="pages for the first N shared idx; null for all")
     merge_subwords: bool = Field(False, description="sum WordPiece '##' pieces into words")
+    trees: Annotated[str | None, Upstream(("attribution_tree",))] = Field(
+        None, description="an attribution_tree job whose trees are drawn on the pages of the same idx"
+    )
+    layer_flow: Annotated[str | None, Upstream(("layer_flow",))] = Field(
+        None, description="a layer_flow job whose layer x token heatmaps are shown on the pages of the same idx"
+    )
 
 
 @JOBS.register("visualize", VisualizeConfig)
@@ -61,6 +70,7 @@ class VisualizeJob(Job):
             merge_subwords=config.merge_subwords,
             label_names=label_names,
             summary_href=summary.name if summary else None,
+            sections=self._sections(config, ctx),
         )
         pages += [summary] if summary else []
         ctx.counts.update(pages=len(pages))
@@ -68,6 +78,24 @@ class VisualizeJob(Job):
         ctx.manifest_extra.update(
             index=str(ctx.path("index.html")), summary=str(summary) if summary else None, evaluation=config.evaluation
         )
+
+    def _sections(self, config: VisualizeConfig, ctx: JobContext) -> dict[int, list[dict]]:
+        """Per idx, the attribution tree and the IBA layer flow to add to its page (from `trees`, `layer_flow`)."""
+        from attexp.visualize import flow, tree
+
+        sections: dict[int, list[dict]] = {}
+        if config.trees:
+            for record in ctx.upstream(config.trees).records("trees.jsonl", ("idx", "tokens", "root", "edges")):
+                threshold = ctx.upstream(config.trees).config.get("threshold", tree.THRESHOLD)
+                item = tree.section(tree.tree_from_json(record), record["tokens"], threshold)
+                sections.setdefault(record["idx"], []).append({**item, "title": f"Attribution tree ({config.trees})"})
+        if config.layer_flow:
+            quantity = ctx.upstream(config.layer_flow).config.get("quantity", "scores")
+            for record in ctx.upstream(config.layer_flow).records("flow.jsonl", ("idx", "tokens", quantity)):
+                label = "min-max normalised capacity" if quantity == "scores" else "capacity (nats)"
+                item = flow.section(np.asarray(record[quantity]), record["tokens"], label)
+                sections.setdefault(record["idx"], []).append({**item, "title": f"IBA per layer ({config.layer_flow})"})
+        return sections
 
     def _summary(self, config: VisualizeConfig, ctx: JobContext):
         evaluation = ctx.upstream(config.evaluation)

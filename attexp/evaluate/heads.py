@@ -1,0 +1,249 @@
+"""Attention-head importance and head pruning without `head_mask` (Hao, Dong, Wei & Xu 2021, "Self-Attention
+Attribution: Interpreting Information Interactions Inside Transformer", AAAI, Sec. 4.1; code YRdddream/attattr;
+the Taylor baseline of Michel, Levy & Neubig 2019, "Are Sixteen Heads Really Better than One?", NeurIPS).
+
+Why this module exists: the papers prune heads with the `head_mask` argument of pytorch_pretrained_bert /
+transformers 4, which transformers 5 removed (with `prune_heads`). A head's output is its slice of the input of
+the layer's attention output projection (heads are concatenated, `context[..., h*d:(h+1)*d]`), so masking a head
+is multiplying that slice by 0 before the projection. `head_gates` does exactly that with a forward pre-hook on
+each layer's output projection (`Encoder.layers[l].output`), for any BERT-family classifier and any attention
+implementation, and removes the hooks when its block ends (also on an exception). The gates may be per instance
+and may require gradients, which gives the Taylor importance for free.
+
+Importance of head h of layer l, over N instances with their gold labels as targets:
+
+- `attattr` (Hao et al.): sum over instances of max_{i,j} Attr_h(A)[i, j], the largest entry of the head's
+  Self-Attention Attribution map (m Riemann steps, `attexp.explain.attattr`), over real tokens only;
+- `taylor` (Michel et al.): sum over instances of |sum_t <context_h(t), dL/dcontext_h(t)>| with L the
+  cross-entropy of the gold label (the gradient of L with respect to a gate of 1 on the head; the absolute
+  value is taken per instance, as their Eq. 2 writes E_x|.|), then L2-normalised within each layer.
+
+Pruning: heads are masked in ascending order of importance (least important first; ties: lower layer, then
+lower head first), at rates 0, 10, ..., 100% of all heads (k = round(rate * L * H / 100), half up; the official
+code floors, which differs by one head at some rates, e.g. 22 vs 21 of 72 at 30%), plus a seeded random order;
+accuracy is measured on a whole evaluation split. The paper's claim is that the attribution order keeps accuracy
+longest. Masking a head here zeroes its output before the output projection, as the official code's
+`att_head_mask` on the attention probabilities does (the projection's bias stays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from attexp.errors import AttexpError
+from attexp.explain.attattr import AttentionAttribution
+from attexp.explain.base import Batch
+from attexp.explain.batching import _pad, _tokenize
+from attexp.explain.encoder import Encoder
+
+ORDERS = ("attattr", "taylor", "random")
+
+
+@contextmanager
+def head_gates(encoder: Encoder, gates: Tensor) -> Iterator[None]:
+    """Scale each head's output by a gate inside the block: gates [L, heads] (all instances) or [B, L, heads].
+
+    A forward pre-hook on every layer's attention output projection multiplies the head slices of its input
+    [B, T, heads * d] by the gates (0 masks a head, 1 keeps it); gradients flow into `gates` when it requires
+    them. The hooks are removed when the block ends, whatever happens inside it.
+    """
+    layers, heads, size = encoder.num_layers, encoder.num_heads, encoder.head_size
+    if gates.shape[-2:] != (layers, heads) or gates.dim() not in (2, 3):
+        raise AttexpError(
+            f"head gates of shape {tuple(gates.shape)} do not fit a model with {layers} layers of {heads} heads; "
+            f"expected [{layers}, {heads}] or [B, {layers}, {heads}]."
+        )
+    handles = []
+
+    def hook_for(index: int):
+        def scale(module: torch.nn.Module, args: tuple) -> tuple:
+            context, *rest = args  # [B, T, heads * d]
+            gate = gates[..., index, :].to(context.dtype)  # [heads] or [B, heads]
+            factor = gate.repeat_interleave(size, dim=-1)  # [heads * d] or [B, heads * d]
+            if factor.dim() == 2:
+                if factor.shape[0] != context.shape[0]:
+                    raise AttexpError(
+                        f"per-instance head gates for {factor.shape[0]} instances, but the model ran a batch of "
+                        f"{context.shape[0]}; pass gates of shape [{context.shape[0]}, {layers}, {heads}]."
+                    )
+                factor = factor[:, None, :]  # [B, 1, heads * d]
+            return (context * factor, *rest)
+
+        return scale
+
+    try:
+        for index, layer in enumerate(encoder.layers):
+            handles.append(layer.output.register_forward_pre_hook(hook_for(index)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def head_mask(encoder: Encoder, masked: Tensor) -> Iterator[None]:
+    """Mask the heads where `masked` [L, heads] (bool) is True inside the block (see `head_gates`)."""
+    with head_gates(encoder, (~masked.bool()).float().to(encoder.layers[0].output.weight.device)):
+        yield
+
+
+# ------------------------------------------------------------------------------------------- importance
+
+
+def attattr_head_maxima(explainer: AttentionAttribution, batch: Batch) -> Tensor:
+    """Per instance, each head's largest attribution-map entry over real tokens: [B, L, heads].
+
+    `explainer` must attribute every layer and return its maps (AttAttrConfig(return_maps=True)); the
+    attribution target is `batch.targets`.
+    """
+    if not explainer.config.return_maps or len(explainer.layers) != explainer.encoder.num_layers:
+        raise AttexpError(
+            "attattr_head_maxima needs an attattr explainer with return_maps=True over all layers (layers=None)."
+        )
+    with torch.enable_grad():
+        maps = explainer.explain(batch).extras["maps"].detach()  # [B, L, heads, T, T]
+    real = batch.attention_mask.bool()  # [B, T]
+    pairs = real[:, None, None, :, None] & real[:, None, None, None, :]  # [B, 1, 1, T, T]
+    return maps.masked_fill(~pairs, float("-inf")).amax(dim=(-2, -1))  # [B, L, heads]
+
+
+def taylor_head_scores(encoder: Encoder, batch: Batch) -> Tensor:
+    """Per instance, |dL/dgate| for every head at gate 1 (Michel et al. 2019): [B, L, heads].
+
+    dL/dgate_h = sum_t <context_h(t), dL/dcontext_h(t)> with L the cross-entropy of `batch.targets`;
+    each instance's loss reaches only its own gates, so one backward pass gives all instances' scores.
+    """
+    gates = torch.ones(
+        len(batch), encoder.num_layers, encoder.num_heads, device=batch.input_ids.device, requires_grad=True
+    )
+    with torch.enable_grad(), head_gates(encoder, gates):
+        logits = encoder.model(**batch.model_inputs()).logits  # [B, C]
+        loss = F.cross_entropy(logits.float(), batch.targets, reduction="sum")
+        (gradient,) = torch.autograd.grad(loss, gates)
+    return gradient.abs()
+
+
+def normalise_per_layer(importance: Tensor) -> Tensor:
+    """Divide each layer's head scores [L, heads] by their L2 norm (Michel et al.'s normalisation)."""
+    return importance / importance.norm(p=2, dim=-1, keepdim=True).clamp_min(1e-20)
+
+
+def pruning_order(importance: Tensor) -> list[tuple[int, int]]:
+    """(layer, head) pairs in ascending importance [L, heads] (ties: lower layer, then lower head, first)."""
+    flat = importance.flatten().double().cpu()
+    order = torch.sort(flat, stable=True).indices.tolist()
+    heads = importance.shape[-1]
+    return [(i // heads, i % heads) for i in order]
+
+
+def random_order(layers: int, heads: int, seed: int) -> list[tuple[int, int]]:
+    """All (layer, head) pairs in a seeded random order."""
+    permutation = np.random.default_rng(seed).permutation(layers * heads)
+    return [(int(i) // heads, int(i) % heads) for i in permutation]
+
+
+def pruned_count(rate: float, total: int) -> int:
+    """Heads masked at `rate` percent of `total` (rounded half up)."""
+    return min(total, int(np.floor(rate * total / 100 + 0.5)))
+
+
+def mask_of(order: Sequence[tuple[int, int]], count: int, layers: int, heads: int) -> Tensor:
+    """bool [L, heads]: True for the first `count` heads of `order`."""
+    masked = torch.zeros(layers, heads, dtype=torch.bool)
+    for layer, head in order[:count]:
+        masked[layer, head] = True
+    return masked
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+class Batches:
+    """Dataset rows tokenised once and cut into length-sorted padded batches (longest first), on `device`.
+
+    Each batch's targets are the rows' gold labels. `labels` [N] follow the batches' order (`order[k]` is the
+    row of the k-th instance), so accuracy is a comparison of concatenated predictions with `labels`.
+    `features` (token ids per row, e.g. with a trigger inserted) replaces tokenising the rows' text.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict],
+        tokenizer: Any,
+        batch_size: int,
+        max_length: int,
+        device: torch.device,
+        features: list[dict] | None = None,
+    ) -> None:
+        features = features if features is not None else _tokenize(tokenizer, rows, max_length)
+        self.order = sorted(range(len(rows)), key=lambda i: -len(features[i]["input_ids"]))
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.batches: list[Batch] = []
+        self.rows: list[list[dict]] = []
+        for start in range(0, len(self.order), batch_size):
+            chosen = self.order[start : start + batch_size]
+            ids, mask, types = _pad([features[i] for i in chosen], pad_id)
+            labels = torch.tensor([int(rows[i]["label"]) for i in chosen], dtype=torch.long)
+            self.batches.append(Batch(ids, mask, types, labels).to(device))
+            self.rows.append([rows[i] for i in chosen])
+        self.labels = torch.cat([b.targets.cpu() for b in self.batches]) if self.batches else torch.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def predictions(model: torch.nn.Module, batches: Batches) -> Tensor:
+    """The model's predicted classes [N] for the instances of `batches`, in their order."""
+    out = []
+    with torch.inference_mode():
+        for batch in batches.batches:
+            out.append(model(**batch.model_inputs()).logits.argmax(dim=-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def accuracy(model: torch.nn.Module, batches: Batches, encoder: Encoder | None = None, masked: Tensor | None = None):
+    """Accuracy on `batches` against their labels, with the heads in `masked` [L, heads] masked (if given)."""
+    if masked is None or not bool(masked.any()):
+        predicted = predictions(model, batches)
+    else:
+        with head_mask(encoder or Encoder(model), masked):
+            predicted = predictions(model, batches)
+    return float((predicted == batches.labels).float().mean()) if len(batches) else float("nan")
+
+
+def pruning_curves(
+    model: torch.nn.Module,
+    batches: Batches,
+    orders: dict[str, list[tuple[int, int]]],
+    rates: Sequence[float],
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """Accuracy at each pruning rate for each order: {order name: [accuracy per rate]}.
+
+    Masks shared by several orders (0% and 100% always are) are evaluated once; `progress` shows a bar.
+    """
+    encoder = Encoder(model)
+    layers, heads = encoder.num_layers, encoder.num_heads
+    seen: dict[bytes, float] = {}
+    curves: dict[str, list[float]] = {}
+    bar = tqdm(total=len(orders) * len(rates), desc="pruning", unit="mask", disable=not progress)
+    for name, order in orders.items():
+        values = []
+        for rate in rates:
+            masked = mask_of(order, pruned_count(rate, layers * heads), layers, heads)
+            key = masked.numpy().tobytes()
+            if key not in seen:
+                seen[key] = accuracy(model, batches, encoder, masked)
+            values.append(seen[key])
+            bar.update(1)
+        curves[name] = values
+    bar.close()
+    return curves

@@ -1,0 +1,224 @@
+"""Visualize-stage analyses of single instances, computed from the model: attribution trees and IBA's
+information flow per layer.
+
+- `attribution_tree` (Hao et al. 2021, Sec. 4.2): Self-Attention Attribution maps of each chosen instance,
+  summed over heads, turned into the paper's attribution tree (`attexp.visualize.tree`). Output
+  (`visualizations/<name>/`): `trees.jsonl` (idx, tokens, root, edges with their layer and weight, node
+  levels), `instances/<idx>.html` (the tree as inline SVG, its edge table and the tokens) and `index.html`.
+- `layer_flow` (Jiang et al. 2020): the `iba` explainer with its bottleneck after each layer in turn
+  (`attexp.visualize.flow`). Output: `flow.jsonl` (idx, tokens, per-layer scores and capacities [L][T]),
+  `plots/<idx>.png` (layer x token heatmap), `instances/<idx>.html` (the heatmap as a table and the plot) and
+  `index.html`.
+
+Instances: `instances` lists idx values of `split` (default: the first `limit` rows). Pages are
+self-contained and every token is HTML-escaped (jinja2 autoescape, as all pages of the visualize stage).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from attexp.config.schema import JobConfig, Upstream
+from attexp.errors import AttexpError
+from attexp.evaluate.heads import Batches
+from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
+from attexp.explain.bottleneck import IBAConfig
+from attexp.io.files import write_jsonl
+from attexp.models.loading import load_classifier, resolve_device
+from attexp.registry import JOBS
+from attexp.runner import Job, JobContext
+from attexp.visualize import flow as F
+from attexp.visualize import tree as T
+from attexp.visualize.html import _class, _preview, render_page
+
+log = logging.getLogger(__name__)
+
+
+class _InstancesConfig(JobConfig):
+    """The classifier, the data and which instances to draw."""
+
+    model: Annotated[str, Upstream(("train",))]
+    data: Annotated[str, Upstream(("download",))]
+    split: Literal["train", "validation", "test"] = "test"
+    instances: list[int] | None = Field(None, min_length=1, description="idx values to draw (default: first `limit`)")
+    limit: int = Field(3, ge=1, description="with `instances` unset: the first N rows of the split")
+    target: Literal["predicted", "label"] = "predicted"
+    batch_size: int = Field(4, ge=1)
+    max_length: int = Field(128, ge=8)
+
+
+class AttributionTreeConfig(_InstancesConfig):
+    """Attribution trees: steps (m, AttAttr's Riemann steps, 20), threshold (0.4, the paper's)."""
+
+    job: Literal["attribution_tree"] = "attribution_tree"
+    steps: int = Field(20, ge=1)
+    threshold: float = Field(T.THRESHOLD, gt=0)
+
+
+class LayerFlowConfig(_InstancesConfig):
+    """IBA per layer: `iba` holds the explainer settings (`layer` is ignored: every layer in turn);
+    quantity: what the heatmap shows, `scores` (per-layer min-max normalised) or `capacity` (nats)."""
+
+    job: Literal["layer_flow"] = "layer_flow"
+    iba: IBAConfig = Field(default_factory=IBAConfig)
+    quantity: Literal["scores", "capacity"] = "scores"
+
+
+def _load(config: _InstancesConfig, ctx: JobContext):
+    device = resolve_device(config.device)
+    model, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
+    rows = ctx.upstream(config.data).records(f"{config.split}.jsonl", required=("idx", "text", "label"))
+    if config.instances is None:
+        chosen = rows[: config.limit]
+    else:
+        by_idx = {row["idx"]: row for row in rows}
+        missing = [i for i in config.instances if i not in by_idx]
+        if missing:
+            raise AttexpError(
+                f"{config.name}: instances {missing} are not idx values of split {config.split!r} of "
+                f"{config.data!r} (it has {len(rows)} rows, idx {rows[0]['idx'] if rows else '-'}..). Fix `instances`."
+            )
+        chosen = [by_idx[i] for i in config.instances]
+    batches = Batches(chosen, tokenizer, config.batch_size, config.max_length, device)
+    label_names = ctx.upstream(config.data).manifest.get("label_names")
+    return model, tokenizer, batches, label_names
+
+
+def _predict(model, batch) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**batch.model_inputs()).logits.argmax(dim=-1).clone()
+
+
+def _pages(ctx: JobContext, template: str, items: list[dict], title: str, notes: list[str], label_names) -> list:
+    """instances/<idx>.html for each item (its template context) and index.html; returns the paths."""
+    items = sorted(items, key=lambda item: item["idx"])
+    written = []
+    for k, item in enumerate(items):
+        item["previous"] = f"{items[k - 1]['idx']}.html" if k > 0 else None
+        item["next"] = f"{items[k + 1]['idx']}.html" if k + 1 < len(items) else None
+        written.append(render_page(template, ctx.path(f"instances/{item['idx']}.html"), item))
+    instances = [
+        {
+            "idx": item["idx"],
+            "label": item["label"],
+            "prediction": item["prediction"],
+            "preview": _preview(item["tokens"]),
+            "href": f"instances/{item['idx']}.html",
+        }
+        for item in items
+    ]
+    index = render_page(
+        "analysis_index.html.j2", ctx.path("index.html"), {"title": title, "notes": notes, "instances": instances}
+    )
+    return [index, *written]
+
+
+@JOBS.register("attribution_tree", AttributionTreeConfig)
+class AttributionTreeJob(Job):
+    """Attribution trees (Hao et al. 2021) of chosen instances, as JSON edges and SVG pages."""
+
+    schema = "attexp.attribution_tree"
+
+    def run(self, config: AttributionTreeConfig, ctx: JobContext) -> None:
+        model, tokenizer, batches, label_names = _load(config, ctx)
+        explainer = AttentionAttribution(AttAttrConfig(steps=config.steps, return_maps=True), model, tokenizer, {})
+        records, items = [], []
+        for batch, rows in zip(batches.batches, batches.rows, strict=True):
+            predicted = _predict(model, batch)
+            if config.target == "predicted":
+                batch.targets = predicted
+            with torch.enable_grad():
+                maps = explainer.explain(batch).extras["maps"].detach().sum(dim=2).cpu().numpy()  # [B, L, T, T]
+            lengths = batch.attention_mask.sum(dim=1).tolist()
+            for i, row in enumerate(rows):
+                n = int(lengths[i])
+                tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[i, :n].tolist())
+                tree = T.build_tree(maps[i, :, :n, :n], config.threshold)
+                as_json = tree.to_json(tokens)
+                records.append(
+                    {
+                        "idx": row["idx"],
+                        "tokens": tokens,
+                        "label": row["label"],
+                        "prediction": int(predicted[i]),
+                        "target": int(batch.targets[i]),
+                        **as_json,
+                    }
+                )
+                items.append(
+                    {
+                        "idx": row["idx"],
+                        "tokens": tokens,
+                        "label": _class(row["label"], label_names),
+                        "prediction": _class(int(predicted[i]), label_names),
+                        "target": _class(int(batch.targets[i]), label_names),
+                        "section": T.section(tree, tokens, config.threshold),
+                    }
+                )
+        write_jsonl(ctx.path("trees.jsonl"), sorted(records, key=lambda r: r["idx"]))
+        notes = [f"model: {config.model}; data: {config.data} ({config.split}); AttAttr m = {config.steps}"]
+        pages = _pages(ctx, "tree.html.j2", items, f"Attribution trees: {config.name}", notes, label_names)
+        edges = [len(r["edges"]) for r in records]
+        ctx.counts.update(instances=len(records), pages=len(pages))
+        ctx.log_metrics({"instances": len(records), "mean_edges": float(np.mean(edges)) if edges else 0.0})
+        ctx.manifest_extra.update(index=str(ctx.path("index.html")))
+
+
+@JOBS.register("layer_flow", LayerFlowConfig)
+class LayerFlowJob(Job):
+    """IBA's information flow: a bottleneck after each layer in turn, as a layer x token heatmap."""
+
+    schema = "attexp.layer_flow"
+
+    def run(self, config: LayerFlowConfig, ctx: JobContext) -> None:
+        model, tokenizer, batches, label_names = _load(config, ctx)
+        upstream = {name: artifact.dir for name, artifact in ctx.upstream_artifacts.items()}
+        if config.iba.prior_data is not None and config.iba.prior_data not in upstream:
+            raise AttexpError(f"{config.name}: iba.prior_data={config.iba.prior_data!r} is not an upstream artifact.")
+        records, items = [], []
+        for batch, rows in zip(batches.batches, batches.rows, strict=True):
+            predicted = _predict(model, batch)
+            if config.target == "predicted":
+                batch.targets = predicted
+            scores, capacity = F.layer_flow(model, tokenizer, batch, config.iba, upstream)  # [B, L, T] each
+            lengths = batch.attention_mask.sum(dim=1).tolist()
+            for i, row in enumerate(rows):
+                n = int(lengths[i])
+                tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[i, :n].tolist())
+                record = {
+                    "idx": row["idx"],
+                    "tokens": tokens,
+                    "label": row["label"],
+                    "prediction": int(predicted[i]),
+                    "target": int(batch.targets[i]),
+                    "scores": scores[i, :, :n].cpu().tolist(),
+                    "capacity": capacity[i, :, :n].cpu().tolist(),
+                }
+                records.append(record)
+                values = np.asarray(record[config.quantity])  # [L, T]
+                label = "min-max normalised capacity" if config.quantity == "scores" else "capacity (nats)"
+                png = F.flow_plot(values, tokens, ctx.path(f"plots/{row['idx']}.png"), f"instance {row['idx']}", label)
+                items.append(
+                    {
+                        "idx": row["idx"],
+                        "tokens": tokens,
+                        "label": _class(row["label"], label_names),
+                        "prediction": _class(int(predicted[i]), label_names),
+                        "target": _class(int(batch.targets[i]), label_names),
+                        "section": F.section(values, tokens, label, png),
+                    }
+                )
+        write_jsonl(ctx.path("flow.jsonl"), sorted(records, key=lambda r: r["idx"]))
+        notes = [
+            f"model: {config.model}; data: {config.data} ({config.split}); iba: beta={config.iba.beta}, "
+            f"steps={config.iba.steps}, prior={config.iba.prior}"
+        ]
+        pages = _pages(ctx, "flow.html.j2", items, f"IBA per layer: {config.name}", notes, label_names)
+        ctx.counts.update(instances=len(records), pages=len(pages))
+        ctx.log_metrics({"instances": len(records)})
+        ctx.manifest_extra.update(index=str(ctx.path("index.html")))

@@ -1,0 +1,255 @@
+"""Head importance and head pruning without `head_mask` (attexp.evaluate.heads) and the `head_pruning` job.
+
+The head mask is a forward pre-hook on each layer's attention output projection; masking every head of a layer
+must equal a hand computation in which that layer's attention output is the projection's bias alone, and no
+hook may stay behind. The job runs on a tiny BERT saved as a train artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import make_batch, tiny_bert, word_tokenizer
+
+from attexp.errors import AttexpError
+from attexp.evaluate import heads as H
+from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
+from attexp.explain.encoder import Encoder
+from attexp.io.artifacts import config_hash
+
+WORDS = "good great fine bad awful dull the a movie film plot was is very".split()
+POSITIVE, NEGATIVE = ["good", "great", "fine"], ["bad", "awful", "dull"]
+
+
+def hooks(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def sentences(count: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for idx in range(count):
+        label = idx % 2
+        word = rng.choice(POSITIVE if label else NEGATIVE)
+        filler = rng.sample(["the", "a", "movie", "film", "plot", "was", "is", "very"], rng.randint(1, 5))
+        filler.insert(rng.randint(0, len(filler)), word)
+        rows.append({"idx": idx, "text": " ".join(filler), "label": label})
+    return rows
+
+
+def make_base(base: Path, layers: int = 2, heads: int = 4, sizes=(40, 24, 30)) -> Path:
+    """A base directory with a download artifact `t.data` and a train artifact `t.train` (a tiny BERT)."""
+    data = base / "data" / "t.data"
+    data.mkdir(parents=True)
+    for seed, (split, size) in enumerate(zip(("train", "validation", "test"), sizes, strict=True)):
+        rows = sentences(size, seed)
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    folder = base / "models" / "t.train"
+    tokenizer = word_tokenizer(WORDS)
+    tiny_bert(len(tokenizer), seed=3, num_labels=2, layers=layers, heads=heads).save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    for path, job, name in ((data, "download", "t.data"), (folder, "train", "t.train")):
+        config = {"job": job, "name": name}
+        manifest = {"job": job, "name": name, "status": "finished", "config_hash": config_hash(config)}
+        (path / "manifest.json").write_text(json.dumps({**manifest, "label_names": ["neg", "pos"]}))
+        (path / "config.json").write_text(json.dumps(config))
+    return base
+
+
+@pytest.fixture
+def tiny():
+    tokenizer = word_tokenizer(WORDS)
+    model = tiny_bert(len(tokenizer), seed=1, num_labels=2, layers=3, heads=4)
+    batch = make_batch(tokenizer, ["good movie", "the plot was very dull", "a great film"], [1, 0, 1], num_labels=2)
+    return model, tokenizer, batch
+
+
+def by_hand(model, batch, zeroed: int) -> torch.Tensor:
+    """Logits with layer `zeroed`'s attention output replaced by the output projection's bias."""
+    encoder = Encoder(model)
+    hidden = encoder.embed(batch.input_ids, batch.token_type_ids)
+    mask = encoder.mask(batch.attention_mask, hidden.dtype)
+    with encoder.attention():
+        for index, layer in enumerate(encoder.layers):
+            if index == zeroed:
+                hidden = layer.feed_forward(layer.norm(layer.output.bias + hidden))
+            else:
+                hidden = encoder.run(hidden, mask, index, index + 1)
+    return encoder.classify(hidden)
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_masking_every_head_of_a_layer_zeroes_its_attention_output(tiny, layer):
+    model, _, batch = tiny
+    encoder = Encoder(model)
+    masked = torch.zeros(3, 4, dtype=torch.bool)
+    masked[layer] = True
+    with torch.no_grad():
+        plain = model(**batch.model_inputs()).logits
+        with H.head_mask(encoder, masked):
+            pruned = model(**batch.model_inputs()).logits
+        expected = by_hand(model, batch, layer)
+    torch.testing.assert_close(pruned, expected, atol=1e-5, rtol=1e-5)
+    assert (pruned - plain).abs().max() > 1e-3, "masking a whole layer changes the logits"
+    assert hooks(model) == 0
+
+
+def test_masking_one_head_zeroes_its_slice_only(tiny):
+    model, _, batch = tiny
+    encoder = Encoder(model)
+    seen = {}
+    size = encoder.head_size
+    masked = torch.zeros(3, 4, dtype=torch.bool)
+    masked[1, 2] = True
+    with H.head_mask(encoder, masked):  # registered first, so it runs first: the recorder sees the masked input
+        handle = encoder.layers[1].output.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].clone()))
+        with torch.no_grad():
+            model(**batch.model_inputs())
+        handle.remove()
+    context = seen["x"]  # [B, T, heads * d]
+    assert torch.all(context[..., 2 * size : 3 * size] == 0)
+    assert context[..., : 2 * size].abs().sum() > 0 and context[..., 3 * size :].abs().sum() > 0
+    assert hooks(model) == 0
+
+
+def test_hooks_are_removed_after_an_exception(tiny):
+    model, _, batch = tiny
+    with pytest.raises(RuntimeError, match="boom"), H.head_mask(Encoder(model), torch.ones(3, 4, dtype=torch.bool)):
+        assert hooks(model) == 3
+        raise RuntimeError("boom")
+    assert hooks(model) == 0
+    with pytest.raises(AttexpError, match=r"expected \[3, 4\]"), H.head_gates(Encoder(model), torch.ones(2, 4)):
+        pass
+
+
+def test_taylor_scores_are_the_gate_gradients(tiny):
+    """|dL/dgate| per instance equals |<context_h, dL/dcontext_h>| summed over tokens, computed by hand."""
+    model, _, batch = tiny
+    encoder = Encoder(model)
+    scores = H.taylor_head_scores(encoder, batch)  # [B, L, heads]
+    assert scores.shape == (3, 3, 4) and hooks(model) == 0
+    captured = {}
+
+    def keep(module, args):
+        args[0].retain_grad()
+        captured["context"] = args[0]
+
+    handle = encoder.layers[1].output.register_forward_pre_hook(keep)
+    single = make_batch_of(batch, 1)
+    logits = model(**single.model_inputs()).logits
+    torch.nn.functional.cross_entropy(logits, single.targets).backward()
+    handle.remove()
+    context = captured["context"]  # [1, T, heads * d]
+    size = encoder.head_size
+    products = (context * context.grad).view(*context.shape[:2], 4, size).sum(dim=(1, 3)).abs()[0]  # [heads]
+    torch.testing.assert_close(scores[1, 1], products.detach(), atol=1e-5, rtol=1e-4)
+
+
+def make_batch_of(batch, i):
+    from attexp.explain.base import Batch
+
+    n = int(batch.attention_mask[i].sum())
+    types = None if batch.token_type_ids is None else batch.token_type_ids[i : i + 1, :n]
+    return Batch(batch.input_ids[i : i + 1, :n], batch.attention_mask[i : i + 1, :n], types, batch.targets[i : i + 1])
+
+
+def test_attattr_maxima_ignore_padding_and_match_one_by_one(tiny):
+    model, tokenizer, batch = tiny
+    explainer = AttentionAttribution(AttAttrConfig(steps=3, return_maps=True), model, tokenizer, {})
+    together = H.attattr_head_maxima(explainer, batch)  # [B, L, heads]
+    for i in range(len(batch)):
+        alone = H.attattr_head_maxima(explainer, make_batch_of(batch, i))[0]
+        torch.testing.assert_close(together[i], alone, atol=1e-5, rtol=1e-4)
+    with pytest.raises(AttexpError, match="return_maps=True"):
+        H.attattr_head_maxima(AttentionAttribution(AttAttrConfig(steps=2), model, tokenizer, {}), batch)
+
+
+def test_orders_counts_and_normalisation():
+    importance = torch.tensor([[3.0, 1.0], [1.0, 0.5]])
+    assert H.pruning_order(importance) == [(1, 1), (0, 1), (1, 0), (0, 0)]  # ties: lower layer first
+    assert H.random_order(2, 2, 0) == H.random_order(2, 2, 0) and sorted(H.random_order(2, 2, 0)) == sorted(
+        H.pruning_order(importance)
+    )
+    assert [H.pruned_count(r, 72) for r in (0, 10, 50, 100)] == [0, 7, 36, 72]
+    normalised = H.normalise_per_layer(torch.tensor([[3.0, 4.0], [0.0, 2.0]]))
+    torch.testing.assert_close(normalised, torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+
+
+def test_zero_rate_reproduces_the_accuracy_and_full_rate_masks_everything(tiny):
+    model, tokenizer, _ = tiny
+    rows = sentences(30, 0)
+    batches = H.Batches(rows, tokenizer, batch_size=7, max_length=32, device=torch.device("cpu"))
+    with torch.no_grad():
+        enc = tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
+        reference = (model(**enc).logits.argmax(-1) == torch.tensor([r["label"] for r in rows])).float().mean()
+    order = H.pruning_order(torch.rand(3, 4))
+    curves = H.pruning_curves(model, batches, {"a": order, "b": list(reversed(order))}, [0, 50, 100])
+    assert curves["a"][0] == curves["b"][0] == pytest.approx(float(reference))
+    assert curves["a"][2] == curves["b"][2]  # 100%: the same mask for every order
+    assert hooks(model) == 0
+
+
+def test_head_pruning_job_writes_records_table_and_plot(tmp_path, run_cli):
+    base = make_base(tmp_path / "base")
+    config = {
+        "job": "head_pruning",
+        "name": "t.prune",
+        "model": "t.train",
+        "data": "t.data",
+        "importance_size": 10,
+        "steps": 3,
+        "rates": [0, 25, 50, 75, 100],
+        "max_length": 32,
+        "progress": False,
+    }
+    path = tmp_path / "prune.json"
+    path.write_text(json.dumps(config))
+    code, _, err = run_cli(path, "--base-dir", base)
+    assert code == 0, err
+    out = base / "logs" / "t.prune"
+    for name in ("records.jsonl", "head_scores.jsonl", "metrics.json", "table.md", "plots/curve_pruning_curve.png"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [r["rate"] for r in records] == [0, 25, 50, 75, 100]
+    assert [r["heads_pruned"] for r in records] == [0, 2, 4, 6, 8]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert records[0]["accuracy"] == {k: metrics["model_accuracy"] for k in ("attattr", "taylor", "random")}
+    assert len(metrics["importance"]["attattr"]) == 2 and len(metrics["importance"]["attattr"][0]) == 4
+    table = (out / "table.md").read_text()
+    assert "rate | heads_pruned | attattr | taylor | random" in table and "|   50 |            4 |" in table
+    assert len((out / "head_scores.jsonl").read_text().splitlines()) == 10
+
+    # a run killed while scoring heads resumes: the scored instances are kept (a torn last line is cut off)
+    lines = (out / "head_scores.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["attattr"][0][0] = 1000.0  # a marker: recomputing would overwrite it
+    for name in ("head_scores.jsonl", "records.jsonl", "metrics.json"):
+        (out / name).unlink()
+    (out / "head_scores.jsonl.partial").write_text(json.dumps(first) + "\n" + lines[1] + "\n" + lines[2][:20])
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    code, _, err = run_cli(path, "--base-dir", base)
+    assert code == 0, err
+    scores = [json.loads(line) for line in (out / "head_scores.jsonl").read_text().splitlines()]
+    assert sorted(s["idx"] for s in scores) == list(range(10)) and scores[0]["attattr"][0][0] == 1000.0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["importance"]["attattr"][0][0] > 1000
+    assert json.loads((out / "manifest.json").read_text())["resumed"] == 1
+
+
+def test_head_pruning_config_errors_exit_2(tmp_path, run_cli):
+    base = make_base(tmp_path / "base")
+    path = tmp_path / "bad.json"
+    path.write_text(
+        json.dumps({"job": "head_pruning", "name": "t.p", "model": "t.train", "data": "t.data", "rates": [150]})
+    )
+    code, _, err = run_cli(path, "--base-dir", base)
+    assert code == 2 and "rates" in err
+    path.write_text(json.dumps({"job": "head_pruning", "name": "t.p", "model": "t.data", "data": "t.data"}))
+    code, _, err = run_cli(path, "--base-dir", base)
+    assert code == 2 and "download job" in err
+    assert not (base / "logs").exists()
