@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from attexp.explain.base import structural_positions  # noqa: E402
-from attexp.explain.batching import _pad, _tokenize, explain_rows  # noqa: E402
+from attexp.explain.batching import explain_rows, pad_features, tokenize_rows  # noqa: E402
 from attexp.explain.gradient import LayerIntegratedGradientsExplainer, LIGConfig  # noqa: E402
 from attexp.explain.perturbation import ShapleySamplingConfig, ShapleySamplingExplainer  # noqa: E402
 from attexp.io.files import ResumableJsonlWriter, read_jsonl  # noqa: E402
@@ -78,7 +78,7 @@ def read_rows(path: Path, n: int) -> list[dict]:
 
 def buckets(tokenizer, rows: list[dict], batch_size: int, max_length: int) -> list[list[int]]:
     """The length-bucketed batches explain_rows makes (longest first, ties in data order), as row indices."""
-    features = _tokenize(tokenizer, rows, max_length)
+    features = tokenize_rows(tokenizer, rows, max_length)
     order = sorted(range(len(rows)), key=lambda i: -len(features[i]["input_ids"]))
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
@@ -246,10 +246,12 @@ def run_lig(args, model, tokenizer) -> None:
     rows = read_rows(args.data, args.instances)
     groups = [[rows[i] for i in g] for g in buckets(tokenizer, rows, args.batch_size, args.max_length)]
     # the floor gets its batches tokenised and padded beforehand: it times the passes alone
-    padded = {id(g): _pad(_tokenize(tokenizer, g, args.max_length), tokenizer.pad_token_id) for g in groups}
+    padded = {id(g): pad_features(tokenize_rows(tokenizer, g, args.max_length), tokenizer.pad_token_id) for g in groups}
 
     def floor(group):
-        batch = padded.get(id(group)) or _pad(_tokenize(tokenizer, group, args.max_length), tokenizer.pad_token_id)
+        batch = padded.get(id(group)) or pad_features(
+            tokenize_rows(tokenizer, group, args.max_length), tokenizer.pad_token_id
+        )
         return lig_floor(model, tokenizer, batch, args.steps, group)
 
     variants = {

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution  # noqa: E402
 from attexp.explain.attention import ALTI, ALTIConfig, RawAttention, RawAttentionConfig, Rollout, RolloutConfig  # noqa: E402
 from attexp.explain.base import Batch  # noqa: E402
-from attexp.explain.batching import _pad, _tokenize  # noqa: E402
+from attexp.explain.batching import pad_features, tokenize_rows  # noqa: E402
 from attexp.explain.bottleneck import IBAConfig, InformationBottleneck  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
@@ -70,11 +70,13 @@ def load(model_dir: str | None) -> tuple[torch.nn.Module, object, str]:
 
 def batches(model, tokenizer, rows: list[dict], batch_size: int, max_length: int) -> list[Batch]:
     """Length-bucketed batches as the explain stage makes them, with the predicted class as target."""
-    features = _tokenize(tokenizer, rows, max_length)
+    features = tokenize_rows(tokenizer, rows, max_length)
     order = sorted(range(len(rows)), key=lambda i: -len(features[i]["input_ids"]))
     out = []
     for start in range(0, len(order), batch_size):
-        ids, mask, types = _pad([features[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id)
+        ids, mask, types = pad_features(
+            [features[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id
+        )
         with torch.inference_mode():
             kwargs = {"input_ids": ids, "attention_mask": mask} | ({} if types is None else {"token_type_ids": types})
             targets = model(**kwargs).logits.argmax(-1)

@@ -33,7 +33,7 @@ from attexp.evaluate import heads as H
 from attexp.evaluate import triggers as TR
 from attexp.evaluate.metrics import format_table
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
-from attexp.explain.batching import _tokenize
+from attexp.explain.batching import tokenize_rows
 from attexp.explain.encoder import Encoder
 from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
 from attexp.models.loading import load_classifier, resolve_device
@@ -270,7 +270,7 @@ class TriggersJob(Job):
         )
 
         rows = _rows(ctx, config, config.eval_split, config.eval_limit)
-        features = _tokenize(tokenizer, rows, config.max_length)
+        features = tokenize_rows(tokenizer, rows, config.max_length)
         classes = sorted({int(r["label"]) for r in rows})
         labels = np.array([int(r["label"]) for r in rows])
         clean = self._predict(model, tokenizer, rows, features, config, device)

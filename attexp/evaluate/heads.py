@@ -41,7 +41,7 @@ from tqdm import tqdm
 from attexp.errors import AttexpError
 from attexp.explain.attattr import AttentionAttribution
 from attexp.explain.base import Batch
-from attexp.explain.batching import _pad, _tokenize
+from attexp.explain.batching import pad_features, tokenize_rows
 from attexp.explain.encoder import Encoder
 
 ORDERS = ("attattr", "taylor", "random")
@@ -183,14 +183,14 @@ class Batches:
         device: torch.device,
         features: list[dict] | None = None,
     ) -> None:
-        features = features if features is not None else _tokenize(tokenizer, rows, max_length)
+        features = features if features is not None else tokenize_rows(tokenizer, rows, max_length)
         self.order = sorted(range(len(rows)), key=lambda i: -len(features[i]["input_ids"]))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.batches: list[Batch] = []
         self.rows: list[list[dict]] = []
         for start in range(0, len(self.order), batch_size):
             chosen = self.order[start : start + batch_size]
-            ids, mask, types = _pad([features[i] for i in chosen], pad_id)
+            ids, mask, types = pad_features([features[i] for i in chosen], pad_id)
             labels = torch.tensor([int(rows[i]["label"]) for i in chosen], dtype=torch.long)
             self.batches.append(Batch(ids, mask, types, labels).to(device))
             self.rows.append([rows[i] for i in chosen])

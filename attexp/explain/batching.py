@@ -40,7 +40,7 @@ def rows_per_forward(max_tokens: int | None, width: int) -> int | None:
     return max(1, max_tokens // max(width, 1))
 
 
-def _tokenize(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dict[str, list[int]]]:
+def tokenize_rows(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dict[str, list[int]]]:
     """Token ids (and segment ids where the tokenizer makes them) per row, truncated, unpadded."""
     has_pair = ["text_pair" in row and row["text_pair"] is not None for row in rows]
     if any(has_pair) and not all(has_pair):
@@ -56,7 +56,7 @@ def _tokenize(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dic
     return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
 
 
-def _pad(features: list[dict[str, list[int]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor | None]:
+def pad_features(features: list[dict[str, list[int]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor | None]:
     """Right-pad to the longest in the batch -> input_ids, attention_mask, token_type_ids, each [B, T]."""
     width = max(len(f["input_ids"]) for f in features)
     ids = torch.full((len(features), width), pad_id, dtype=torch.long)
@@ -146,7 +146,7 @@ def explain_rows(
     todo = [row for row in rows if row["idx"] not in skip]
     if not todo:
         return
-    features = _tokenize(tokenizer, todo, max_length)
+    features = tokenize_rows(tokenizer, todo, max_length)
     order = sorted(range(len(todo)), key=lambda i: -len(features[i]["input_ids"]))  # stable: ties keep order
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -155,7 +155,7 @@ def explain_rows(
         for number, start in enumerate(range(0, len(order), batch_size), start=first_batch):
             chosen = order[start : start + batch_size]
             batch_rows = [todo[i] for i in chosen]
-            ids, mask, types = _pad([features[i] for i in chosen], pad_id)
+            ids, mask, types = pad_features([features[i] for i in chosen], pad_id)
             ids, mask = ids.to(device), mask.to(device)
             types = None if types is None else types.to(device)
 

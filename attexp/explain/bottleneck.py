@@ -49,7 +49,7 @@ from torch import Tensor
 from attexp.config.schema import Upstream
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.explain.batching import _pad, _tokenize
+from attexp.explain.batching import pad_features, tokenize_rows
 from attexp.explain.encoder import Encoder, layer_index
 from attexp.io.files import read_jsonl
 from attexp.registry import EXPLAINERS
@@ -135,13 +135,13 @@ class InformationBottleneck(Explainer):
         rows = read_jsonl(path, required=("text",))[: cfg.prior_size]
         if not rows:
             raise AttexpError(f"iba: {path} has no rows to estimate the prior from; use another prior_split.")
-        features = _tokenize(self.tokenizer, rows, cfg.prior_max_length)
+        features = tokenize_rows(self.tokenizer, rows, cfg.prior_max_length)
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))  # little padding
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         sums = None
         with torch.no_grad():
             for start in range(0, len(order), 32):
-                ids, mask, types = _pad([features[i] for i in order[start : start + 32]], pad_id)
+                ids, mask, types = pad_features([features[i] for i in order[start : start + 32]], pad_id)
                 ids, mask = ids.to(self.device), mask.to(self.device)
                 hidden, _ = self.bottleneck_input(ids, mask, None if types is None else types.to(self.device))
                 moments = _moments(hidden, mask)
