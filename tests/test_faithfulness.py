@@ -515,6 +515,11 @@ def test_visualize_summary_page(evaluated):
     assert summary.count("data:image/png;base64,") >= 2
     assert "http://" not in summary and "https://" not in summary
     assert 'href="summary.html"' in (folder / "index.html").read_text()
+    # the comparison with the random floor, one row per explanations file, the LIG cells marked as beating it
+    floor = summary[summary.index('<table id="floor">') :]
+    floor = floor[: floor.index("</table>")]
+    assert "<td>t.lig</td>" in floor and "random-floor</td>" not in floor
+    assert floor.count('class="num beats"') >= 2 and "(p=" in floor
 
 
 def test_evaluate_refuses_a_model_other_than_the_explained_one(evaluated, tmp_path, run_cli):

@@ -220,12 +220,15 @@ def render_summary(
     title: str = "evaluation",
     index_href: str | None = "index.html",
     notes: Sequence[str] = (),
+    floor: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `summary.html`: the metric table (sortable), the plots and the colour legend.
+    """Write `summary.html`: the metric table (sortable), the comparison with the random floor, the plots and
+    the colour legend.
 
     columns / rows: the evaluation table (as in the evaluate stage's metrics.json `table`); plots: (name, PNG
     bytes) pairs, embedded as data: URIs so the page stays one self-contained file; notes: plain-text lines
-    shown under the title (e.g. the reference and the model). Returns the page's path.
+    shown under the title (e.g. the reference and the model); floor: metrics.json `random_floor`
+    ({"name", "versus": {file: {column: {"delta", "p_value", "n", "beats"}}}}). Returns the page's path.
     """
     if not columns:
         raise AttexpError("render_summary: no columns; pass the evaluation table's columns.")
@@ -241,6 +244,18 @@ def render_summary(
     images = [
         {"name": name, "src": "data:image/png;base64," + base64.b64encode(data).decode("ascii")} for name, data in plots
     ]
+    versus = (floor or {}).get("versus") or {}
+    floor_columns = list(dict.fromkeys(c for result in versus.values() for c in result))
+    floor_rows = [
+        {
+            "name": name,
+            "cells": [
+                {"beats": r["beats"], "text": f"{r['delta']:+.4f} (p={r['p_value']:.1g}, n={r['n']})"} if r else None
+                for r in (result.get(c) for c in floor_columns)
+            ],
+        }
+        for name, result in versus.items()
+    ]
     page = Path(out_dir) / "summary.html"
     html = (
         _environment()
@@ -253,6 +268,9 @@ def render_summary(
                 "plots": images,
                 "index_href": index_href,
                 "notes": list(notes),
+                "floor_name": (floor or {}).get("name"),
+                "floor_columns": floor_columns,
+                "floor_rows": floor_rows,
                 "positive_rgb": POSITIVE_RGB,
                 "negative_rgb": NEGATIVE_RGB,
             }

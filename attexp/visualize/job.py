@@ -122,4 +122,12 @@ class VisualizeJob(Job):
                 f"evaluation cost: {cost.get('forward_passes')} forward passes, {cost.get('rows')} inputs, "
                 f"{cost.get('seconds')} s"
             )
-        return render_summary(ctx.out_dir, table["columns"], table["rows"], plots, title=config.evaluation, notes=notes)
+        return render_summary(
+            ctx.out_dir,
+            table["columns"],
+            table["rows"],
+            plots,
+            title=config.evaluation,
+            notes=notes,
+            floor=metrics.get("random_floor"),
+        )
