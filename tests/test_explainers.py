@@ -62,8 +62,19 @@ def build_empirical(model, tokenizer, folder: Path) -> Path:
     return folder
 
 
+def build_attexplainer_agent(model, tokenizer, folder: Path) -> Path:
+    """A train_agent artifact holding an untrained AttExplainer agent (random Q-network, greedy)."""
+    from attexp.distill.attexplainer import Agent, AgentSettings, GameSettings
+
+    Agent(AgentSettings(), GameSettings(), seed=1).save(folder / "agent")
+    return folder
+
+
 # explainer name -> builder(model, tokenizer, folder) of the upstream artifact its config names
-UPSTREAM_BUILDERS: dict[str, Callable[..., Path]] = {"empirical": build_empirical}
+UPSTREAM_BUILDERS: dict[str, Callable[..., Path]] = {
+    "empirical": build_empirical,
+    "attexplainer": build_attexplainer_agent,
+}
 # explainer name -> config values that keep the tests fast on a tiny model
 FAST_SETTINGS: dict[str, dict] = {
     "lig": {"n_steps": 8},
@@ -74,6 +85,7 @@ FAST_SETTINGS: dict[str, dict] = {
     "shapley_sampling": {"n_samples": 4},
     "kernel_shap": {"n_samples": 30},
     "lime": {"n_samples": 30},
+    "attexplainer": {"max_steps": 5},
 }
 
 

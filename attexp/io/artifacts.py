@@ -31,6 +31,7 @@ STAGE_FOLDERS = {
     "download": "data",
     "train": "models",
     "distill": "models",
+    "train_agent": "models",
     "explain": "explanations",
     "evaluate": "logs",
     "visualize": "visualizations",

@@ -15,6 +15,7 @@ local rt = import '../lib/rotten_tomatoes.libsonnet';
 local variant = 'minilm';
 local j = rt[variant];  // download, train, LIG on train/validation/test, distill, empirical on test
 local test_limit = 500;
+local agent = import '../rotten_tomatoes/agent.explain.minilm.jsonnet';  // AttExplainer's explanation agent
 
 // Explainer settings for the report; `null` marks the two whose explain jobs come from the Empirical-Explainer
 // pipeline (`lig` on the test split is also the agreement reference; `empirical` needs its distill job).
@@ -37,6 +38,7 @@ local explainers = {
   alti: { type: 'alti' },
   attattr: { type: 'attattr', steps: 20 },
   iba: { type: 'iba', prior_data: j.download.name },
+  attexplainer: { type: 'attexplainer', agent: agent.name },  // needs the train_agent job below
 };
 
 local explain_job(name, explainer) = j.explain_test {
@@ -81,6 +83,6 @@ local visualize = defaults {
 };
 
 {
-  jobs: [j.download, j.train, j.explain_train, j.explain_validation, lig_test, j.distill, empirical_test]
+  jobs: [j.download, j.train, j.explain_train, j.explain_validation, lig_test, j.distill, empirical_test, agent]
         + extra + [evaluate, visualize],
 }

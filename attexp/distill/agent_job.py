@@ -1,0 +1,144 @@
+"""The train_agent job: train an AttExplainer agent (Niu et al., IJCAI 2022) on a classifier's masking games.
+
+The agent learns, from the victim classifier's attention alone, which tokens to mask so that the predicted
+class's probability drops by `game.done_threshold` (`game.task: explain`) or the prediction flips
+(`game.task: attack`). Games are played on instances of `split` of `data` (the training split by default),
+`batch_size` at a time; see `attexp.distill.attexplainer` for the game, the agent and the training loop.
+
+Output (`models/<name>/`): `agent/` (`agent.safetensors`, the Q-network's weights, and `agent.json`: agent
+settings, game rules and the victim model), `rewards.jsonl` (one line per game batch: reward, success rate,
+mask rate, steps, delta_p, learn loss, seconds) and in the manifest the batches and game steps played, the
+victim model, why training stopped and a rewards curve (mean reward per tenth of the run). While running,
+`checkpoints/last.pt` holds the resumable state: a killed job rerun with the same command continues from its
+last checkpoint (the replay memory is not checkpointed; it refills within a few batches). `max_seconds` caps
+the (wall-clock) training time, summed over resumed runs; the manifest also records the CPU seconds. The
+explain stage uses the agent through the `attexplainer` explainer (`{"type": "attexplainer", "agent": <job>}`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field
+
+from attexp.config.schema import JobConfig, Upstream
+from attexp.distill.attexplainer import Agent, AgentSettings, GameSettings, TrainSettings, Victim, encode_rows, train
+from attexp.distill.attexplainer.training import mask_token_id
+from attexp.errors import AttexpError
+from attexp.io.files import write_jsonl
+from attexp.models.loading import load_classifier, resolve_device
+from attexp.registry import JOBS
+from attexp.runner import Job, JobContext
+
+
+class TrainAgentConfig(JobConfig):
+    """Train an AttExplainer agent on `model`'s masking games over `split` of `data`.
+
+    batch_size (32, the official simulate batch): instances played together per game batch. episodes (1000):
+    game batches to play at most. max_seconds (None): stop after this much training time (over resumes).
+    limit: use only the first `limit` rows of the split. max_length (64): truncate inputs to this many tokens.
+    game: the rules (task, done_threshold, max_steps, bins); agent: the DQN hyperparameters (paper defaults).
+    checkpoint_every (20) / log_every (10): game batches between checkpoints / logged means.
+    """
+
+    job: Literal["train_agent"] = "train_agent"
+    model: Annotated[str, Upstream(("train",))]
+    data: Annotated[str, Upstream(("download",))]
+    split: Literal["train", "validation", "test"] = "train"
+    limit: int | None = Field(None, ge=1)
+    max_length: int = Field(64, ge=8)
+    batch_size: int = Field(32, ge=1)
+    episodes: int = Field(1000, ge=1)
+    max_seconds: float | None = Field(None, gt=0)
+    game: GameSettings = Field(default_factory=GameSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    checkpoint_every: int = Field(20, ge=1)
+    log_every: int = Field(10, ge=1)
+    progress: bool = True
+
+
+@JOBS.register("train_agent", TrainAgentConfig)
+class TrainAgentJob(Job):
+    """Train an AttExplainer DQN agent (explain or attack) on a classifier's masking games."""
+
+    schema = "attexp.attexplainer_agent"
+
+    def run(self, config: TrainAgentConfig, ctx: JobContext) -> None:
+        data = ctx.upstream(config.data)
+        rows = data.records(f"{config.split}.jsonl", required=("idx", "text", "label"))
+        if config.limit is not None:
+            rows = rows[: config.limit]
+        if not rows:
+            raise AttexpError(f"train_agent {config.name!r}: split {config.split!r} of {config.data!r} has no rows.")
+        device = resolve_device(config.device)
+        model, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
+        mask_token_id(tokenizer)  # fail before training if the tokenizer cannot mask
+        victim = Victim(model)
+        agent = Agent(config.agent, config.game, device=device, seed=config.seed)
+        settings = TrainSettings(
+            batch_size=config.batch_size,
+            episodes=config.episodes,
+            max_seconds=config.max_seconds,
+            checkpoint_every=config.checkpoint_every,
+            log_every=config.log_every,
+            seed=config.seed,
+            progress=config.progress,
+        )
+
+        def on_log(metrics: dict) -> None:
+            ctx.log_metrics(metrics, step=int(metrics["episode"]))
+
+        result = train(
+            agent,
+            victim,
+            tokenizer,
+            encode_rows(tokenizer, rows, config.max_length),
+            settings,
+            ctx.path("checkpoints"),
+            device,
+            on_log=on_log,
+        )
+        agent.save(ctx.path("agent"), extra={"victim": config.model, "episodes": result.episodes})
+        write_jsonl(ctx.path("rewards.jsonl"), ({"idx": i, **row} for i, row in enumerate(result.history)))
+        shutil.rmtree(ctx.path("checkpoints"), ignore_errors=True)  # only needed to resume an interrupted run
+        curve = _curve(result.history)
+        last = result.history[-max(1, len(result.history) // 10) :] if result.history else []
+        final = (
+            {k: float(np.nanmean([r[k] for r in last])) for k in ("reward", "success_rate", "mask_rate")}
+            if last
+            else {}
+        )
+        ctx.counts.update(episodes=result.episodes, instances=len(rows), learn_steps=agent.learn_steps)
+        ctx.manifest_extra.update(
+            task=config.game.task,
+            victim=config.model,
+            device=str(device),
+            episodes=result.episodes,
+            game_steps=agent.game_steps,
+            learn_steps=agent.learn_steps,
+            training_seconds=round(result.seconds, 1),
+            training_cpu_seconds=round(result.cpu_seconds, 1),
+            stopped_by=result.stopped_by,
+            resumed_from_episode=result.resumed_from,
+            rewards_curve=curve,
+            final=final,
+        )
+        ctx.tracker.summary({f"final_{k}": v for k, v in final.items()})
+
+
+def _curve(history: list[dict], points: int = 10) -> list[dict[str, float]]:
+    """Mean reward, success rate and mask rate over `points` equal stretches of the run."""
+    if not history:
+        return []
+    out = []
+    for chunk in np.array_split(np.arange(len(history)), min(points, len(history))):
+        rows = [history[i] for i in chunk]
+        out.append(
+            {
+                "episode": int(rows[-1]["episode"]),
+                **{k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("reward", "success_rate", "mask_rate")},
+            }
+        )
+    return out

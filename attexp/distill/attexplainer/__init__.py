@@ -1,0 +1,36 @@
+"""AttExplainer (Niu et al., 2022, "AttExplainer: Explain Transformer via Attention by Reinforcement
+Learning", IJCAI; code niuzaisheng/AttExplainer): a DQN agent that watches a classifier's attention while it
+masks tokens one at a time, until the predicted class's probability has dropped by a threshold (explanation)
+or the prediction flips (adversarial attack).
+
+Modules: `features` (attention features per token), `env` (the masking game over a batch, the victim),
+`replay` (prioritised replay), `agent` (Q-network, DQN agent, saving), `training` (playing and the training
+loop). The train_agent job (`attexp.distill.agent_job`) trains and saves an agent; the `attexplainer`
+explainer (`attexp.explain.agent`) plays it on the explain stage's batches; `attexp.evaluate.masking` scores
+the masking game.
+"""
+
+from attexp.distill.attexplainer.agent import Agent, AgentSettings, QNetwork
+from attexp.distill.attexplainer.env import GameSettings, MaskingGame, Observation, Victim
+from attexp.distill.attexplainer.features import attention_features, feature_size
+from attexp.distill.attexplainer.replay import PrioritizedReplay, Transition
+from attexp.distill.attexplainer.training import TrainSettings, encode_rows, play, start_game, train
+
+__all__ = [
+    "Agent",
+    "AgentSettings",
+    "GameSettings",
+    "MaskingGame",
+    "Observation",
+    "PrioritizedReplay",
+    "QNetwork",
+    "TrainSettings",
+    "Transition",
+    "Victim",
+    "attention_features",
+    "encode_rows",
+    "feature_size",
+    "play",
+    "start_game",
+    "train",
+]
