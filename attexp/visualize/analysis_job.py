@@ -94,6 +94,17 @@ def _predict(model, batch) -> torch.Tensor:
         return model(**batch.model_inputs()).logits.argmax(dim=-1).clone()
 
 
+def _item(row: dict, tokens: list[str], predicted: int, target: int, label_names) -> dict:
+    """The header of one instance page: idx, tokens and the label, prediction and target as class names."""
+    return {
+        "idx": row["idx"],
+        "tokens": tokens,
+        "label": _class(row["label"], label_names),
+        "prediction": _class(predicted, label_names),
+        "target": _class(target, label_names),
+    }
+
+
 def _pages(ctx: JobContext, template: str, items: list[dict], title: str, notes: list[str], label_names) -> list:
     """instances/<idx>.html for each item (its template context) and index.html; returns the paths."""
     items = sorted(items, key=lambda item: item["idx"])
@@ -150,16 +161,8 @@ class AttributionTreeJob(Job):
                         **as_json,
                     }
                 )
-                items.append(
-                    {
-                        "idx": row["idx"],
-                        "tokens": tokens,
-                        "label": _class(row["label"], label_names),
-                        "prediction": _class(int(predicted[i]), label_names),
-                        "target": _class(int(batch.targets[i]), label_names),
-                        "section": T.section(tree, tokens, config.threshold),
-                    }
-                )
+                item = _item(row, tokens, int(predicted[i]), int(batch.targets[i]), label_names)
+                items.append({**item, "section": T.section(tree, tokens, config.threshold)})
         write_jsonl(ctx.path("trees.jsonl"), sorted(records, key=lambda r: r["idx"]))
         notes = [f"model: {config.model}; data: {config.data} ({config.split}); AttAttr m = {config.steps}"]
         pages = _pages(ctx, "tree.html.j2", items, f"Attribution trees: {config.name}", notes, label_names)
@@ -203,16 +206,8 @@ class LayerFlowJob(Job):
                 values = np.asarray(record[config.quantity])  # [L, T]
                 label = "min-max normalised capacity" if config.quantity == "scores" else "capacity (nats)"
                 png = F.flow_plot(values, tokens, ctx.path(f"plots/{row['idx']}.png"), f"instance {row['idx']}", label)
-                items.append(
-                    {
-                        "idx": row["idx"],
-                        "tokens": tokens,
-                        "label": _class(row["label"], label_names),
-                        "prediction": _class(int(predicted[i]), label_names),
-                        "target": _class(int(batch.targets[i]), label_names),
-                        "section": F.section(values, tokens, label, png),
-                    }
-                )
+                item = _item(row, tokens, int(predicted[i]), int(batch.targets[i]), label_names)
+                items.append({**item, "section": F.section(values, tokens, label, png)})
         write_jsonl(ctx.path("flow.jsonl"), sorted(records, key=lambda r: r["idx"]))
         notes = [
             f"model: {config.model}; data: {config.data} ({config.split}); iba: beta={config.iba.beta}, "
