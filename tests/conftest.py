@@ -41,17 +41,27 @@ def _isolated_env(monkeypatch, tmp_path, cache_dir):
     monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_for_fast_tests(request):
-    """Tiny models run faster on one intra-op thread (two threads on a 2-core machine mostly wait on each other);
-    slow tests, which use MiniLM, keep torch's default."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    before = torch.get_num_threads()
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run faster on one intra-op thread (two threads on a 2-core machine mostly wait on each other).
+    Session-wide, so module-scoped fixtures that train or explain run on one thread too."""
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(DEFAULT_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _default_threads_for_slow_tests(request):
+    """Slow tests, which use MiniLM, get torch's default thread count back."""
+    if not request.node.get_closest_marker("slow"):
+        yield
+        return
+    torch.set_num_threads(DEFAULT_THREADS)
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

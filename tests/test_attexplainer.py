@@ -26,12 +26,12 @@ from attexp.distill.attexplainer import (
     Transition,
     Victim,
     attention_features,
-    encode_rows,
     feature_size,
     play,
     start_game,
 )
 from attexp.explain.base import Batch, structural_positions
+from attexp.explain.batching import tokenize_rows
 from attexp.io.artifacts import MANIFEST, new_manifest
 from attexp.io.files import read_json, read_jsonl, write_json, write_jsonl
 
@@ -84,7 +84,7 @@ def small_agent(**agent) -> Agent:
 
 def game_for(model, tokenizer, texts: list[str], settings: GameSettings | None = None) -> MaskingGame:
     rows = [{"text": t} for t in texts]
-    return start_game(settings or GameSettings(), Victim(model), tokenizer, encode_rows(tokenizer, rows, 32), "cpu")
+    return start_game(settings or GameSettings(), Victim(model), tokenizer, tokenize_rows(tokenizer, rows, 32), "cpu")
 
 
 # ------------------------------------------------------------------------------------------ features
@@ -244,7 +244,7 @@ def test_dropout_at_eval_parity_flag():
 def test_agent_learns_to_mask_the_token_the_decision_hangs_on_first(key_classifier):
     model, tokenizer = key_classifier
     texts, _ = sentences(np.random.default_rng(1), 364, p_key=1.0)
-    features = encode_rows(tokenizer, [{"text": t} for t in texts], 32)
+    features = tokenize_rows(tokenizer, [{"text": t} for t in texts], 32)
     train, held_out = features[:300], features[300:]
     victim = Victim(model)
     agent = small_agent()

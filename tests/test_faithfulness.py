@@ -70,15 +70,6 @@ class ReadsWords(torch.nn.Module):
         return SimpleNamespace(logits=torch.stack([torch.zeros_like(logit), logit.float()], dim=-1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine two threads stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tokenizer():
     return BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)})

@@ -64,15 +64,6 @@ def tiny_model(family: str, attention: str = "sdpa", seed: int = 0) -> torch.nn.
     return ElectraForSequenceClassification(config).eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second intra-op thread, and on a busy machine every op would wait for it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def tokenizer():
     return tiny_tokenizer()

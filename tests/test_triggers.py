@@ -14,6 +14,7 @@ from test_heads import WORDS, make_base
 from tiny import word_tokenizer
 
 from attexp.evaluate import triggers as TR
+from attexp.explain.base import structural_ids
 
 CLS, SEP, PAD = 2, 3, 0
 SPECIALS = {PAD, CLS, SEP}
@@ -22,7 +23,7 @@ SPECIALS = {PAD, CLS, SEP}
 def test_segments_are_runs_between_specials():
     assert TR.segments([CLS, 10, 11, 12, SEP], SPECIALS) == [(1, 4)]
     assert TR.segments([CLS, 10, SEP, 20, 21, SEP], SPECIALS) == [(1, 2), (3, 5)]
-    assert TR.special_ids(word_tokenizer(WORDS)) == {0, 2, 3}
+    assert structural_ids(word_tokenizer(WORDS)) == {0, 2, 3}
 
 
 def test_extract_pattern_takes_the_strongest_head_and_its_second_entry():

@@ -24,9 +24,10 @@ import numpy as np
 from pydantic import Field
 
 from attexp.config.schema import JobConfig, Upstream
-from attexp.distill.attexplainer import Agent, AgentSettings, GameSettings, TrainSettings, Victim, encode_rows, train
+from attexp.distill.attexplainer import Agent, AgentSettings, GameSettings, TrainSettings, Victim, train
 from attexp.distill.attexplainer.training import mask_token_id
 from attexp.errors import AttexpError
+from attexp.explain.batching import tokenize_rows
 from attexp.io.files import write_jsonl
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
@@ -94,7 +95,7 @@ class TrainAgentJob(Job):
             agent,
             victim,
             tokenizer,
-            encode_rows(tokenizer, rows, config.max_length),
+            tokenize_rows(tokenizer, rows, config.max_length),
             settings,
             ctx.path("checkpoints"),
             device,

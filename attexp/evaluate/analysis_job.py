@@ -33,6 +33,7 @@ from attexp.evaluate import heads as H
 from attexp.evaluate import triggers as TR
 from attexp.evaluate.metrics import format_table
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
+from attexp.explain.base import structural_ids
 from attexp.explain.batching import tokenize_rows
 from attexp.explain.encoder import Encoder
 from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
@@ -256,7 +257,7 @@ class TriggersJob(Job):
 
     def run(self, config: TriggersConfig, ctx: JobContext) -> None:
         device, model, tokenizer = _setup(config, ctx)
-        specials = TR.special_ids(tokenizer)
+        specials = structural_ids(tokenizer)
         patterns = self._patterns(config, ctx, model, tokenizer, device)
         valid = sorted((p for p in patterns if sum(p["scores"]) >= config.threshold), key=lambda p: -sum(p["scores"]))
         kept = valid if config.max_triggers is None else valid[: config.max_triggers]

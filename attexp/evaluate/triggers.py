@@ -29,21 +29,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-
-
-def special_ids(tokenizer: Any) -> set[int]:
-    """The structural special-token ids of `tokenizer` ([CLS], [SEP], <s>, </s>, padding)."""
-    ids = {
-        getattr(tokenizer, name, None)
-        for name in ("cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
-    }
-    ids.discard(None)
-    return {int(i) for i in ids}
 
 
 def segments(ids: Sequence[int], specials: set[int]) -> list[tuple[int, int]]:

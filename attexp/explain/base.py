@@ -148,8 +148,8 @@ def zero_padding(scores: Tensor, attention_mask: Tensor) -> Tensor:
     return torch.where(attention_mask.bool(), scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
 
 
-def structural_positions(input_ids: Tensor, attention_mask: Tensor, tokenizer: Any) -> Tensor:
-    """bool [B, T]: True at padding and at structural special tokens ([CLS], [SEP], <s>, </s>, pad).
+def structural_ids(tokenizer: Any) -> set[int]:
+    """The ids of `tokenizer`'s structural special tokens: [CLS], [SEP], <s>, </s> and padding.
 
     [UNK] and [MASK] are not structural: in a text they stand for real content and are explained like
     any other token.
@@ -158,6 +158,11 @@ def structural_positions(input_ids: Tensor, attention_mask: Tensor, tokenizer: A
         getattr(tokenizer, name, None)
         for name in ("cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
     }
-    ids.discard(None)
+    return {int(i) for i in ids if i is not None}
+
+
+def structural_positions(input_ids: Tensor, attention_mask: Tensor, tokenizer: Any) -> Tensor:
+    """bool [B, T]: True at padding and at structural special tokens (`structural_ids`)."""
+    ids = structural_ids(tokenizer)
     special = torch.isin(input_ids, torch.tensor(sorted(ids), dtype=input_ids.dtype, device=input_ids.device))
     return special | ~attention_mask.bool()

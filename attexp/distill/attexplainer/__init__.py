@@ -14,7 +14,7 @@ from attexp.distill.attexplainer.agent import Agent, AgentSettings, QNetwork
 from attexp.distill.attexplainer.env import GameSettings, MaskingGame, Observation, Victim
 from attexp.distill.attexplainer.features import attention_features, feature_size
 from attexp.distill.attexplainer.replay import PrioritizedReplay, Transition
-from attexp.distill.attexplainer.training import TrainSettings, encode_rows, play, start_game, train
+from attexp.distill.attexplainer.training import TrainSettings, play, start_game, train
 
 __all__ = [
     "Agent",
@@ -28,7 +28,6 @@ __all__ = [
     "Transition",
     "Victim",
     "attention_features",
-    "encode_rows",
     "feature_size",
     "play",
     "start_game",

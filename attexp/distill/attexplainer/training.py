@@ -1,7 +1,8 @@
 """Playing and training: the game loop shared by the train_agent job, the explainer and the evaluation.
 
-`encode_rows` tokenises dataset rows once; `start_game` pads a list of them into a `MaskingGame`; `play` runs
-a game to the end, with the agent exploring and learning (training) or greedy (explaining). `train` is the
+Rows are tokenised once (`attexp.explain.batching.tokenize_rows`); `start_game` pads a list of them into a
+`MaskingGame`; `play` runs a game to the end, with the agent exploring and learning (training) or greedy
+(explaining). `train` is the
 training loop of the train_agent job as an ignite `Engine` whose iterations are game batches: each iteration
 samples `batch_size` instances of similar length (seeded by the run's seed and the batch number, so a resumed
 run draws the same batches it would have drawn), plays them to the end while the agent stores every transition
@@ -31,15 +32,6 @@ from attexp.explain.batching import pad_features
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
-
-
-def encode_rows(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dict[str, list[int]]]:
-    """Token ids (and segment ids where the tokenizer makes them) of `{"text", ["text_pair"]}` rows, truncated."""
-    texts = [row["text"] for row in rows]
-    pairs = [row["text_pair"] for row in rows] if rows and rows[0].get("text_pair") is not None else None
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
-    return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
 
 
 def start_game(
