@@ -82,7 +82,7 @@ MODELS: Registry[Any] = Registry("model source")
 _MODULES = [
     "attexp.data.sources",
     "attexp.data.job",
-    "attexp.models.specs",
+    "attexp.models.sources",
     "attexp.train.job",
     "attexp.explain.job",
     "attexp.explain.gradient",

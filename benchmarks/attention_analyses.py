@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from attexp.evaluate import heads as H  # noqa: E402
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution  # noqa: E402
-from attexp.explain.encoder import Encoder  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
+from attexp.models.encoder import Encoder  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
 

@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from attexp.evaluate.faithfulness import Eraser, EraserConfig, ModelScorer  # noqa: E402
-from attexp.explain.base import structural_positions  # noqa: E402
 from attexp.explain.baseline import random_scores  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
+from attexp.models.inputs import structural_positions  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
 transformers.logging.set_verbosity_error()

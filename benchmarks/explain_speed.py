@@ -55,11 +55,11 @@ from captum.attr import LayerIntegratedGradients, ShapleyValueSampling
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from attexp.explain.base import structural_positions  # noqa: E402
-from attexp.explain.batching import explain_rows, pad_features, tokenize_rows  # noqa: E402
+from attexp.explain.batching import explain_rows  # noqa: E402
 from attexp.explain.gradient import LayerIntegratedGradientsExplainer, LIGConfig  # noqa: E402
 from attexp.explain.perturbation import ShapleySamplingConfig, ShapleySamplingExplainer  # noqa: E402
 from attexp.io.files import ResumableJsonlWriter, read_jsonl  # noqa: E402
+from attexp.models.inputs import pad_features, structural_positions, tokenize_rows  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
 transformers.logging.set_verbosity_error()

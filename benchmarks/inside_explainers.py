@@ -42,11 +42,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution  # noqa: E402
-from attexp.explain.attention import ALTI, ALTIConfig, RawAttention, RawAttentionConfig, Rollout, RolloutConfig  # noqa: E402
-from attexp.explain.base import Batch  # noqa: E402
-from attexp.explain.batching import pad_features, tokenize_rows  # noqa: E402
+from attexp.explain.attention import (  # noqa: E402
+    ALTI,
+    ALTIConfig,
+    RawAttention,
+    RawAttentionConfig,
+    Rollout,
+    RolloutConfig,
+)
 from attexp.explain.bottleneck import IBAConfig, InformationBottleneck  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
+from attexp.models.inputs import Batch, pad_features, tokenize_rows  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -59,7 +65,7 @@ def load(model_dir: str | None) -> tuple[torch.nn.Module, object, str]:
         return model, tokenizer, model_dir
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from attexp.models.specs import PackagedModel, PackagedModelConfig
+    from attexp.models.sources import PackagedModel, PackagedModelConfig
 
     cache = Path(os.environ.get("ATTEXP_CACHE_DIR", "/tmp/attexp-cache"))
     folder = PackagedModel(PackagedModelConfig()).folder(cache)

@@ -30,10 +30,9 @@ from attexp.distill.attexplainer import (
     play,
     start_game,
 )
-from attexp.explain.base import Batch, structural_positions
-from attexp.explain.batching import tokenize_rows
 from attexp.io.artifacts import MANIFEST, new_manifest
 from attexp.io.files import read_json, read_jsonl, write_json, write_jsonl
+from attexp.models.inputs import Batch, structural_positions, tokenize_rows
 
 FILLER = "the a movie film plot actors was is were very and but this that it".split()
 KEY = "good"

@@ -9,9 +9,10 @@ from tiny import tiny_bert
 from transformers import BertTokenizerFast
 
 from attexp.errors import AttexpError, ConfigError
-from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation
+from attexp.explain.base import Explainer, ExplainerConfig, Explanation
 from attexp.explain.batching import explain_rows
 from attexp.explain.gradient import LayerIntegratedGradientsExplainer, LIGConfig
+from attexp.models.inputs import Batch
 
 transformers.logging.set_verbosity_error()
 

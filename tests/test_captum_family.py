@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from test_explainers import TEXTS, hooks, make_batch, run, tiny_bert, tiny_tokenizer
 
 from attexp.errors import AttexpError, ConfigError
-from attexp.explain.base import Batch, structural_positions
 from attexp.explain.batching import explain_rows, rows_per_forward
 from attexp.explain.gradient import LayerIntegratedGradientsExplainer, LIGConfig
+from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS, load_all
 
 load_all()

@@ -18,7 +18,7 @@ from attexp.distill.training import (
     token_type_ids_from_sep,
 )
 from attexp.errors import AttexpError
-from attexp.models.specs import TinyModel, TinyModelConfig
+from attexp.models.sources import TinyModel, TinyModelConfig
 from attexp.train.engines import pad_collate
 
 WORDS = ["the", "movie", "film", "was", "good", "bad", "plot", "acting", "great", "dull", "a", "story"]

@@ -20,8 +20,9 @@ from tiny import make_batch, word_tokenizer
 
 from attexp.config.schema import Upstream
 from attexp.errors import AttexpError, ConfigError
-from attexp.explain.base import Batch, reduce_hidden, structural_positions
+from attexp.explain.base import reduce_hidden
 from attexp.explain.gradient import LayerIntegratedGradientsExplainer, LIGConfig
+from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import _MODULES, EXPLAINERS
 
 transformers.logging.set_verbosity_error()

@@ -39,8 +39,8 @@ from attexp.evaluate.faithfulness import (
     prepare,
 )
 from attexp.evaluate.metrics import TopKOverlap, TopKOverlapConfig
-from attexp.explain.base import Batch
 from attexp.explain.baseline import RandomConfig, RandomExplainer, random_scores
+from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS, METRICS, load_all
 
 WORDS = "the a movie was is good bad plot fun".split()

@@ -18,8 +18,8 @@ from tiny import make_batch, tiny_bert, word_tokenizer
 from attexp.errors import AttexpError
 from attexp.evaluate import heads as H
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
-from attexp.explain.encoder import Encoder
 from attexp.io.artifacts import config_hash
+from attexp.models.encoder import Encoder
 
 WORDS = "good great fine bad awful dull the a movie film plot was is very".split()
 POSITIVE, NEGATIVE = ["good", "great", "fine"], ["bad", "awful", "dull"]
@@ -150,7 +150,7 @@ def test_taylor_scores_are_the_gate_gradients(tiny):
 
 
 def make_batch_of(batch, i):
-    from attexp.explain.base import Batch
+    from attexp.models.inputs import Batch
 
     n = int(batch.attention_mask[i].sum())
     types = None if batch.token_type_ids is None else batch.token_type_ids[i : i + 1, :n]

@@ -31,9 +31,9 @@ from attexp.errors import AttexpError, ConfigError
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.attention import ALTI, ALTIConfig, RawAttention, RawAttentionConfig, Rollout, RolloutConfig
 from attexp.explain.attention import decompose as alti_decompose
-from attexp.explain.base import Batch
 from attexp.explain.bottleneck import IBAConfig, InformationBottleneck
-from attexp.explain.encoder import Encoder
+from attexp.models.encoder import Encoder
+from attexp.models.inputs import Batch
 
 transformers.logging.set_verbosity_error()
 

@@ -11,7 +11,7 @@ import torch
 
 from attexp.errors import AttexpError
 from attexp.models.loading import load_classifier, resolve_device
-from attexp.models.specs import (
+from attexp.models.sources import (
     HubModel,
     HubModelConfig,
     LocalModel,

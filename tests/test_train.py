@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from attexp.models.specs import TinyModel, TinyModelConfig
+from attexp.models.sources import TinyModel, TinyModelConfig
 from attexp.train.engines import (
     LengthBucketSampler,
     TrainSettings,

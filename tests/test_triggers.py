@@ -14,7 +14,7 @@ from test_heads import WORDS, make_base
 from tiny import word_tokenizer
 
 from attexp.evaluate import triggers as TR
-from attexp.explain.base import structural_ids
+from attexp.models.inputs import structural_ids
 
 CLS, SEP, PAD = 2, 3, 0
 SPECIALS = {PAD, CLS, SEP}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from attexp.explain.base import Batch
+from attexp.models.inputs import Batch
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

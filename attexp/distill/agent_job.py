@@ -27,8 +27,8 @@ from attexp.config.schema import JobConfig, Upstream
 from attexp.distill.attexplainer import Agent, AgentSettings, GameSettings, TrainSettings, Victim, train
 from attexp.distill.attexplainer.training import mask_token_id
 from attexp.errors import AttexpError
-from attexp.explain.batching import tokenize_rows
 from attexp.io.files import write_jsonl
+from attexp.models.inputs import tokenize_rows
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext

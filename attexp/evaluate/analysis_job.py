@@ -33,10 +33,9 @@ from attexp.evaluate import heads as H
 from attexp.evaluate import triggers as TR
 from attexp.evaluate.metrics import format_table
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
-from attexp.explain.base import structural_ids
-from attexp.explain.batching import tokenize_rows
-from attexp.explain.encoder import Encoder
 from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
+from attexp.models.encoder import Encoder
+from attexp.models.inputs import structural_ids, tokenize_rows
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext

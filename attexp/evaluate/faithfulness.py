@@ -62,7 +62,7 @@ from scipy import stats
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
 from attexp.evaluate.metrics import MetricResult, _attributions, _by_idx, _get
-from attexp.explain.base import structural_positions
+from attexp.models.inputs import longest_first, pad_features, pad_id, structural_positions
 from attexp.registry import METRICS
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class ModelScorer:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.cache = cache
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = pad_id(tokenizer)
         self.uses_segments = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
         self.forward_passes = 0
         self.rows = 0
@@ -139,7 +139,8 @@ class ModelScorer:
         for key, sequence in zip(keys, sequences, strict=True):
             if key not in self._memo:
                 todo.setdefault(key, sequence)
-        pending = sorted(todo.items(), key=lambda item: -len(item[1][0]))
+        items = list(todo.items())
+        pending = [items[i] for i in longest_first([len(ids) for ids, _ in todo.values()])]
         computed: dict[bytes, np.ndarray] = {}
         began = time.perf_counter()
         for start in range(0, len(pending), self.batch_size):
@@ -157,15 +158,10 @@ class ModelScorer:
         return np.stack([self._memo[key] for key in keys])
 
     def _forward(self, sequences: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
-        width = max(max(len(ids) for ids, _ in sequences), 1)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)  # [N, T]
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)  # [N, T]
-        segments = torch.zeros((len(sequences), width), dtype=torch.long) if self.uses_segments else None
-        for i, (row, seg) in enumerate(sequences):
-            ids[i, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
-            mask[i, : len(row)] = 1
-            if segments is not None and seg is not None:
-                segments[i, : len(row)] = torch.from_numpy(np.asarray(seg, dtype=np.int64))
+        features = [
+            {"input_ids": ids, **({"token_type_ids": seg} if self.uses_segments else {})} for ids, seg in sequences
+        ]
+        ids, mask, segments = pad_features(features, self.pad_id)  # each [N, T]
         kwargs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
         if segments is not None:
             kwargs["token_type_ids"] = segments.to(self.device)

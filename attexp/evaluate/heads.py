@@ -40,9 +40,8 @@ from tqdm import tqdm
 
 from attexp.errors import AttexpError
 from attexp.explain.attattr import AttentionAttribution
-from attexp.explain.base import Batch
-from attexp.explain.batching import pad_features, tokenize_rows
-from attexp.explain.encoder import Encoder
+from attexp.models.encoder import Encoder
+from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 
 ORDERS = ("attattr", "taylor", "random")
 
@@ -184,13 +183,12 @@ class Batches:
         features: list[dict] | None = None,
     ) -> None:
         features = features if features is not None else tokenize_rows(tokenizer, rows, max_length)
-        self.order = sorted(range(len(rows)), key=lambda i: -len(features[i]["input_ids"]))
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        chunks = length_sorted_batches([len(f["input_ids"]) for f in features], batch_size)
+        self.order = [i for chosen in chunks for i in chosen]
         self.batches: list[Batch] = []
         self.rows: list[list[dict]] = []
-        for start in range(0, len(self.order), batch_size):
-            chosen = self.order[start : start + batch_size]
-            ids, mask, types = pad_features([features[i] for i in chosen], pad_id)
+        for chosen in chunks:
+            ids, mask, types = pad_features([features[i] for i in chosen], pad_id(tokenizer))
             labels = torch.tensor([int(rows[i]["label"]) for i in chosen], dtype=torch.long)
             self.batches.append(Batch(ids, mask, types, labels).to(device))
             self.rows.append([rows[i] for i in chosen])

@@ -40,10 +40,10 @@ from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstrea
 from attexp.errors import AttexpError
 from attexp.evaluate.faithfulness import ModelScorer
 from attexp.evaluate.metrics import floor_report, format_table, versus_floor
-from attexp.explain.base import structural_positions
 from attexp.explain.baseline import random_scores
 from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
+from attexp.models.inputs import structural_positions
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS, METRICS
 from attexp.runner import Job, JobContext

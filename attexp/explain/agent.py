@@ -26,7 +26,8 @@ import torch
 from pydantic import Field
 
 from attexp.config.schema import Upstream
-from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation, structural_positions, zero_padding
+from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
+from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 
 

@@ -11,7 +11,7 @@ approximated by a Riemann sum over m steps (zero baseline). Per layer the attrib
 F(A_l) - F(0) up to the approximation error (completeness), which the tests check.
 
 How it runs on transformers 5: the scaled probabilities are substituted through the function attexp registers
-with `transformers.AttentionInterface` (see `attexp.explain.encoder`), inside the model's own layer modules.
+with `transformers.AttentionInterface` (see `attexp.models.encoder`), inside the model's own layer modules.
 Prefix caching: the layers below l do not depend on alpha, so they run once per batch (one recorded forward
 pass gives every layer's input and attention) and only layers l..L run for the m steps, all instances and
 steps stacked into one batch; the last layer computes only the [CLS] position, the only one the classifier
@@ -40,8 +40,9 @@ from pydantic import Field
 from torch import Tensor
 
 from attexp.errors import AttexpError, ConfigError
-from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.explain.encoder import Encoder, eager_probabilities, layer_index
+from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
+from attexp.models.encoder import Encoder, eager_probabilities, layer_index
+from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
 
 

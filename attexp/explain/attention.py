@@ -1,7 +1,7 @@
 """Attention-based explainers: raw attention, attention rollout and ALTI.
 
 They read the model's attention probabilities (and for ALTI its value vectors, output projection and first
-LayerNorm) layer by layer through `attexp.explain.encoder.Encoder`, so they work on any BERT-family
+LayerNorm) layer by layer through `attexp.models.encoder.Encoder`, so they work on any BERT-family
 classifier (BERT, RoBERTa, DistilBERT, ELECTRA) and whatever attention implementation the model was loaded
 with: the explain stage loads the model with eager attention (`needs_attentions = True`), and the encoder
 routes attention through attexp's own eager-equivalent function for the duration of `explain` anyway, so an
@@ -45,8 +45,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.explain.encoder import Encoder, Layer, layer_index
+from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
+from attexp.models.encoder import Encoder, Layer, layer_index
+from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
 
 _TILE_ELEMENTS = 1 << 20

@@ -29,43 +29,11 @@ from torch import Tensor
 
 from attexp.config.schema import ComponentConfig
 from attexp.errors import ConfigError
+from attexp.models.inputs import Batch
 
 Reduction = Literal["sum", "l2", "mean"]
 """How per-hidden-unit attributions [B, T, H] become token scores [B, T]: `sum` (signed; keeps
 completeness for Integrated Gradients), `l2` (unsigned magnitude), `mean` (signed, scale-free in H)."""
-
-
-@dataclass
-class Batch:
-    """A padded batch as the model sees it.
-
-    input_ids [B, T] long, attention_mask [B, T] (1 = real token, 0 = padding), token_type_ids [B, T] or None
-    (segment ids of sentence pairs, for models that take them), targets [B] long (the class to explain).
-    """
-
-    input_ids: Tensor
-    attention_mask: Tensor
-    token_type_ids: Tensor | None
-    targets: Tensor
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    def to(self, device: torch.device | str) -> Batch:
-        """The same batch on `device`."""
-        return Batch(
-            input_ids=self.input_ids.to(device),
-            attention_mask=self.attention_mask.to(device),
-            token_type_ids=None if self.token_type_ids is None else self.token_type_ids.to(device),
-            targets=self.targets.to(device),
-        )
-
-    def model_inputs(self) -> dict[str, Tensor]:
-        """Keyword arguments for a Hugging Face classifier's forward."""
-        kwargs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
-        if self.token_type_ids is not None:
-            kwargs["token_type_ids"] = self.token_type_ids
-        return kwargs
 
 
 @dataclass
@@ -146,23 +114,3 @@ def reduce_hidden(attributions: Tensor, how: Reduction) -> Tensor:
 def zero_padding(scores: Tensor, attention_mask: Tensor) -> Tensor:
     """`scores` [B, T] with padding positions set to exactly 0 (not merely small)."""
     return torch.where(attention_mask.bool(), scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
-
-
-def structural_ids(tokenizer: Any) -> set[int]:
-    """The ids of `tokenizer`'s structural special tokens: [CLS], [SEP], <s>, </s> and padding.
-
-    [UNK] and [MASK] are not structural: in a text they stand for real content and are explained like
-    any other token.
-    """
-    ids = {
-        getattr(tokenizer, name, None)
-        for name in ("cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
-    }
-    return {int(i) for i in ids if i is not None}
-
-
-def structural_positions(input_ids: Tensor, attention_mask: Tensor, tokenizer: Any) -> Tensor:
-    """bool [B, T]: True at padding and at structural special tokens (`structural_ids`)."""
-    ids = structural_ids(tokenizer)
-    special = torch.isin(input_ids, torch.tensor(sorted(ids), dtype=input_ids.dtype, device=input_ids.device))
-    return special | ~attention_mask.bool()

@@ -29,7 +29,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation, structural_positions
+from attexp.explain.base import Explainer, ExplainerConfig, Explanation
+from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 
 Distribution = Literal["uniform", "gaussian"]

@@ -22,7 +22,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from attexp.errors import AttexpError, ConfigError
-from attexp.explain.base import Batch, Explainer, Explanation
+from attexp.explain.base import Explainer, Explanation
+from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 
 Target = Literal["predicted", "label"] | int
 
@@ -38,37 +39,6 @@ def rows_per_forward(max_tokens: int | None, width: int) -> int | None:
     if max_tokens is None:
         return None
     return max(1, max_tokens // max(width, 1))
-
-
-def tokenize_rows(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dict[str, list[int]]]:
-    """Token ids (and segment ids where the tokenizer makes them) per row, truncated, unpadded."""
-    has_pair = ["text_pair" in row and row["text_pair"] is not None for row in rows]
-    if any(has_pair) and not all(has_pair):
-        missing = next(row.get("idx") for row, pair in zip(rows, has_pair, strict=True) if not pair)
-        raise AttexpError(
-            f"some rows have a 'text_pair' and some do not (e.g. idx {missing}); a split is either all single "
-            f"texts or all sentence pairs. Fix the dataset rows."
-        )
-    texts = [row["text"] for row in rows]
-    pairs = [row["text_pair"] for row in rows] if rows and all(has_pair) else None
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
-    return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
-
-
-def pad_features(features: list[dict[str, list[int]]], pad_id: int) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Right-pad to the longest in the batch -> input_ids, attention_mask, token_type_ids, each [B, T]."""
-    width = max(len(f["input_ids"]) for f in features)
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    types = torch.zeros((len(features), width), dtype=torch.long) if "token_type_ids" in features[0] else None
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[i, :n] = torch.tensor(f["input_ids"])
-        mask[i, :n] = 1
-        if types is not None:
-            types[i, :n] = torch.tensor(f["token_type_ids"])
-    return ids, mask, types
 
 
 def _targets(target: Target, probabilities: Tensor, rows: Sequence[dict]) -> Tensor:
@@ -147,15 +117,14 @@ def explain_rows(
     if not todo:
         return
     features = tokenize_rows(tokenizer, todo, max_length)
-    order = sorted(range(len(todo)), key=lambda i: -len(features[i]["input_ids"]))  # stable: ties keep order
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = length_sorted_batches([len(f["input_ids"]) for f in features], batch_size)
+    pad = pad_id(tokenizer)
 
     bar = tqdm(total=len(todo), desc=f"explain {name}", unit="row", disable=not progress)
     try:
-        for number, start in enumerate(range(0, len(order), batch_size), start=first_batch):
-            chosen = order[start : start + batch_size]
+        for number, chosen in enumerate(batches, start=first_batch):
             batch_rows = [todo[i] for i in chosen]
-            ids, mask, types = pad_features([features[i] for i in chosen], pad_id)
+            ids, mask, types = pad_features([features[i] for i in chosen], pad)
             ids, mask = ids.to(device), mask.to(device)
             types = None if types is None else types.to(device)
 

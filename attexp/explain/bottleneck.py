@@ -48,10 +48,10 @@ from torch import Tensor
 
 from attexp.config.schema import Upstream
 from attexp.errors import AttexpError, ConfigError
-from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.explain.batching import pad_features, tokenize_rows
-from attexp.explain.encoder import Encoder, layer_index
+from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.io.files import read_jsonl
+from attexp.models.encoder import Encoder, layer_index
+from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 from attexp.registry import EXPLAINERS
 
 OFFICIAL_STD = 1e-5**0.5
@@ -136,12 +136,10 @@ class InformationBottleneck(Explainer):
         if not rows:
             raise AttexpError(f"iba: {path} has no rows to estimate the prior from; use another prior_split.")
         features = tokenize_rows(self.tokenizer, rows, cfg.prior_max_length)
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))  # little padding
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         sums = None
         with torch.no_grad():
-            for start in range(0, len(order), 32):
-                ids, mask, types = pad_features([features[i] for i in order[start : start + 32]], pad_id)
+            for chosen in length_sorted_batches([len(f["input_ids"]) for f in features], 32):  # little padding
+                ids, mask, types = pad_features([features[i] for i in chosen], pad_id(self.tokenizer))
                 ids, mask = ids.to(self.device), mask.to(self.device)
                 hidden, _ = self.bottleneck_input(ids, mask, None if types is None else types.to(self.device))
                 moments = _moments(hidden, mask)

@@ -56,17 +56,9 @@ from pydantic import Field
 from torch import Tensor
 
 from attexp.errors import AttexpError, ConfigError
-from attexp.explain.base import (
-    Batch,
-    Explainer,
-    ExplainerConfig,
-    Explanation,
-    Reduction,
-    reduce_hidden,
-    structural_positions,
-    zero_padding,
-)
+from attexp.explain.base import Explainer, ExplainerConfig, Explanation, Reduction, reduce_hidden, zero_padding
 from attexp.explain.batching import rows_per_forward
+from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 
 Output = Literal["logits", "probabilities"]
@@ -87,16 +79,6 @@ class CaptumConfig(ExplainerConfig):
 
     output: Output = "logits"
     max_tokens_per_forward: int | None = Field(None, ge=1)
-
-
-def subset(batch: Batch, index: Tensor) -> Batch:
-    """The instances `index` [G] of `batch`, same padded width."""
-    return Batch(
-        input_ids=batch.input_ids[index],
-        attention_mask=batch.attention_mask[index],
-        token_type_ids=None if batch.token_type_ids is None else batch.token_type_ids[index],
-        targets=batch.targets[index],
-    )
 
 
 def instance_groups(size: int, rows_each: int, width: int, max_tokens: int | None) -> list[Tensor]:
@@ -250,7 +232,7 @@ class LayerIntegratedGradientsExplainer(CaptumExplainer):
         scores = torch.zeros(size, width, device=batch.input_ids.device)
         forwards, deltas = [0] * size, torch.zeros(size, device=batch.input_ids.device)
         for index in instance_groups(size, 1, width, None if chunk is None else chunk * width):
-            part = subset(batch, index)
+            part = batch.subset(index)
             self.rows_forwarded = 0
             with torch.enable_grad():
                 result = self.lig.attribute(
@@ -354,7 +336,7 @@ class EmbeddingGradientExplainer(CaptumExplainer):
         deltas: Tensor | None = None
         forwards = [0] * size
         for index in instance_groups(size, self.rows_per_instance, width, self.config.max_tokens_per_forward):
-            part = subset(batch, index)
+            part = batch.subset(index)
             inputs, baselines = self.embeds(part)
             self.rows_forwarded = 0
             with torch.enable_grad():

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 import torch
 
 from attexp.config.schema import Upstream
-from attexp.explain.base import Batch, Explainer, ExplainerConfig, Explanation, zero_padding
+from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
+from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
 
 

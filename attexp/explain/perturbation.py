@@ -45,9 +45,10 @@ from captum.attr import FeatureAblation, KernelShap, Lime, Occlusion, ShapleyVal
 from pydantic import Field
 from torch import Tensor
 
-from attexp.explain.base import Batch, Explanation, structural_positions
+from attexp.explain.base import Explanation
 from attexp.explain.batching import rows_per_forward
-from attexp.explain.gradient import CaptumConfig, CaptumExplainer, TokenBaseline, instance_groups, seeded, subset
+from attexp.explain.gradient import CaptumConfig, CaptumExplainer, TokenBaseline, instance_groups, seeded
+from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 
 
@@ -158,7 +159,7 @@ class BatchedPerturbationExplainer(PerturbationExplainer):
                 continue  # nothing to perturb: all scores stay 0
             group_passes = [0] * len(index)
             forward = CachedForward(self, list(range(len(index))), group_passes)
-            part = subset(batch, index)
+            part = batch.subset(index)
             scores[index] = self.attribute_group(part, baselines[index], features[index], forward, most).float()
             for i, count in zip(index.tolist(), group_passes, strict=True):
                 passes[i] += count

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from attexp.errors import AttexpError
+from attexp.models.inputs import pad_features, tokenize_rows
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +91,10 @@ def encode_rows(
     missing = [key for key in ("idx", "text", "label") if key not in rows[0]]
     if missing:
         raise AttexpError(f"dataset rows need the keys idx, text, label; the first row lacks {missing}: {rows[0]}")
-    has_pair = "text_pair" in rows[0]
-    if any(("text_pair" in row) != has_pair for row in rows):
-        raise AttexpError("either every row of a split has a text_pair or none has; this split mixes both")
-    texts = [row["text"] for row in rows]
-    pairs = [row["text_pair"] for row in rows] if has_pair else None
-    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    features = []
-    for i, row in enumerate(rows):
-        feature = {"idx": row["idx"], "input_ids": enc["input_ids"][i], "label": int(row["label"])}
-        if "token_type_ids" in enc:
-            feature["token_type_ids"] = enc["token_type_ids"][i]
-        features.append(feature)
-    return features
+    encoded = tokenize_rows(tokenizer, rows, max_length)
+    return [
+        {"idx": row["idx"], **feature, "label": int(row["label"])} for row, feature in zip(rows, encoded, strict=True)
+    ]
 
 
 def pad_collate(features: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, Tensor]:
@@ -111,24 +103,15 @@ def pad_collate(features: Sequence[Mapping[str, Any]], pad_token_id: int) -> dic
     Always gives `input_ids` and `attention_mask` [B, T]; `token_type_ids` [B, T] when the features have them;
     `labels` [B] from `label`; `attributions` [B, T] (float, 0 on padding) for explainer distillation.
     """
-    lengths = [len(f["input_ids"]) for f in features]
-    size, width = len(features), max(lengths)
+    ids, mask, types = pad_features(features, pad_token_id)  # each [B, T]
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
     first = features[0]
-    batch = {
-        "input_ids": torch.full((size, width), pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros((size, width), dtype=torch.long),
-    }
-    if "token_type_ids" in first:
-        batch["token_type_ids"] = torch.zeros((size, width), dtype=torch.long)
     if "attributions" in first:
-        batch["attributions"] = torch.zeros((size, width), dtype=torch.float)
-    for row, (feature, length) in enumerate(zip(features, lengths, strict=True)):
-        batch["input_ids"][row, :length] = torch.tensor(feature["input_ids"], dtype=torch.long)
-        batch["attention_mask"][row, :length] = 1
-        if "token_type_ids" in batch:
-            batch["token_type_ids"][row, :length] = torch.tensor(feature["token_type_ids"], dtype=torch.long)
-        if "attributions" in batch:
-            batch["attributions"][row, :length] = torch.tensor(feature["attributions"], dtype=torch.float)
+        batch["attributions"] = torch.zeros(ids.shape, dtype=torch.float)
+        for row, feature in enumerate(features):
+            batch["attributions"][row, : len(feature["attributions"])] = torch.tensor(feature["attributions"])
     if "label" in first:
         batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.long)
     return batch

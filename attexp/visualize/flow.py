@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attexp.explain.base import Batch
 from attexp.explain.bottleneck import IBAConfig, InformationBottleneck
-from attexp.explain.encoder import Encoder
+from attexp.models.encoder import Encoder
+from attexp.models.inputs import Batch
 
 
 def layer_flow(

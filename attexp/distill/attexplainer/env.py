@@ -33,7 +33,7 @@ from torch import Tensor
 
 from attexp.config.schema import StrictModel
 from attexp.distill.attexplainer.features import attention_features, mean_attention
-from attexp.explain.encoder import Encoder
+from attexp.models.encoder import Encoder
 
 Task = Literal["explain", "attack"]
 
@@ -57,7 +57,7 @@ class GameSettings(StrictModel):
 class Victim:
     """The classifier being explained, as the game queries it: class probabilities and mean attention.
 
-    Runs the model layer by layer through `attexp.explain.encoder.Encoder` (no hook on the model, any attention
+    Runs the model layer by layer through `attexp.models.encoder.Encoder` (no hook on the model, any attention
     implementation), so the attention probabilities are the eager ones whatever the model was loaded with.
     `queries` counts the instances run (one per row per forward).
     """

@@ -27,8 +27,7 @@ from ignite.handlers import ProgressBar
 
 from attexp.distill.attexplainer.agent import Agent
 from attexp.distill.attexplainer.env import MaskingGame, Victim
-from attexp.explain.base import structural_positions
-from attexp.explain.batching import pad_features
+from attexp.models.inputs import pad_features, pad_id, structural_positions
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -43,8 +42,7 @@ def start_game(
 ) -> MaskingGame:
     """Right-pad encoded instances and start their game (the victim's prediction is the class to move)."""
     settings = agent_or_settings.game if isinstance(agent_or_settings, Agent) else agent_or_settings
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids, mask, types = pad_features(list(features), pad)  # each [B, T]
+    ids, mask, types = pad_features(list(features), pad_id(tokenizer))  # each [B, T]
     ids, mask = ids.to(device), mask.to(device)
     types = None if types is None else types.to(device)
     allowed = ~structural_positions(ids, mask, tokenizer)

@@ -1,0 +1,145 @@
+"""Model inputs, in one place for every stage: the padded `Batch`, tokenising dataset rows, right-padding,
+length-sorted batches, and which tokens are structural specials.
+
+Every stage that feeds a classifier goes through these functions: the explain stage's batching engine, the
+train stage's data loader (`attexp.train.engines.encode_rows` / `pad_collate`), the scorer of the faithfulness
+metrics, the head-pruning and trigger analyses and the AttExplainer game. So a sentence pair, a truncation or a
+tokenizer without a pad token is handled the same way everywhere, and the records of one stage line up with
+the inputs of the next.
+
+Structural specials are the tokens that frame a text rather than carry it: [CLS], [SEP], <s>, </s> and
+padding. They are never perturbed, masked, counted as content or given to a reader as a word. [UNK] and [MASK]
+are not structural: in a text they stand for real content. Here they are known by id, from the tokenizer;
+readers of records, which carry token strings and no tokenizer, use `attexp.io.records.STRUCTURAL_TOKENS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attexp.errors import AttexpError
+
+
+@dataclass
+class Batch:
+    """A padded batch as the model sees it.
+
+    input_ids [B, T] long, attention_mask [B, T] (1 = real token, 0 = padding), token_type_ids [B, T] or None
+    (segment ids of sentence pairs, for models that take them), targets [B] long (the class to explain).
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    token_type_ids: Tensor | None
+    targets: Tensor
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on `device`."""
+        return Batch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            token_type_ids=None if self.token_type_ids is None else self.token_type_ids.to(device),
+            targets=self.targets.to(device),
+        )
+
+    def model_inputs(self) -> dict[str, Tensor]:
+        """Keyword arguments for a Hugging Face classifier's forward."""
+        kwargs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.token_type_ids is not None:
+            kwargs["token_type_ids"] = self.token_type_ids
+        return kwargs
+
+    def subset(self, index: Tensor) -> Batch:
+        """The instances `index` [G] of this batch, same padded width."""
+        return Batch(
+            input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index],
+            token_type_ids=None if self.token_type_ids is None else self.token_type_ids[index],
+            targets=self.targets[index],
+        )
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else 0 (padding is masked out either way)."""
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
+def tokenize_rows(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dict[str, list[int]]]:
+    """Token ids (and segment ids where the tokenizer makes them) per dataset row, truncated, unpadded.
+
+    rows: `{"text"}` dicts, with `"text_pair"` for sentence pairs (a split is all pairs or all single texts).
+    """
+    has_pair = ["text_pair" in row and row["text_pair"] is not None for row in rows]
+    if any(has_pair) and not all(has_pair):
+        missing = next(row.get("idx") for row, pair in zip(rows, has_pair, strict=True) if not pair)
+        raise AttexpError(
+            f"some rows have a 'text_pair' and some do not (e.g. idx {missing}); a split is either all single "
+            f"texts or all sentence pairs. Fix the dataset rows."
+        )
+    if not rows:
+        return []
+    texts = [row["text"] for row in rows]
+    pairs = [row["text_pair"] for row in rows] if all(has_pair) else None
+    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+    return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
+
+
+def pad_features(features: Sequence[dict[str, Any]], pad: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Right-pad to the longest in the batch -> input_ids, attention_mask, token_type_ids, each [B, T].
+
+    `token_type_ids` is None unless the features carry segment ids.
+    """
+    width = max(max(len(f["input_ids"]) for f in features), 1)
+    ids = torch.full((len(features), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    types = torch.zeros((len(features), width), dtype=torch.long) if "token_type_ids" in features[0] else None
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[i, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+        mask[i, :n] = 1
+        if types is not None and f.get("token_type_ids") is not None:
+            types[i, :n] = torch.as_tensor(f["token_type_ids"], dtype=torch.long)
+    return ids, mask, types
+
+
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Positions sorted by length, longest first; ties keep their order (stable), so the order depends only on
+    the data: a resumed run cuts the same batches, and an out-of-memory setting fails on the first batch."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Positions cut into batches of `batch_size` of similar length, longest batch first (`longest_first`)."""
+    if batch_size < 1:
+        raise AttexpError(f"batch_size must be at least 1, got {batch_size}.")
+    order = longest_first(lengths)
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def structural_ids(tokenizer: Any) -> set[int]:
+    """The ids of `tokenizer`'s structural special tokens: [CLS], [SEP], <s>, </s> and padding.
+
+    [UNK] and [MASK] are not structural: in a text they stand for real content and are explained like
+    any other token.
+    """
+    ids = {
+        getattr(tokenizer, name, None)
+        for name in ("cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
+    }
+    return {int(i) for i in ids if i is not None}
+
+
+def structural_positions(input_ids: Tensor, attention_mask: Tensor, tokenizer: Any) -> Tensor:
+    """bool [B, T]: True at padding and at structural special tokens (`structural_ids`)."""
+    ids = structural_ids(tokenizer)
+    special = torch.isin(input_ids, torch.tensor(sorted(ids), dtype=input_ids.dtype, device=input_ids.device))
+    return special | ~attention_mask.bool()
