@@ -7,13 +7,14 @@ A component registers itself with its config type::
 
 Config files name components by that key (`{"type": "lig", ...}`; jobs by `{"job": "explain"}`), and the
 config loader validates the rest of the dict against the registered config type. A miss lists the valid
-names with a did-you-mean. `load_all()` imports every module that registers something, so the registries
-are complete before a config is validated.
+names with a did-you-mean. A package registers its components when it is imported; `load_all()` imports every
+package of attexp, so the registries are complete before a config is validated.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -78,34 +79,12 @@ METRICS: Registry[Any] = Registry("metric")
 SOURCES: Registry[Any] = Registry("data source")
 MODELS: Registry[Any] = Registry("model source")
 
-# Modules whose import registers components. A new component module is added here once.
-_MODULES = [
-    "attexp.data.sources",
-    "attexp.data.job",
-    "attexp.models.sources",
-    "attexp.train.job",
-    "attexp.explain.job",
-    "attexp.explain.gradient",
-    "attexp.explain.perturbation",
-    "attexp.explain.attention",
-    "attexp.explain.attattr",
-    "attexp.explain.bottleneck",
-    "attexp.explain.baseline",
-    "attexp.explain.learned",
-    "attexp.distill.job",
-    "attexp.distill.agent_job",
-    "attexp.explain.agent",
-    "attexp.evaluate.masking",
-    "attexp.evaluate.job",
-    "attexp.evaluate.metrics",
-    "attexp.evaluate.faithfulness",
-    "attexp.visualize.job",
-    "attexp.evaluate.analysis_job",
-    "attexp.visualize.analysis_job",
-]
-
 
 def load_all() -> None:
-    """Import every registering module (idempotent)."""
-    for module in _MODULES:
-        importlib.import_module(module)
+    """Import every package of attexp (idempotent): a package registers its components when it is imported
+    (its `__init__` imports the modules that register), so no list of modules is kept by hand."""
+    import attexp
+
+    for info in pkgutil.iter_modules(attexp.__path__, prefix="attexp."):
+        if info.ispkg:
+            importlib.import_module(info.name)

@@ -40,6 +40,7 @@ from attexp.io.artifacts import (
     now,
 )
 from attexp.io.files import read_json, write_json
+from attexp.io.records import RecordSchema
 from attexp.registry import JOBS
 from attexp.tracking import Tracker
 from attexp.utils import seed_everything
@@ -48,14 +49,15 @@ log = logging.getLogger("attexp")
 
 
 class Job:
-    """A stage. Subclasses set the schema of what they write and implement `run`.
+    """A stage. Subclasses declare the schema of what they write (`attexp.io.records`), the folder of the base
+    directory it goes to (`folder`: data, models, explanations, logs or visualizations) and implement `run`.
 
     `distributed = True` means `run` is called on every rank under torchrun (each does its share, see
     attexp.distributed); `finish` then runs on rank 0 once every rank is done (e.g. to merge shards).
     """
 
-    schema: ClassVar[str]
-    schema_version: ClassVar[int] = 1
+    schema: ClassVar[RecordSchema]
+    folder: ClassVar[str]
     distributed: ClassVar[bool] = False
 
     def run(self, config: Any, ctx: JobContext) -> None:
@@ -257,8 +259,8 @@ def _start_manifest(item: Prepared, job_cls: type[Job], resolved: dict, upstream
         manifest = read_json(item.out_dir / MANIFEST)
     else:
         manifest = new_manifest(
-            schema=job_cls.schema,
-            schema_version=job_cls.schema_version,
+            schema=job_cls.schema.name,
+            schema_version=job_cls.schema.version,
             stage=item.config.job,
             config=resolved,
             upstream=upstream,

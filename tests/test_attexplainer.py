@@ -283,7 +283,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_explainer_records_the_masking_order(key_classifier, tmp_path):
-    from attexp.explain.agent import AttExplainerConfig, AttExplainerExplainer
+    from attexp.distill.attexplainer.explainer import AttExplainerConfig, AttExplainerExplainer
 
     model, tokenizer = key_classifier
     agent = small_agent()

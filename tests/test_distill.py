@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attexp.distill.model import HEAD_SETTINGS, EmpiricalExplainerModel
-from attexp.distill.training import (
+from attexp.distill.empirical.model import HEAD_SETTINGS, EmpiricalExplainerModel
+from attexp.distill.empirical.training import (
     DistillSettings,
     distill,
     encode_records,

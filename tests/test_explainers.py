@@ -1,13 +1,12 @@
 """Properties every explainer promises, table-driven over the EXPLAINERS registry, plus what LIG promises.
 
-A new explainer enrols itself in the generic tests by registering (and being listed in
-`attexp.registry._MODULES`). If its config names an upstream job, add a builder for that artifact to
+A new explainer enrols itself in the generic tests by registering (its package's `__init__` imports
+its module). If its config names an upstream job, add a builder for that artifact to
 UPSTREAM_BUILDERS; if its defaults are slow on a tiny model, add cheaper settings to FAST_SETTINGS.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,20 +22,11 @@ from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import reduce_hidden
 from attexp.explain.gradient import LayerIntegratedGradientsExplainer, LIGConfig
 from attexp.models.inputs import Batch, structural_positions
-from attexp.registry import _MODULES, EXPLAINERS
+from attexp.registry import EXPLAINERS, load_all
 
 transformers.logging.set_verbosity_error()
 
-# Import every module that can register explainers (explain and distill families, not job modules) and
-# exists yet, so that all explainers written so far are tested.
-for _module in _MODULES:
-    if not _module.startswith(("attexp.explain.", "attexp.distill.")) or _module.endswith(".job"):
-        continue
-    try:
-        importlib.import_module(_module)
-    except ModuleNotFoundError as error:
-        if error.name is None or not _module.startswith(error.name):
-            raise
+load_all()  # every package registers its explainers when it is imported
 
 WORDS = "the a movie film plot actors was is were good great fun bad awful boring not very and but".split()
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
@@ -54,7 +44,7 @@ def tiny_bert(seed: int = 0, num_labels: int = 3):
 
 def build_empirical(model, tokenizer, folder: Path) -> Path:
     """A distill artifact holding an empirical explainer built from the classifier (untrained head)."""
-    from attexp.distill.model import EmpiricalExplainerModel
+    from attexp.distill.empirical.model import EmpiricalExplainerModel
 
     torch.manual_seed(1)
     explainer_model = EmpiricalExplainerModel.from_classifier(model, head="token", max_length=64)
@@ -349,7 +339,7 @@ def test_lig_errors_say_what_to_fix(model, tokenizer):
 
 
 def test_empirical_is_one_forward_of_the_distilled_model(model, tokenizer, tmp_path):
-    from attexp.distill.model import EmpiricalExplainerModel
+    from attexp.distill.empirical.model import EmpiricalExplainerModel
 
     explainer = make_explainer("empirical", model, tokenizer, tmp_path)
     batch = make_batch(tokenizer, TEXTS)

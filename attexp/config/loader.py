@@ -342,10 +342,10 @@ def _check_upstream(plan: Plan, located: list[tuple[str, Any]], base_dir: Path, 
 
 
 def _names_on_disk(base_dir: Path) -> list[str]:
-    from attexp.io.artifacts import MANIFEST, STAGE_FOLDERS
+    from attexp.io.artifacts import MANIFEST, stage_folders
 
     names = []
-    for folder in sorted(set(STAGE_FOLDERS.values())):
+    for folder in sorted(set(stage_folders().values())):
         root = Path(base_dir) / folder
         if root.is_dir():
             names += sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}"))

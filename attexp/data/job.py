@@ -20,6 +20,7 @@ from attexp.config.schema import ComponentConfig, JobConfig, Registered
 from attexp.data.sources import limit_rows, make_splits
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
+from attexp.io.records import DATASET
 from attexp.registry import JOBS, SOURCES
 from attexp.runner import Job, JobContext
 
@@ -59,7 +60,8 @@ class DownloadConfig(JobConfig):
 class DownloadJob(Job):
     """Fetch a labelled corpus and write train/validation/test JSON lines."""
 
-    schema = "attexp.dataset"
+    schema = DATASET
+    folder = "data"
 
     def run(self, config: DownloadConfig, ctx: JobContext) -> None:
         source = SOURCES.get(config.source.type).cls(config.source)

@@ -34,6 +34,7 @@ from attexp.evaluate import triggers as TR
 from attexp.evaluate.metrics import format_table
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
+from attexp.io.records import HEAD_PRUNING, TRIGGERS
 from attexp.models.encoder import Encoder
 from attexp.models.inputs import structural_ids, tokenize_rows
 from attexp.models.loading import load_classifier, resolve_device
@@ -132,7 +133,8 @@ def _attattr(config: _AnalysisConfig, model, tokenizer) -> AttentionAttribution:
 class HeadPruningJob(Job):
     """Head importance by Self-Attention Attribution vs Taylor vs random, as accuracy under head pruning."""
 
-    schema = "attexp.head_pruning"
+    schema = HEAD_PRUNING
+    folder = "logs"
 
     def run(self, config: HeadPruningConfig, ctx: JobContext) -> None:
         device, model, tokenizer = _setup(config, ctx)
@@ -252,7 +254,8 @@ class HeadPruningJob(Job):
 class TriggersJob(Job):
     """Adversarial triggers from Self-Attention Attribution patterns: accuracy per class before and after."""
 
-    schema = "attexp.triggers"
+    schema = TRIGGERS
+    folder = "logs"
 
     def run(self, config: TriggersConfig, ctx: JobContext) -> None:
         device, model, tokenizer = _setup(config, ctx)

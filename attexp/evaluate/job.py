@@ -43,6 +43,7 @@ from attexp.evaluate.metrics import floor_report, format_table, versus_floor
 from attexp.explain.baseline import random_scores
 from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
+from attexp.io.records import EVALUATION
 from attexp.models.inputs import structural_positions
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS, METRICS
@@ -85,7 +86,8 @@ class EvaluateConfig(JobConfig):
 class EvaluateJob(Job):
     """Score explanations (faithfulness to the model, agreement with a reference, prediction quality, cost)."""
 
-    schema = "attexp.evaluation"
+    schema = EVALUATION
+    folder = "logs"
 
     def run(self, config: EvaluateConfig, ctx: JobContext) -> None:
         metrics = [METRICS.get(m.type).cls(m) for m in config.metrics]

@@ -26,6 +26,7 @@ from pydantic import Field, SerializeAsAny
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.explain.batching import explain_rows
 from attexp.io.files import ResumableJsonlWriter, done_idx, merge_partials, read_jsonl
+from attexp.io.records import EXPLANATIONS
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import EXPLAINERS, JOBS
 from attexp.runner import Job, JobContext
@@ -55,7 +56,8 @@ class ExplainConfig(JobConfig):
 class ExplainJob(Job):
     """Explain a classifier's predictions on a dataset split."""
 
-    schema = "attexp.explanations"
+    schema = EXPLANATIONS
+    folder = "explanations"
     distributed = True
 
     def run(self, config: ExplainConfig, ctx: JobContext) -> None:

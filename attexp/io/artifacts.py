@@ -7,8 +7,9 @@ Layout::
                                      ...             the stage's data files
     <base>/<stage folder>/.<job name>.lock           held while a run writes the folder
 
-Stage folders: download -> data/, train and distill -> models/, explain -> explanations/,
-evaluate -> logs/, visualize -> visualizations/. A job is finished when its manifest says
+Each job declares its folder (`Job.folder`): download -> data/; train, distill and train_agent -> models/;
+explain -> explanations/; evaluate, head_pruning and triggers -> logs/; visualize, attribution_tree and
+layer_flow -> visualizations/. A job is finished when its manifest says
 `"status": "finished"`; downstream jobs read only finished artifacts.
 """
 
@@ -24,33 +25,28 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from attexp import registry
 from attexp.errors import AttexpError
 from attexp.io.files import read_json, read_jsonl
 
-STAGE_FOLDERS = {
-    "download": "data",
-    "train": "models",
-    "distill": "models",
-    "train_agent": "models",
-    "explain": "explanations",
-    "evaluate": "logs",
-    "visualize": "visualizations",
-    "head_pruning": "logs",
-    "triggers": "logs",
-    "attribution_tree": "visualizations",
-    "layer_flow": "visualizations",
-}
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
 _PACKAGES = ("attexp", "torch", "transformers", "tokenizers", "datasets", "captum", "pytorch-ignite", "numpy", "wandb")
 
 
+def stage_folders() -> dict[str, str]:
+    """Job type -> the folder of the base directory its artifacts go to, as each registered job declares it
+    (`Job.folder`: data/, models/, explanations/, logs/ or visualizations/)."""
+    registry.load_all()
+    return {entry.name: entry.cls.folder for entry in registry.JOBS.entries()}
+
+
 def job_dir(base: Path, stage: str, name: str) -> Path:
-    return Path(base) / STAGE_FOLDERS[stage] / name
+    return Path(base) / stage_folders()[stage] / name
 
 
 def lock_path(base: Path, stage: str, name: str) -> Path:
-    return Path(base) / STAGE_FOLDERS[stage] / f".{name}.lock"
+    return Path(base) / stage_folders()[stage] / f".{name}.lock"
 
 
 def config_hash(config: dict) -> str:
@@ -90,7 +86,7 @@ class Artifact:
 
 def find_artifact(base: Path, name: str) -> Artifact | None:
     """The artifact of job `name` in any stage folder of `base`, or None."""
-    for stage, folder in STAGE_FOLDERS.items():
+    for stage, folder in stage_folders().items():
         path = Path(base) / folder / name / MANIFEST
         if path.exists():
             manifest = read_json(path)

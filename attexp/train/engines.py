@@ -4,7 +4,7 @@ Following ignite's own examples, the loop is built from engine factories (`creat
 and one function, `fit`, that attaches every handler in one place: validation after each epoch, early stopping
 (`EarlyStopping`), the best model by validation score (`Checkpoint`), a resumable checkpoint of the whole
 training state each epoch, a tqdm progress bar (`ProgressBar`) and the caller's per-epoch callback. The train
-stage (`fine_tune`) and the distill stage (`attexp.distill.training.distill`) differ only in the loss, the
+stage (`fine_tune`) and the distill stage (`attexp.distill.empirical.training.distill`) differ only in the loss, the
 evaluator and the score they select on.
 
 Resuming: every epoch the trainer, model, optimizer, scheduler, early-stopping and best-checkpoint state,

@@ -16,6 +16,7 @@ from pydantic import Field, SerializeAsAny
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.io.files import write_jsonl
+from attexp.io.records import CLASSIFIER
 from attexp.models.loading import resolve_device
 from attexp.registry import JOBS, MODELS
 from attexp.runner import Job, JobContext
@@ -46,7 +47,8 @@ class TrainConfig(JobConfig):
 class TrainJob(Job):
     """Fine-tune a classifier (ignite; early stopping on validation weighted F1)."""
 
-    schema = "attexp.classifier"
+    schema = CLASSIFIER
+    folder = "models"
 
     def run(self, config: TrainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)

@@ -29,6 +29,7 @@ from attexp.evaluate.heads import Batches
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.bottleneck import IBAConfig
 from attexp.io.files import write_jsonl
+from attexp.io.records import ATTRIBUTION_TREE, LAYER_FLOW
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
@@ -133,7 +134,8 @@ def _pages(ctx: JobContext, template: str, items: list[dict], title: str, notes:
 class AttributionTreeJob(Job):
     """Attribution trees (Hao et al. 2021) of chosen instances, as JSON edges and SVG pages."""
 
-    schema = "attexp.attribution_tree"
+    schema = ATTRIBUTION_TREE
+    folder = "visualizations"
 
     def run(self, config: AttributionTreeConfig, ctx: JobContext) -> None:
         model, tokenizer, batches, label_names = _load(config, ctx)
@@ -176,7 +178,8 @@ class AttributionTreeJob(Job):
 class LayerFlowJob(Job):
     """IBA's information flow: a bottleneck after each layer in turn, as a layer x token heatmap."""
 
-    schema = "attexp.layer_flow"
+    schema = LAYER_FLOW
+    folder = "visualizations"
 
     def run(self, config: LayerFlowConfig, ctx: JobContext) -> None:
         model, tokenizer, batches, label_names = _load(config, ctx)

@@ -18,6 +18,7 @@ from pydantic import Field
 from attexp.config.schema import JobConfig, Upstream
 from attexp.errors import AttexpError
 from attexp.io.files import read_json
+from attexp.io.records import VISUALIZATION
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
 from attexp.visualize.html import Run, render_report, render_summary
@@ -45,7 +46,8 @@ class VisualizeConfig(JobConfig):
 class VisualizeJob(Job):
     """Render HTML heatmaps of several explanation files side by side, and a summary of an evaluation."""
 
-    schema = "attexp.visualization"
+    schema = VISUALIZATION
+    folder = "visualizations"
 
     def run(self, config: VisualizeConfig, ctx: JobContext) -> None:
         runs = []

@@ -34,8 +34,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from attexp.config.schema import StrictModel
-from attexp.distill.attexplainer.env import GameSettings, Observation, Step
 from attexp.distill.attexplainer.features import feature_size
+from attexp.distill.attexplainer.game import GameSettings, Observation, Step
 from attexp.distill.attexplainer.replay import PrioritizedReplay, Transition
 from attexp.errors import AttexpError
 from attexp.io.files import read_json, write_json

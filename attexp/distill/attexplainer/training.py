@@ -26,7 +26,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
 from attexp.distill.attexplainer.agent import Agent
-from attexp.distill.attexplainer.env import MaskingGame, Victim
+from attexp.distill.attexplainer.game import MaskingGame, Victim
 from attexp.models.inputs import pad_features, pad_id, structural_positions
 
 log = logging.getLogger(__name__)

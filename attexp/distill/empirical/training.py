@@ -23,7 +23,7 @@ from ignite.utils import manual_seed
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from attexp.distill.model import EmpiricalExplainerModel
+from attexp.distill.empirical.model import EmpiricalExplainerModel
 from attexp.errors import AttexpError
 from attexp.train.engines import create_optimizer, create_trainer, fit, make_loader, model_inputs, to_device
 

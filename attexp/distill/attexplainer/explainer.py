@@ -4,7 +4,7 @@ AttExplainer (Niu et al., 2022, "AttExplainer: Explain Transformer via Attention
 IJCAI; code niuzaisheng/AttExplainer) explains a prediction by the tokens an RL agent masks, one at a time,
 watching only the classifier's attention, until the explained class's probability has dropped by the done
 threshold (task `explain`) or the prediction has flipped (task `attack`). The agent is trained by a
-train_agent job (`attexp.distill.agent_job`); here it plays greedily on the explain stage's batches.
+train_agent job (`attexp.distill.attexplainer.job`); here it plays greedily on the explain stage's batches.
 
 Scores: the tokens masked when the game ends, by masking order: the first masked gets 1, the k-th of k gets
 1/k; every other token (specials, padding, tokens never masked or put back) gets exactly 0. So the masked
@@ -26,6 +26,9 @@ import torch
 from pydantic import Field
 
 from attexp.config.schema import Upstream
+from attexp.distill.attexplainer.agent import Agent
+from attexp.distill.attexplainer.game import MaskingGame, Victim
+from attexp.distill.attexplainer.training import mask_token_id, play
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
@@ -59,10 +62,6 @@ class AttExplainerExplainer(Explainer):
         self, config: AttExplainerConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]
     ) -> None:
         super().__init__(config, model, tokenizer, upstream)
-        # imported here so that registering explainers does not import the training code
-        from attexp.distill.attexplainer import Agent, Victim
-        from attexp.distill.attexplainer.training import mask_token_id
-
         self.agent = Agent.load(self.upstream_dir(config.agent, "agent") / "agent", device=self.device)
         overrides = {k: getattr(config, k) for k in ("max_steps", "done_threshold", "task")}
         self.game_settings = self.agent.game.model_copy(update={k: v for k, v in overrides.items() if v is not None})
@@ -73,8 +72,6 @@ class AttExplainerExplainer(Explainer):
         self.mask_token_id = mask_token_id(tokenizer)
 
     def explain(self, batch: Batch) -> Explanation:
-        from attexp.distill.attexplainer import MaskingGame, play
-
         allowed = ~structural_positions(batch.input_ids, batch.attention_mask, self.tokenizer)
         game = MaskingGame(
             self.victim,

@@ -24,10 +24,12 @@ import numpy as np
 from pydantic import Field
 
 from attexp.config.schema import JobConfig, Upstream
-from attexp.distill.attexplainer import Agent, AgentSettings, GameSettings, TrainSettings, Victim, train
-from attexp.distill.attexplainer.training import mask_token_id
+from attexp.distill.attexplainer.agent import Agent, AgentSettings
+from attexp.distill.attexplainer.game import GameSettings, Victim
+from attexp.distill.attexplainer.training import TrainSettings, mask_token_id, train
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
+from attexp.io.records import ATTEXPLAINER_AGENT
 from attexp.models.inputs import tokenize_rows
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
@@ -64,7 +66,8 @@ class TrainAgentConfig(JobConfig):
 class TrainAgentJob(Job):
     """Train an AttExplainer DQN agent (explain or attack) on a classifier's masking games."""
 
-    schema = "attexp.attexplainer_agent"
+    schema = ATTEXPLAINER_AGENT
+    folder = "models"
 
     def run(self, config: TrainAgentConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import torch
 
 from attexp.config.schema import Upstream
+from attexp.distill.empirical.model import EmpiricalExplainerModel
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
@@ -47,9 +48,6 @@ class EmpiricalExplainer(Explainer):
         self, config: EmpiricalConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]
     ) -> None:
         super().__init__(config, model, tokenizer, upstream)
-        # imported here so that registering explainers does not import the distill stage's training code
-        from attexp.distill.model import EmpiricalExplainerModel
-
         folder = self.upstream_dir(config.model, "model") / "model"
         self.explainer_model = EmpiricalExplainerModel.from_pretrained(folder, device=self.device)
         self.explainer_model.eval()

@@ -20,9 +20,10 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from attexp.config.schema import JobConfig, Upstream
-from attexp.distill.training import DistillSettings, distill
+from attexp.distill.empirical.training import DistillSettings, distill
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
+from attexp.io.records import EMPIRICAL_EXPLAINER
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
@@ -53,7 +54,8 @@ class DistillConfig(JobConfig):
 class DistillJob(Job):
     """Train an empirical explainer on explanation records."""
 
-    schema = "attexp.empirical_explainer"
+    schema = EMPIRICAL_EXPLAINER
+    folder = "models"
 
     def run(self, config: DistillConfig, ctx: JobContext) -> None:
         train_art, val_art = ctx.upstream(config.train), ctx.upstream(config.validation)

@@ -1,0 +1,68 @@
+"""The training settings shared by every trained thing: the classifier (train stage), the empirical explainer
+(distill stage) and the AttExplainer agent (train_agent job).
+
+Each field is declared once, here, with its default and its bounds. A job config inherits the settings of what
+it trains (`TrainConfig(ClassifierSettings, JobConfig)`), so the config a user writes is validated by these
+declarations, and the job passes its config straight to the training loop: nothing is copied field by field.
+
+- `LoopSettings`: what every training loop reads (batch size, seed, progress bar);
+- `TrainSettings`: gradient-descent epochs with AdamW, linear warmup and decay, gradient clipping and early
+  stopping (the classifier and the empirical explainer);
+- `ClassifierSettings`: + the batch size of evaluation passes;
+- `DistillSettings`: + the empirical explainer's head (5 epochs by default, as emp-exp trains);
+- `AgentTrainSettings`: the agent's game batches, time budget, checkpoint and log intervals.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from attexp.config.schema import StrictModel
+
+
+class LoopSettings(StrictModel):
+    """batch_size: instances per step; seed: the run's seed; progress: draw a progress bar."""
+
+    batch_size: int = Field(32, ge=1)
+    seed: int = 42
+    progress: bool = True
+
+
+class TrainSettings(LoopSettings):
+    """Fine-tuning hyperparameters (AdamW with linear warmup and decay, gradient clipping, early stopping)."""
+
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    patience: int = Field(2, ge=1, description="epochs without a validation gain before stopping")
+    max_length: int = Field(128, ge=8)
+
+
+class ClassifierSettings(TrainSettings):
+    """Fine-tuning a classifier: early stopping on validation weighted F1; `eval_batch_size` rows per
+    evaluation pass."""
+
+    eval_batch_size: int = Field(64, ge=1)
+
+
+class DistillSettings(TrainSettings):
+    """Training an empirical explainer: early stopping on validation MSE. head: `token` (a per-token regression
+    head) or `flat` (emp-exp's decoder over the padded max_length x hidden states, for parity)."""
+
+    head: Literal["token", "flat"] = "token"
+    epochs: int = Field(5, ge=1)
+
+
+class AgentTrainSettings(LoopSettings):
+    """Training an AttExplainer agent: `batch_size` instances per game batch, at most `episodes` batches and
+    `max_seconds` of training (None: no limit; counted over resumes), a checkpoint every `checkpoint_every` and a
+    log line every `log_every` batches."""
+
+    episodes: int = Field(1000, ge=1)
+    max_seconds: float | None = Field(None, gt=0)
+    checkpoint_every: int = Field(20, ge=1)
+    log_every: int = Field(10, ge=1)
