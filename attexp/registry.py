@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from attexp.errors import ConfigError, did_you_mean
@@ -79,12 +81,27 @@ METRICS: Registry[Any] = Registry("metric")
 SOURCES: Registry[Any] = Registry("data source")
 MODELS: Registry[Any] = Registry("model source")
 
+# job type -> fn(config, ctx) that draws the pages of that job's artifact into its folder. The runner calls it
+# after the job's `run`, before the job is marked finished. The visualize stage registers these, so that a job
+# of a lower stage (e.g. an analysis that writes records) gets its pages without importing the renderer.
+RENDERERS: dict[str, Callable[[Any, Any], None]] = {}
+
+
+def renders(job: str) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]:
+    """Function decorator: register `fn(config, ctx)` as the page renderer of job type `job`."""
+
+    def wrap(fn: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        if job in RENDERERS and RENDERERS[job] is not fn:
+            raise ValueError(f"job {job!r} has two page renderers: {RENDERERS[job]} and {fn}")
+        RENDERERS[job] = fn
+        return fn
+
+    return wrap
+
 
 def load_all() -> None:
     """Import every package of attexp (idempotent): a package registers its components when it is imported
     (its `__init__` imports the modules that register), so no list of modules is kept by hand."""
-    import attexp
-
-    for info in pkgutil.iter_modules(attexp.__path__, prefix="attexp."):
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)], prefix="attexp."):
         if info.ispkg:
             importlib.import_module(info.name)

@@ -41,7 +41,7 @@ from attexp.io.artifacts import (
 )
 from attexp.io.files import read_json, write_json
 from attexp.io.records import RecordSchema
-from attexp.registry import JOBS
+from attexp.registry import JOBS, RENDERERS
 from attexp.tracking import Tracker
 from attexp.utils import seed_everything
 
@@ -222,6 +222,9 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
         dist.barrier()  # every rank's share is on disk
         if main:
             job_cls.finish(cfg, ctx)
+            render = RENDERERS.get(cfg.job)
+            if render is not None:  # pages of a job that writes records (registered by the visualize stage)
+                render(cfg, ctx)
             manifest.update(ctx.manifest_extra)
             manifest["counts"] = {**manifest.get("counts", {}), **ctx.counts}
             manifest["seconds"] = round((manifest.get("seconds") or 0) + time.perf_counter() - started, 3)

@@ -5,7 +5,7 @@
    (length-sorted groups of the largest size, each cut into batches of every size; prefix caching, 64 rows per
    forward; batch 1 is how the official code YRdddream/attattr runs), checked to agree.
 2. An accuracy pass over --eval-instances sentences with half of the heads masked by the forward pre-hook on
-   the attention output projections (`attexp.evaluate.heads.head_mask`) vs the plain model: the hooks' cost.
+   the attention output projections (`attexp.analyze.heads.head_mask`) vs the plain model: the hooks' cost.
 
 Variants are interleaved batch by batch (order rotating) so load from other processes hits both alike.
 
@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from attexp.evaluate import heads as H  # noqa: E402
+from attexp.analyze import heads as H  # noqa: E402
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
 from attexp.models.encoder import Encoder  # noqa: E402

@@ -32,6 +32,7 @@ from attexp.distill.attexplainer import (
 )
 from attexp.io.artifacts import MANIFEST, new_manifest
 from attexp.io.files import read_json, read_jsonl, write_json, write_jsonl
+from attexp.io.records import CLASSIFIER, DATASET
 from attexp.models.inputs import Batch, structural_positions, tokenize_rows
 
 FILLER = "the a movie film plot actors was is were very and but this that it".split()
@@ -364,7 +365,8 @@ def finished_artifact(base: Path, stage_folder: str, stage: str, name: str) -> P
     folder.mkdir(parents=True, exist_ok=True)
     config = {"job": stage, "name": name, "seed": 0}
     write_json(folder / "config.json", config)
-    manifest = new_manifest(schema="test", schema_version=1, stage=stage, config=config, upstream={})
+    schema = {"download": DATASET, "train": CLASSIFIER}[stage]
+    manifest = new_manifest(schema=schema.name, schema_version=schema.version, stage=stage, config=config, upstream={})
     write_json(folder / MANIFEST, {**manifest, "status": "finished"})
     return folder
 

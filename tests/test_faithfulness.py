@@ -588,7 +588,7 @@ def test_versus_floor_paired_one_sided_in_the_better_direction():
 
 
 def test_plot_labels_drop_the_shared_parts_of_job_names():
-    from attexp.evaluate.plots import short_names
+    from attexp.plots import short_names
 
     names = ["rt.explain.lig1.minilm.test", "rt.explain.lig.minilm.test", "rt.explain.empirical.minilm.test"]
     assert short_names([*names, "random-floor"]) == {

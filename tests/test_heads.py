@@ -1,4 +1,4 @@
-"""Head importance and head pruning without `head_mask` (attexp.evaluate.heads) and the `head_pruning` job.
+"""Head importance and head pruning without `head_mask` (attexp.analyze.heads) and the `head_pruning` job.
 
 The head mask is a forward pre-hook on each layer's attention output projection; masking every head of a layer
 must equal a hand computation in which that layer's attention output is the projection's bias alone, and no
@@ -15,8 +15,8 @@ import pytest
 import torch
 from tiny import make_batch, tiny_bert, word_tokenizer
 
+from attexp.analyze import heads as H
 from attexp.errors import AttexpError
-from attexp.evaluate import heads as H
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.io.artifacts import config_hash
 from attexp.models.encoder import Encoder

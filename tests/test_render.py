@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from attexp.evaluate.plots import cost_plots, curve_plots
+from attexp.plots import cost_plots, curve_plots
 from attexp.visualize.html import Run, render_report, render_summary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -178,6 +178,7 @@ def test_attribution_tree_and_layer_flow_pages_render(tmp_path):
     """The attribution tree (inline SVG) and the IBA layer x token heatmap, as a reader sees them."""
     import numpy as np
 
+    from attexp.analyze.trees import build_tree
     from attexp.visualize import flow, tree
     from attexp.visualize.html import render_page
 
@@ -186,7 +187,7 @@ def test_attribution_tree_and_layer_flow_pages_render(tmp_path):
     maps[2, 3, 4] = 3.0
     maps[1, 3, 1], maps[1, 3, 2], maps[1, 3, 4] = 1.0, 0.6, 0.8
     maps[0, 2, 5], maps[0, 4, 0] = 1.0, 0.7
-    built = tree.build_tree(maps)
+    built = build_tree(maps)
     context = {"idx": 7, "tokens": tokens, "label": "1", "prediction": "1", "target": "1", "previous": None}
     context.update(section=tree.section(built, tokens, 0.4), next=None)
     page = render_page("tree.html.j2", tmp_path / "tree.html", context).resolve()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from test_heads import make_base
 
-from attexp.visualize import tree as T
+from attexp.analyze import trees as T
+from attexp.visualize import tree as drawing
 from attexp.visualize.html import render_page
 
 EVIL = "<img src=x onerror=alert(1)>"
@@ -81,7 +82,7 @@ def test_svg_page_escapes_tokens(tmp_path):
             "label": "1",
             "prediction": "1",
             "target": "1",
-            "section": T.section(tree, tokens, 0.4),
+            "section": drawing.section(tree, tokens, 0.4),
             "previous": None,
             "next": None,
         },
@@ -181,8 +182,8 @@ def test_layer_flow_matches_the_iba_explainer_at_each_layer(tmp_path):
     import torch
     from tiny import make_batch, tiny_bert, word_tokenizer
 
+    from attexp.analyze.flow import layer_flow
     from attexp.explain.bottleneck import IBAConfig, InformationBottleneck
-    from attexp.visualize.flow import layer_flow
 
     tokenizer = word_tokenizer(["good", "bad", "movie"])
     model = tiny_bert(len(tokenizer), num_labels=2, layers=3)

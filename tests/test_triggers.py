@@ -1,4 +1,4 @@
-"""Adversarial triggers from attribution patterns (attexp.evaluate.triggers) and the `triggers` job.
+"""Adversarial triggers from attribution patterns (attexp.analyze.triggers) and the `triggers` job.
 
 Pattern extraction, trigger positions and insertion are checked against hand-derived answers (the official
 code's relative positions and rounding); the job runs end to end on a tiny BERT saved as a train artifact.
@@ -13,7 +13,7 @@ import torch
 from test_heads import WORDS, make_base
 from tiny import word_tokenizer
 
-from attexp.evaluate import triggers as TR
+from attexp.analyze import triggers as TR
 from attexp.models.inputs import structural_ids
 
 CLS, SEP, PAD = 2, 3, 0

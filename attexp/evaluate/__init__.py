@@ -1,6 +1,7 @@
-"""The evaluate stage: metrics of explanation records and the job that scores explanation files.
+"""The evaluate stage: metrics of explanation records (the Metric base in `base`; `agreement`, `faithfulness`,
+`masking`) and the job that scores explanation files (`job`).
 
-Importing the package registers its metrics and jobs.
+Importing the package registers its metrics and the evaluate job.
 """
 
-from attexp.evaluate import analysis_job, faithfulness, job, masking, metrics  # noqa: F401  (registers)
+from attexp.evaluate import faithfulness, job, masking, metrics  # noqa: F401  (registers)

@@ -39,11 +39,11 @@ from pydantic import Field, SerializeAsAny, model_validator
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.errors import AttexpError
 from attexp.evaluate.faithfulness import ModelScorer
-from attexp.evaluate.metrics import floor_report, format_table, versus_floor
+from attexp.evaluate.metrics import direction, floor_report, format_table, versus_floor
 from attexp.explain.baseline import random_scores
 from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
-from attexp.io.records import EVALUATION
+from attexp.io.records import EVALUATION, EXPLANATIONS
 from attexp.models.inputs import structural_positions
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS, METRICS
@@ -92,7 +92,7 @@ class EvaluateJob(Job):
     def run(self, config: EvaluateConfig, ctx: JobContext) -> None:
         metrics = [METRICS.get(m.type).cls(m) for m in config.metrics]
         reference = (
-            ctx.upstream(config.reference).records("records.jsonl", EXPLANATION_FIELDS) if config.reference else None
+            ctx.upstream(config.reference).read(EXPLANATIONS, required=EXPLANATION_FIELDS) if config.reference else None
         )
         artifacts = {name: ctx.upstream(name) for name in config.explanations}
         scorer, model_name = None, None
@@ -105,7 +105,7 @@ class EvaluateJob(Job):
         runs: list[tuple[str, str | None, list[dict]]] = []
         for name, artifact in artifacts.items():
             explainer = (artifact.manifest.get("explainer") or {}).get("type")
-            runs.append((name, explainer, artifact.records("records.jsonl", EXPLANATION_FIELDS)))
+            runs.append((name, explainer, artifact.read(EXPLANATIONS, required=EXPLANATION_FIELDS)))
         if config.random_floor and not any(explainer == "random" for _, explainer, _ in runs):
             uses = any(getattr(metric, "uses_attributions", True) for metric in metrics)
             if uses:
@@ -163,7 +163,11 @@ class EvaluateJob(Job):
                 "reference": config.reference,
                 "model": model_name,
                 "results": summary,
-                "table": {"columns": columns, "rows": [[r.get(c) for c in columns] for r in rows]},
+                "table": {
+                    "columns": columns,
+                    "rows": [[r.get(c) for c in columns] for r in rows],
+                    "directions": [direction(c) for c in columns],
+                },
                 "curves": curves,
                 "random_floor": {"name": floor, "versus": versus} if floor else None,
                 "evaluation_cost": cost,
@@ -269,7 +273,7 @@ def _tokenizer_of(artifact: Artifact, ctx: JobContext) -> Any:
 
 def _plots(rows: list[dict], curves: dict[str, dict], ctx: JobContext) -> list[str]:
     """Write the plots under plots/; returns their paths relative to the job folder."""
-    from attexp.evaluate import plots  # matplotlib is imported only when plotting
+    from attexp import plots
 
     folder = ctx.path("plots")
     written = plots.curve_plots(curves, folder, {row["explanations"]: row["explainer"] for row in rows})

@@ -26,7 +26,7 @@ from pydantic import Field, SerializeAsAny
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.explain.batching import explain_rows
 from attexp.io.files import ResumableJsonlWriter, done_idx, merge_partials, read_jsonl
-from attexp.io.records import EXPLANATIONS
+from attexp.io.records import DATASET, EXPLANATIONS
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import EXPLAINERS, JOBS
 from attexp.runner import Job, JobContext
@@ -62,7 +62,7 @@ class ExplainJob(Job):
 
     def run(self, config: ExplainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
-        rows = data.records(f"{config.split}.jsonl", required=("idx", "text", "label"))
+        rows = data.read(DATASET, f"{config.split}.jsonl")
         if config.limit is not None:
             rows = rows[: config.limit]
         device = resolve_device(config.device)

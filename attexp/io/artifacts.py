@@ -18,8 +18,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import platform
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +30,9 @@ from typing import Any
 from attexp import registry
 from attexp.errors import AttexpError
 from attexp.io.files import read_json, read_jsonl
+from attexp.io.records import RecordSchema
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
 _PACKAGES = ("attexp", "torch", "transformers", "tokenizers", "datasets", "captum", "pytorch-ignite", "numpy", "wandb")
@@ -72,8 +76,15 @@ class Artifact:
     def config(self) -> dict:
         return read_json(self.dir / CONFIG)
 
-    def records(self, filename: str, required: tuple[str, ...] = ()) -> list[dict]:
-        return read_jsonl(self.dir / filename, required)
+    def read(self, schema: RecordSchema, file: str | None = None, required: Sequence[str] | None = None) -> list[dict]:
+        """The records of `file` (default: the schema's first file), after checking that the manifest declares
+        `schema` at a version this code reads. `required`: the fields the reader needs (default: all the
+        schema requires)."""
+        version = schema.check(self.manifest, str(self.dir / MANIFEST))
+        path = self.dir / (file or schema.files[0])
+        records = read_jsonl(path, schema.required if required is None else required)
+        log.info("read %d records of %s version %d from %s", len(records), schema.name, version, path)
+        return records
 
     def require_finished(self) -> Artifact:
         if not self.finished:

@@ -52,8 +52,14 @@ class RecordSchema:
         return {"name": self.name, "version": self.version}
 
     def check(self, manifest: Mapping[str, Any], where: str) -> int:
-        """The schema version `manifest` declares; an error if it is another schema or a newer version."""
+        """The schema version `manifest` declares; an error if it is another schema or a newer version.
+
+        A manifest that declares no schema at all (written by hand, or by a tool that only knows the record
+        format) is read as the current version.
+        """
         declared = manifest.get("schema") or {}
+        if not declared:
+            return self.version
         name, version = declared.get("name"), declared.get("version")
         if name != self.name:
             raise AttexpError(

@@ -16,7 +16,7 @@ from pydantic import Field, SerializeAsAny
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.io.files import write_jsonl
-from attexp.io.records import CLASSIFIER
+from attexp.io.records import CLASSIFIER, DATASET
 from attexp.models.loading import resolve_device
 from attexp.registry import JOBS, MODELS
 from attexp.runner import Job, JobContext
@@ -52,9 +52,7 @@ class TrainJob(Job):
 
     def run(self, config: TrainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
-        splits = {
-            s: data.records(f"{s}.jsonl", required=("idx", "text", "label")) for s in ("train", "validation", "test")
-        }
+        splits = {s: data.read(DATASET, f"{s}.jsonl") for s in ("train", "validation", "test")}
         label_names = data.manifest["label_names"]
         device = resolve_device(config.device)
         source = MODELS.get(config.model.type).cls(config.model)

@@ -1,65 +1,34 @@
-"""IBA's per-layer view: the information flow through the layers as a layer x token heatmap (Jiang, Tang, Xin &
-Lin 2020, "Inserting Information Bottlenecks for Attribution in Transformers", Findings of EMNLP, Sec. 4 and
-their per-layer figures; code bazingagin/IBA).
-
-Why: one bottleneck shows which tokens a single layer needs; a bottleneck after each layer in turn shows where
-in the network each token's information is still needed for the prediction, e.g. that the sentiment words
-keep their information up to the top while function words lose it early. Each layer's row is the token scores
-of the `iba` explainer (`attexp.explain.bottleneck`, unchanged) with its bottleneck after that layer: the
-per-token capacity, min-max normalised within the row (`scores`), and the raw capacity in nats (`capacity`,
-comparable across layers).
+"""Drawing IBA's per-layer view (Jiang, Tang, Xin & Lin 2020, "Inserting Information Bottlenecks for Attribution in
+Transformers", Findings of EMNLP, Sec. 4): a layer x token heatmap of a layer_flow record (`flow.jsonl`, made by
+`attexp.analyze.flow`), as a PNG and as an HTML table. Layers are rows, the last on top; each row is that
+layer's per-token scores (min-max normalised capacity) or capacities in nats.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
-
-from attexp.explain.bottleneck import IBAConfig, InformationBottleneck
-from attexp.models.encoder import Encoder
-from attexp.models.inputs import Batch
-
-
-def layer_flow(
-    model: torch.nn.Module, tokenizer: Any, batch: Batch, settings: IBAConfig, upstream: Mapping[str, Path]
-) -> tuple[Tensor, Tensor]:
-    """Per-layer IBA of `batch`: scores and capacities, both [B, L, T] (0 at padding).
-
-    `settings.layer` is ignored: layer l of the result has its bottleneck after layer l, l = 0..L-1.
-    """
-    layers = Encoder(model).num_layers
-    scores, capacity = [], []
-    for layer in range(layers):
-        explainer = InformationBottleneck(settings.model_copy(update={"layer": layer}), model, tokenizer, upstream)
-        with torch.enable_grad():
-            explanation = explainer.explain(batch)
-        scores.append(explanation.attributions.detach())  # [B, T]
-        capacity.append(explanation.extras["capacity"].detach())  # [B, T]
-    return torch.stack(scores, dim=1), torch.stack(capacity, dim=1)
 
 
 def flow_plot(values: np.ndarray, tokens: list[str], path: Path, title: str, label: str) -> Path:
     """A PNG heatmap of `values` [L, T]: layers as rows (the last on top), tokens as columns."""
     from matplotlib.figure import Figure
 
-    from attexp.evaluate.plots import _label, _save
+    from attexp.plots import figure_text, save_figure
 
     layers, width = values.shape
     fig = Figure(figsize=(max(4.0, 0.45 * width + 1.5), 0.45 * layers + 1.6))
     ax = fig.subplots()
     image = ax.imshow(values[::-1], aspect="auto", cmap="Reds", vmin=0)
-    ax.set_xticks(range(width), [_label(t) for t in tokens], rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(range(width), [figure_text(t) for t in tokens], rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(layers), [str(layers - 1 - k) for k in range(layers)])
     ax.set_ylabel("bottleneck after layer")
-    ax.set_title(_label(title), fontsize=9)
-    fig.colorbar(image, ax=ax, label=_label(label), fraction=0.03)
-    return _save(fig, path)
+    ax.set_title(figure_text(title), fontsize=9)
+    fig.colorbar(image, ax=ax, label=figure_text(label), fraction=0.03)
+    return save_figure(fig, path)
 
 
 def heatmap_cells(values: np.ndarray) -> list[list[dict[str, Any]]]:

@@ -32,13 +32,10 @@ import jinja2
 import numpy as np
 
 from attexp.errors import AttexpError
-from attexp.evaluate.metrics import direction
 from attexp.io.files import atomic_write_text
+from attexp.io.records import PAD_TOKENS, STRUCTURAL_TOKENS
 
 TEMPLATES = Path(__file__).parent / "templates"
-PAD_TOKENS = frozenset({"[PAD]", "<pad>"})
-# Tokens left out of the text preview on the index page (they are shown on the instance pages).
-SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "<s>", "</s>", "<cls>", "<sep>"}) | PAD_TOKENS
 POSITIVE_RGB = (215, 48, 39)  # red
 NEGATIVE_RGB = (33, 102, 172)  # blue
 PREVIEW_CHARS = 90
@@ -75,7 +72,7 @@ def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> tuple[li
     summed: list[float] = []
     pieces: list[list[str]] = []
     for token, score in zip(tokens, scores, strict=True):
-        if token.startswith("##") and len(token) > 2 and words and words[-1] not in SPECIAL_TOKENS:
+        if token.startswith("##") and len(token) > 2 and words and words[-1] not in STRUCTURAL_TOKENS:
             words[-1] += token[2:]
             summed[-1] += float(score)
             pieces[-1].append(token)
@@ -152,7 +149,7 @@ def render_report(
         page = out_dir / "instances" / f"{idx}.html"
         context = {
             "idx": idx,
-            "label": _class(by_run[0][idx].get("label"), label_names),
+            "label": class_name(by_run[0][idx].get("label"), label_names),
             "rows": [
                 _row(run, records[idx], merge_subwords, label_names) for run, records in zip(runs, by_run, strict=True)
             ],
@@ -170,10 +167,10 @@ def render_report(
     instances = [
         {
             "idx": idx,
-            "label": _class(first[idx].get("label"), label_names),
-            "prediction": _class(_argmax(first[idx].get("predictions")), label_names),
+            "label": class_name(first[idx].get("label"), label_names),
+            "prediction": class_name(_argmax(first[idx].get("predictions")), label_names),
             "agree": len({_argmax(records[idx].get("predictions")) for records in by_run}) == 1,
-            "preview": _preview(first[idx].get("tokens", [])),
+            "preview": preview(first[idx].get("tokens", [])),
             "href": f"instances/{idx}.html",
         }
         for idx in common
@@ -221,6 +218,7 @@ def render_summary(
     index_href: str | None = "index.html",
     notes: Sequence[str] = (),
     floor: dict[str, Any] | None = None,
+    directions: Sequence[str] | None = None,
 ) -> Path:
     """Write `summary.html`: the metric table (sortable), the comparison with the random floor, the plots and
     the colour legend.
@@ -228,7 +226,9 @@ def render_summary(
     columns / rows: the evaluation table (as in the evaluate stage's metrics.json `table`); plots: (name, PNG
     bytes) pairs, embedded as data: URIs so the page stays one self-contained file; notes: plain-text lines
     shown under the title (e.g. the reference and the model); floor: metrics.json `random_floor`
-    ({"name", "versus": {file: {column: {"delta", "p_value", "n", "beats"}}}}). Returns the page's path.
+    ({"name", "versus": {file: {column: {"delta", "p_value", "n", "beats"}}}}); directions: per column, which
+    way is better, "higher", "lower" or "" (metrics.json `table.directions`, written by the evaluate stage; an
+    arrow marks the header). Returns the page's path.
     """
     if not columns:
         raise AttexpError("render_summary: no columns; pass the evaluation table's columns.")
@@ -240,7 +240,12 @@ def render_summary(
                 f"by the evaluate stage (metrics.json `table`)."
             )
         body.append([_cell(value) for value in row])
-    heads = [{"name": c, "direction": direction(c), "numeric": _numeric_column(rows, i)} for i, c in enumerate(columns)]
+    directions = list(directions) if directions is not None else [""] * len(columns)
+    if len(directions) != len(columns):
+        raise AttexpError(f"render_summary: {len(directions)} directions for {len(columns)} columns.")
+    heads = [
+        {"name": c, "direction": directions[i], "numeric": _numeric_column(rows, i)} for i, c in enumerate(columns)
+    ]
     images = [
         {"name": name, "src": "data:image/png;base64," + base64.b64encode(data).decode("ascii")} for name, data in plots
     ]
@@ -328,9 +333,9 @@ def _row(run: Run, record: dict, merge_subwords: bool, label_names: Sequence[str
     return {
         "name": run.name,
         "explainer": run.explainer,
-        "prediction": _class(predicted, label_names),
+        "prediction": class_name(predicted, label_names),
         "probability": float(probabilities[predicted]) if predicted is not None else None,
-        "target": _class(record.get("target"), label_names),
+        "target": class_name(record.get("target"), label_names),
         "seconds": record.get("seconds"),
         "forward_passes": record.get("forward_passes"),
         "backward_passes": record.get("backward_passes"),
@@ -343,7 +348,7 @@ def _argmax(probabilities: Sequence[float] | None) -> int | None:
     return int(np.argmax(probabilities)) if probabilities else None
 
 
-def _class(label: int | None, label_names: Sequence[str] | None) -> str:
+def class_name(label: int | None, label_names: Sequence[str] | None) -> str:
     """'1 (positive)' with names, '1' without, '—' when unknown."""
     if label is None:
         return "—"
@@ -352,8 +357,8 @@ def _class(label: int | None, label_names: Sequence[str] | None) -> str:
     return str(label)
 
 
-def _preview(tokens: Sequence[str]) -> str:
-    kept = [t for t in tokens if t not in SPECIAL_TOKENS]
+def preview(tokens: Sequence[str]) -> str:
+    kept = [t for t in tokens if t not in STRUCTURAL_TOKENS]
     words, _, _ = merge_wordpieces(kept, [0.0] * len(kept))
     text = " ".join(words)
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"

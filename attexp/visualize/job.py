@@ -3,7 +3,7 @@
 Output (`visualizations/<name>/`): `index.html` (instances and each explainer's cost),
 `instances/<idx>.html` (one heatmap row per explanation file, joined by idx, with label, prediction,
 explainer name and cost; with `trees` / `layer_flow` also that idx's attribution tree and IBA layer x token
-heatmap, from those visualize-stage jobs, see attexp.visualize.analysis_job) and, when `evaluation` names an
+heatmap, from the attribution_tree and layer_flow jobs of attexp.analyze) and, when `evaluation` names an
 evaluate job, `summary.html` (its metric table, sortable, and its plots embedded). Pages are self-contained
 (no CDN) and every token is HTML-escaped.
 """
@@ -18,9 +18,11 @@ from pydantic import Field
 from attexp.config.schema import JobConfig, Upstream
 from attexp.errors import AttexpError
 from attexp.io.files import read_json
-from attexp.io.records import VISUALIZATION
+from attexp.io.records import ATTRIBUTION_TREE, EXPLANATIONS, LAYER_FLOW, VISUALIZATION
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
+from attexp.visualize import flow, tree
+from attexp.visualize.analysis_pages import QUANTITY_LABELS
 from attexp.visualize.html import Run, render_report, render_summary
 
 
@@ -59,7 +61,7 @@ class VisualizeJob(Job):
                 Run(
                     name=name,
                     explainer=(artifact.manifest.get("explainer") or {}).get("type", "?"),
-                    records=artifact.records("records.jsonl", ("idx", "tokens", "attributions")),
+                    records=artifact.read(EXPLANATIONS, required=("idx", "tokens", "attributions")),
                     cost={k: v for k, v in cost.items() if k.endswith("_per_instance")},
                 )
             )
@@ -83,19 +85,18 @@ class VisualizeJob(Job):
 
     def _sections(self, config: VisualizeConfig, ctx: JobContext) -> dict[int, list[dict]]:
         """Per idx, the attribution tree and the IBA layer flow to add to its page (from `trees`, `layer_flow`)."""
-        from attexp.visualize import flow, tree
-
         sections: dict[int, list[dict]] = {}
         if config.trees:
-            for record in ctx.upstream(config.trees).records("trees.jsonl", ("idx", "tokens", "root", "edges")):
-                threshold = ctx.upstream(config.trees).config.get("threshold", tree.THRESHOLD)
-                item = tree.section(tree.tree_from_json(record), record["tokens"], threshold)
+            trees = ctx.upstream(config.trees)
+            threshold = trees.config.get("threshold")
+            for record in trees.read(ATTRIBUTION_TREE):
+                item = tree.section(record, record["tokens"], threshold)
                 sections.setdefault(record["idx"], []).append({**item, "title": f"Attribution tree ({config.trees})"})
         if config.layer_flow:
-            quantity = ctx.upstream(config.layer_flow).config.get("quantity", "scores")
-            for record in ctx.upstream(config.layer_flow).records("flow.jsonl", ("idx", "tokens", quantity)):
-                label = "min-max normalised capacity" if quantity == "scores" else "capacity (nats)"
-                item = flow.section(np.asarray(record[quantity]), record["tokens"], label)
+            flows = ctx.upstream(config.layer_flow)
+            quantity = flows.config.get("quantity", "scores")
+            for record in flows.read(LAYER_FLOW):
+                item = flow.section(np.asarray(record[quantity]), record["tokens"], QUANTITY_LABELS[quantity])
                 sections.setdefault(record["idx"], []).append({**item, "title": f"IBA per layer ({config.layer_flow})"})
         return sections
 
@@ -132,4 +133,5 @@ class VisualizeJob(Job):
             title=config.evaluation,
             notes=notes,
             floor=metrics.get("random_floor"),
+            directions=table.get("directions"),
         )

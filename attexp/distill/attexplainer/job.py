@@ -29,7 +29,7 @@ from attexp.distill.attexplainer.game import GameSettings, Victim
 from attexp.distill.attexplainer.training import TrainSettings, mask_token_id, train
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
-from attexp.io.records import ATTEXPLAINER_AGENT
+from attexp.io.records import ATTEXPLAINER_AGENT, DATASET
 from attexp.models.inputs import tokenize_rows
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
@@ -71,7 +71,7 @@ class TrainAgentJob(Job):
 
     def run(self, config: TrainAgentConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
-        rows = data.records(f"{config.split}.jsonl", required=("idx", "text", "label"))
+        rows = data.read(DATASET, f"{config.split}.jsonl")
         if config.limit is not None:
             rows = rows[: config.limit]
         if not rows:

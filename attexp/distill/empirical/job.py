@@ -23,7 +23,7 @@ from attexp.config.schema import JobConfig, Upstream
 from attexp.distill.empirical.training import DistillSettings, distill
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
-from attexp.io.records import EMPIRICAL_EXPLAINER
+from attexp.io.records import EMPIRICAL_EXPLAINER, EXPLANATIONS
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
@@ -89,8 +89,8 @@ class DistillJob(Job):
 
         result = distill(
             classifier,
-            train_art.records("records.jsonl", REQUIRED),
-            val_art.records("records.jsonl", REQUIRED),
+            train_art.read(EXPLANATIONS, required=REQUIRED),
+            val_art.read(EXPLANATIONS, required=REQUIRED),
             settings,
             checkpoint_dir=ctx.path("checkpoints"),
             device=device,

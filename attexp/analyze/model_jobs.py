@@ -4,10 +4,10 @@ evaluate-stage jobs that use the per-head Self-Attention Attribution maps on any
 - `head_pruning` (Sec. 4.1): head importance from attribution (and the Taylor baseline of Michel et al. 2019)
   on `importance_size` instances of `importance_split` with their gold labels as targets, then accuracy on
   the whole `eval_split` with the least important heads masked at 0, 10, ..., 100%, for the attribution
-  order, the Taylor order and a seeded random order (see `attexp.evaluate.heads`).
+  order, the Taylor order and a seeded random order (see `attexp.analyze.heads`).
 - `triggers` (Sec. 4.3): attribution patterns from the first `source_size` instances of `source_split`,
   inserted as adversarial triggers into every instance of `eval_split`; accuracy per gold class before and
-  after each trigger (see `attexp.evaluate.triggers`).
+  after each trigger (see `attexp.analyze.triggers`).
 
 Output (`logs/<name>/`): the expensive per-instance part streams to a resumable JSON-lines file
 (`head_scores.jsonl`: each instance's per-head attribution maxima and Taylor scores; `patterns.jsonl`: each
@@ -27,14 +27,14 @@ import torch
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
+from attexp.analyze import heads as H
+from attexp.analyze import triggers as TR
 from attexp.config.schema import JobConfig, Upstream
 from attexp.errors import AttexpError
-from attexp.evaluate import heads as H
-from attexp.evaluate import triggers as TR
 from attexp.evaluate.metrics import format_table
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
-from attexp.io.records import HEAD_PRUNING, TRIGGERS
+from attexp.io.records import DATASET, HEAD_PRUNING, TRIGGERS
 from attexp.models.encoder import Encoder
 from attexp.models.inputs import structural_ids, tokenize_rows
 from attexp.models.loading import load_classifier, resolve_device
@@ -120,7 +120,7 @@ def _setup(config: _AnalysisConfig, ctx: JobContext):
 
 
 def _rows(ctx: JobContext, config: _AnalysisConfig, split: str, limit: int | None) -> list[dict]:
-    rows = ctx.upstream(config.data).records(f"{split}.jsonl", required=("idx", "text", "label"))
+    rows = ctx.upstream(config.data).read(DATASET, f"{split}.jsonl")
     return rows[:limit] if limit is not None else rows
 
 
@@ -199,7 +199,7 @@ class HeadPruningJob(Job):
         log.info("%s: accuracy %.4f unpruned; by pruning rate:\n%s", config.name, base, table)
         plots = []
         if config.plots:
-            from attexp.evaluate import plots as P
+            from attexp import plots as P
 
             plots = P.curve_plots(
                 {
@@ -413,13 +413,13 @@ class TriggersJob(Job):
     def _plot(best: list[dict], ctx: JobContext) -> list[str]:
         from matplotlib.figure import Figure
 
-        from attexp.evaluate.plots import _label, _save
+        from attexp.plots import figure_text, save_figure
 
         fig = Figure(figsize=(6.4, 0.4 * len(best) + 1.2))
         ax = fig.subplots()
-        names = [_label(" ".join(r["trigger"])) for r in best][::-1]
+        names = [figure_text(" ".join(r["trigger"])) for r in best][::-1]
         ax.barh(names, [r["drop"] for r in best][::-1], color="#d7301f")
         ax.set_xlabel("accuracy drop of the attacked class")
         ax.set_title("top adversarial triggers")
-        path = _save(fig, ctx.path("plots/trigger_drops.png"))
+        path = save_figure(fig, ctx.path("plots/trigger_drops.png"))
         return [str(path.relative_to(ctx.out_dir))]

@@ -1,12 +1,13 @@
-"""Visualize-stage analyses of single instances, computed from the model: attribution trees and IBA's
-information flow per layer.
+"""Analyses of single instances, computed from the model: attribution trees and IBA's information flow per
+layer. The jobs write records; their pages are drawn by the visualize stage (`attexp.visualize.analysis_pages`,
+registered as the renderer of these jobs), into the same folder.
 
 - `attribution_tree` (Hao et al. 2021, Sec. 4.2): Self-Attention Attribution maps of each chosen instance,
-  summed over heads, turned into the paper's attribution tree (`attexp.visualize.tree`). Output
+  summed over heads, turned into the paper's attribution tree (`attexp.analyze.trees`). Output
   (`visualizations/<name>/`): `trees.jsonl` (idx, tokens, root, edges with their layer and weight, node
   levels), `instances/<idx>.html` (the tree as inline SVG, its edge table and the tokens) and `index.html`.
 - `layer_flow` (Jiang et al. 2020): the `iba` explainer with its bottleneck after each layer in turn
-  (`attexp.visualize.flow`). Output: `flow.jsonl` (idx, tokens, per-layer scores and capacities [L][T]),
+  (`attexp.analyze.flow`). Output: `flow.jsonl` (idx, tokens, per-layer scores and capacities [L][T]),
   `plots/<idx>.png` (layer x token heatmap), `instances/<idx>.html` (the heatmap as a table and the plot) and
   `index.html`.
 
@@ -23,19 +24,18 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from attexp.analyze import flow as F
+from attexp.analyze import trees as T
+from attexp.analyze.heads import Batches
 from attexp.config.schema import JobConfig, Upstream
 from attexp.errors import AttexpError
-from attexp.evaluate.heads import Batches
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.bottleneck import IBAConfig
 from attexp.io.files import write_jsonl
-from attexp.io.records import ATTRIBUTION_TREE, LAYER_FLOW
+from attexp.io.records import ATTRIBUTION_TREE, DATASET, LAYER_FLOW
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
-from attexp.visualize import flow as F
-from attexp.visualize import tree as T
-from attexp.visualize.html import _class, _preview, render_page
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class LayerFlowConfig(_InstancesConfig):
 def _load(config: _InstancesConfig, ctx: JobContext):
     device = resolve_device(config.device)
     model, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
-    rows = ctx.upstream(config.data).records(f"{config.split}.jsonl", required=("idx", "text", "label"))
+    rows = ctx.upstream(config.data).read(DATASET, f"{config.split}.jsonl")
     if config.instances is None:
         chosen = rows[: config.limit]
     else:
@@ -95,41 +95,6 @@ def _predict(model, batch) -> torch.Tensor:
         return model(**batch.model_inputs()).logits.argmax(dim=-1).clone()
 
 
-def _item(row: dict, tokens: list[str], predicted: int, target: int, label_names) -> dict:
-    """The header of one instance page: idx, tokens and the label, prediction and target as class names."""
-    return {
-        "idx": row["idx"],
-        "tokens": tokens,
-        "label": _class(row["label"], label_names),
-        "prediction": _class(predicted, label_names),
-        "target": _class(target, label_names),
-    }
-
-
-def _pages(ctx: JobContext, template: str, items: list[dict], title: str, notes: list[str], label_names) -> list:
-    """instances/<idx>.html for each item (its template context) and index.html; returns the paths."""
-    items = sorted(items, key=lambda item: item["idx"])
-    written = []
-    for k, item in enumerate(items):
-        item["previous"] = f"{items[k - 1]['idx']}.html" if k > 0 else None
-        item["next"] = f"{items[k + 1]['idx']}.html" if k + 1 < len(items) else None
-        written.append(render_page(template, ctx.path(f"instances/{item['idx']}.html"), item))
-    instances = [
-        {
-            "idx": item["idx"],
-            "label": item["label"],
-            "prediction": item["prediction"],
-            "preview": _preview(item["tokens"]),
-            "href": f"instances/{item['idx']}.html",
-        }
-        for item in items
-    ]
-    index = render_page(
-        "analysis_index.html.j2", ctx.path("index.html"), {"title": title, "notes": notes, "instances": instances}
-    )
-    return [index, *written]
-
-
 @JOBS.register("attribution_tree", AttributionTreeConfig)
 class AttributionTreeJob(Job):
     """Attribution trees (Hao et al. 2021) of chosen instances, as JSON edges and SVG pages."""
@@ -140,7 +105,7 @@ class AttributionTreeJob(Job):
     def run(self, config: AttributionTreeConfig, ctx: JobContext) -> None:
         model, tokenizer, batches, label_names = _load(config, ctx)
         explainer = AttentionAttribution(AttAttrConfig(steps=config.steps, return_maps=True), model, tokenizer, {})
-        records, items = [], []
+        records = []
         for batch, rows in zip(batches.batches, batches.rows, strict=True):
             predicted = _predict(model, batch)
             if config.target == "predicted":
@@ -152,7 +117,6 @@ class AttributionTreeJob(Job):
                 n = int(lengths[i])
                 tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[i, :n].tolist())
                 tree = T.build_tree(maps[i, :, :n, :n], config.threshold)
-                as_json = tree.to_json(tokens)
                 records.append(
                     {
                         "idx": row["idx"],
@@ -160,18 +124,17 @@ class AttributionTreeJob(Job):
                         "label": row["label"],
                         "prediction": int(predicted[i]),
                         "target": int(batch.targets[i]),
-                        **as_json,
+                        **tree.to_json(tokens),
                     }
                 )
-                item = _item(row, tokens, int(predicted[i]), int(batch.targets[i]), label_names)
-                items.append({**item, "section": T.section(tree, tokens, config.threshold)})
         write_jsonl(ctx.path("trees.jsonl"), sorted(records, key=lambda r: r["idx"]))
-        notes = [f"model: {config.model}; data: {config.data} ({config.split}); AttAttr m = {config.steps}"]
-        pages = _pages(ctx, "tree.html.j2", items, f"Attribution trees: {config.name}", notes, label_names)
         edges = [len(r["edges"]) for r in records]
-        ctx.counts.update(instances=len(records), pages=len(pages))
+        ctx.counts.update(instances=len(records))
         ctx.log_metrics({"instances": len(records), "mean_edges": float(np.mean(edges)) if edges else 0.0})
-        ctx.manifest_extra.update(index=str(ctx.path("index.html")))
+        ctx.manifest_extra.update(
+            label_names=label_names,
+            notes=[f"model: {config.model}; data: {config.data} ({config.split}); AttAttr m = {config.steps}"],
+        )
 
 
 @JOBS.register("layer_flow", LayerFlowConfig)
@@ -186,7 +149,7 @@ class LayerFlowJob(Job):
         upstream = {name: artifact.dir for name, artifact in ctx.upstream_artifacts.items()}
         if config.iba.prior_data is not None and config.iba.prior_data not in upstream:
             raise AttexpError(f"{config.name}: iba.prior_data={config.iba.prior_data!r} is not an upstream artifact.")
-        records, items = [], []
+        records = []
         for batch, rows in zip(batches.batches, batches.rows, strict=True):
             predicted = _predict(model, batch)
             if config.target == "predicted":
@@ -195,28 +158,24 @@ class LayerFlowJob(Job):
             lengths = batch.attention_mask.sum(dim=1).tolist()
             for i, row in enumerate(rows):
                 n = int(lengths[i])
-                tokens = tokenizer.convert_ids_to_tokens(batch.input_ids[i, :n].tolist())
-                record = {
-                    "idx": row["idx"],
-                    "tokens": tokens,
-                    "label": row["label"],
-                    "prediction": int(predicted[i]),
-                    "target": int(batch.targets[i]),
-                    "scores": scores[i, :, :n].cpu().tolist(),
-                    "capacity": capacity[i, :, :n].cpu().tolist(),
-                }
-                records.append(record)
-                values = np.asarray(record[config.quantity])  # [L, T]
-                label = "min-max normalised capacity" if config.quantity == "scores" else "capacity (nats)"
-                png = F.flow_plot(values, tokens, ctx.path(f"plots/{row['idx']}.png"), f"instance {row['idx']}", label)
-                item = _item(row, tokens, int(predicted[i]), int(batch.targets[i]), label_names)
-                items.append({**item, "section": F.section(values, tokens, label, png)})
+                records.append(
+                    {
+                        "idx": row["idx"],
+                        "tokens": tokenizer.convert_ids_to_tokens(batch.input_ids[i, :n].tolist()),
+                        "label": row["label"],
+                        "prediction": int(predicted[i]),
+                        "target": int(batch.targets[i]),
+                        "scores": scores[i, :, :n].cpu().tolist(),
+                        "capacity": capacity[i, :, :n].cpu().tolist(),
+                    }
+                )
         write_jsonl(ctx.path("flow.jsonl"), sorted(records, key=lambda r: r["idx"]))
-        notes = [
-            f"model: {config.model}; data: {config.data} ({config.split}); iba: beta={config.iba.beta}, "
-            f"steps={config.iba.steps}, prior={config.iba.prior}"
-        ]
-        pages = _pages(ctx, "flow.html.j2", items, f"IBA per layer: {config.name}", notes, label_names)
-        ctx.counts.update(instances=len(records), pages=len(pages))
+        ctx.counts.update(instances=len(records))
         ctx.log_metrics({"instances": len(records)})
-        ctx.manifest_extra.update(index=str(ctx.path("index.html")))
+        ctx.manifest_extra.update(
+            label_names=label_names,
+            notes=[
+                f"model: {config.model}; data: {config.data} ({config.split}); iba: beta={config.iba.beta}, "
+                f"steps={config.iba.steps}, prior={config.iba.prior}"
+            ],
+        )

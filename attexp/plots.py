@@ -1,4 +1,5 @@
-"""PNG plots of an evaluation: deletion curves per explainer and each metric against cost.
+"""PNG plots, shared by the stages: deletion curves per explainer, each metric against cost, and the helpers
+(`figure_text`, `save_figure`) the analyses and the visualize stage draw with.
 
 Two kinds, both drawn with matplotlib's object API on the Agg canvas (no pyplot state, no display needed):
 
@@ -42,7 +43,7 @@ NOT_METRICS = {
 }
 
 
-def _label(text: object) -> str:
+def figure_text(text: object) -> str:
     """Text for a figure, with `$` escaped so that matplotlib does not read it as mathtext."""
     return str(text).replace("$", r"\$")
 
@@ -51,7 +52,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "plot"
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     """Write the figure atomically (a finished artifact is never a half-written PNG)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -81,15 +82,15 @@ def curve_plots(
             first = first or curve
             floor = (explainers or {}).get(name) == "random"
             style = FLOOR_STYLE if floor else {}
-            ax.plot(curve["x"], curve["y"], marker="o", markersize=3, label=_label(name), **style)
+            ax.plot(curve["x"], curve["y"], marker="o", markersize=3, label=figure_text(name), **style)
         if first is None:
             continue
-        ax.set_xlabel(_label(first.get("xlabel", "x")))
-        ax.set_ylabel(_label(first.get("ylabel", key)))
-        ax.set_title(_label(key))
+        ax.set_xlabel(figure_text(first.get("xlabel", "x")))
+        ax.set_ylabel(figure_text(first.get("ylabel", key)))
+        ax.set_title(figure_text(key))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
-        written.append(_save(fig, Path(folder) / f"curve_{_slug(key)}.png"))
+        written.append(save_figure(fig, Path(folder) / f"curve_{_slug(key)}.png"))
     return written
 
 
@@ -140,7 +141,7 @@ def cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
                 [p[1] for p in group],
                 marker="o",
                 linestyle="-" if len(group) > 1 and not floor else "none",
-                label=_label(explainer),
+                label=figure_text(explainer),
                 **({"color": style["color"]} if floor else {}),
             )
             if floor:
@@ -152,11 +153,11 @@ def cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
         ax.set_xscale("symlog", linthresh=1.0)
         ax.margins(x=0.15, y=0.1)
         ax.set_xlabel("model passes per instance (forward + backward)")
-        ax.set_ylabel(_label(metric))
-        ax.set_title(_label(f"{metric} vs cost"))
+        ax.set_ylabel(figure_text(metric))
+        ax.set_title(figure_text(f"{metric} vs cost"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
-        written.append(_save(fig, Path(folder) / f"cost_vs_{_slug(metric)}.png"))
+        written.append(save_figure(fig, Path(folder) / f"cost_vs_{_slug(metric)}.png"))
     return written
 
 
