@@ -326,9 +326,9 @@ def record(tokenizer, model, text: str, scores_by_word: dict[str, float], label:
 
 
 def test_masking_metric_paper_way_and_sequential(key_classifier):
-    from attexp.evaluate.faithfulness import ModelScorer
-    from attexp.evaluate.masking import MaskingGame as MaskingMetric
     from attexp.evaluate.masking import MaskingGameConfig, word_ids
+    from attexp.evaluate.masking import MaskingGameMetric as MaskingMetric
+    from attexp.evaluate.scorer import ModelScorer
 
     model, tokenizer = key_classifier
     scorer = ModelScorer(model, tokenizer, batch_size=8)

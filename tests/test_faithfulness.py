@@ -24,6 +24,7 @@ from transformers import BertTokenizerFast
 
 from attexp.config.loader import load_config
 from attexp.errors import AttexpError
+from attexp.evaluate.agreement import TopKOverlap, TopKOverlapConfig
 from attexp.evaluate.faithfulness import (
     Degradation,
     DegradationConfig,
@@ -33,12 +34,10 @@ from attexp.evaluate.faithfulness import (
     FerretAOPCConfig,
     LogOdds,
     LogOddsConfig,
-    ModelScorer,
     TauLOO,
     TauLOOConfig,
-    prepare,
 )
-from attexp.evaluate.metrics import TopKOverlap, TopKOverlapConfig
+from attexp.evaluate.scorer import ModelScorer, prepare
 from attexp.explain.baseline import RandomConfig, RandomExplainer, random_scores
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS, METRICS, load_all
@@ -563,7 +562,7 @@ def test_report_pipeline_explains_with_every_registered_explainer_and_dry_runs(t
 def test_versus_floor_paired_one_sided_in_the_better_direction():
     """Hand-made per-instance values: `good` is better than the floor on every instance in both directions,
     `same` equals it, `worse` is worse; the test is one-sided, so worse never 'beats' however large the gap."""
-    from attexp.evaluate.metrics import floor_report, versus_floor
+    from attexp.evaluate.report import floor_report, versus_floor
 
     floor = {i: {"comprehensiveness": 0.1 * i, "sufficiency": 0.5, "spearman": 0.0} for i in range(8)}
     runs = {

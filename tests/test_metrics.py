@@ -9,20 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from attexp.errors import AttexpError
-from attexp.evaluate.metrics import (
-    F1,
-    MSE,
-    Cost,
-    CostConfig,
-    F1Config,
-    Kendall,
-    KendallConfig,
-    MSEConfig,
-    Spearman,
-    SpearmanConfig,
-    format_table,
-    join_by_idx,
-)
+from attexp.evaluate.agreement import MSE, Kendall, KendallConfig, MSEConfig, Spearman, SpearmanConfig
+from attexp.evaluate.base import join_by_idx
+from attexp.evaluate.quality import F1, Cost, CostConfig, F1Config
+from attexp.evaluate.report import format_table
 from attexp.registry import METRICS
 
 

@@ -31,7 +31,7 @@ from attexp.analyze import heads as H
 from attexp.analyze import triggers as TR
 from attexp.config.schema import JobConfig, Upstream
 from attexp.errors import AttexpError
-from attexp.evaluate.metrics import format_table
+from attexp.evaluate.report import format_table
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
 from attexp.io.records import DATASET, HEAD_PRUNING, TRIGGERS

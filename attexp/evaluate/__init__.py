@@ -4,4 +4,4 @@
 Importing the package registers its metrics and the evaluate job.
 """
 
-from attexp.evaluate import faithfulness, job, masking, metrics  # noqa: F401  (registers)
+from attexp.evaluate import agreement, faithfulness, job, masking, quality  # noqa: F401  (registers)

@@ -18,7 +18,7 @@ The random floor: unless one of `explanations` already is a `random` explain job
 `random-floor` with seeded uniform random scores (`attexp.explain.baseline.random_scores`) on the instances of
 the first explanations file (its predictions, zero cost), scored by every metric, so each table shows what
 knowing nothing achieves. Every other row is then tested against that floor on each faithfulness column
-(`attexp.evaluate.metrics.versus_floor`: one-sided paired Wilcoxon signed-rank test over instances), and
+(`attexp.evaluate.report.versus_floor`: one-sided paired Wilcoxon signed-rank test over instances), and
 `table.md` states, per column, which explainers beat random and which do not.
 
 Output (`logs/<name>/`): `metrics.json` (summary per explanation file and metric, the table as columns and
@@ -38,8 +38,9 @@ from pydantic import Field, SerializeAsAny, model_validator
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.errors import AttexpError
-from attexp.evaluate.faithfulness import ModelScorer
-from attexp.evaluate.metrics import direction, floor_report, format_table, versus_floor
+from attexp.evaluate.base import Metric
+from attexp.evaluate.report import direction, floor_report, format_table, versus_floor
+from attexp.evaluate.scorer import ModelScorer
 from attexp.explain.baseline import random_scores
 from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
@@ -90,13 +91,13 @@ class EvaluateJob(Job):
     folder = "logs"
 
     def run(self, config: EvaluateConfig, ctx: JobContext) -> None:
-        metrics = [METRICS.get(m.type).cls(m) for m in config.metrics]
+        metrics: list[Metric] = [METRICS.get(m.type).cls(m) for m in config.metrics]
         reference = (
             ctx.upstream(config.reference).read(EXPLANATIONS, required=EXPLANATION_FIELDS) if config.reference else None
         )
         artifacts = {name: ctx.upstream(name) for name in config.explanations}
         scorer, model_name = None, None
-        if any(getattr(metric, "needs_model", False) for metric in metrics):
+        if any(metric.needs_model for metric in metrics):
             model_name = _resolve_model(config, ctx, artifacts)
             device = resolve_device(config.device)
             model, tokenizer = load_classifier(_model_artifact(ctx, model_name).dir / "model", device=device)
@@ -107,7 +108,7 @@ class EvaluateJob(Job):
             explainer = (artifact.manifest.get("explainer") or {}).get("type")
             runs.append((name, explainer, artifact.read(EXPLANATIONS, required=EXPLANATION_FIELDS)))
         if config.random_floor and not any(explainer == "random" for _, explainer, _ in runs):
-            uses = any(getattr(metric, "uses_attributions", True) for metric in metrics)
+            uses = any(metric.uses_attributions for metric in metrics)
             if uses:
                 runs.append((FLOOR, "random", _floor_records(runs[0][2], scorer, artifacts[runs[0][0]], ctx)))
 
@@ -120,9 +121,8 @@ class EvaluateJob(Job):
             summary[name] = {"explainer": explainer, "instances": len(records)}
             for spec, metric in zip(config.metrics, metrics, strict=True):
                 before = (scorer.forward_passes, scorer.seconds) if scorer else (0, 0.0)
-                kwargs = {"scorer": scorer} if getattr(metric, "needs_model", False) else {}
-                result = metric.compute(records, reference, **kwargs)
-                if scorer and kwargs:
+                result = metric.compute(records, reference, scorer=scorer if metric.needs_model else None)
+                if scorer and metric.needs_model:
                     log.info(
                         "%s: %s took %d forward passes, %.1f s",
                         name,

@@ -35,8 +35,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from attexp.config.schema import ComponentConfig
-from attexp.evaluate.faithfulness import FaithfulnessMetric, Instance, ModelScorer, full_probabilities
-from attexp.evaluate.metrics import MetricResult, _by_idx
+from attexp.evaluate.base import MetricResult, by_idx
+from attexp.evaluate.faithfulness import FaithfulnessMetric
+from attexp.evaluate.scorer import Instance, ModelScorer, full_probabilities
 from attexp.registry import METRICS
 
 CURVE_BUDGETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
@@ -81,7 +82,7 @@ def word_ids(tokens: Sequence[str]) -> list[int]:
 
 
 @METRICS.register("masking_game", MaskingGameConfig)
-class MaskingGame(FaithfulnessMetric):
+class MaskingGameMetric(FaithfulnessMetric):
     """AttExplainer's metrics: success rate, token/word modification rate, queries, fidelity, delta p, ASR."""
 
     config: MaskingGameConfig
@@ -89,7 +90,7 @@ class MaskingGame(FaithfulnessMetric):
     def compute(
         self, records: list[dict], reference: list[dict] | None = None, *, scorer: ModelScorer | None = None
     ) -> MetricResult:
-        self._records = _by_idx(records, "explanations") if records else {}
+        self._records = by_idx(records, "explanations") if records else {}
         return super().compute(records, reference, scorer=scorer)
 
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:

@@ -1,0 +1,163 @@
+"""The evaluation report: which way is better for each column, the comparison of every explainer with the random
+floor (one-sided paired Wilcoxon signed-rank test per faithfulness column), and the Markdown table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+# ----------------------------------------------------------------------------------- directions, floor
+
+# Which way is better for each column of the evaluation table (variant suffixes _alti, _mask, _pad ignored).
+HIGHER_IS_BETTER = frozenset(
+    {"comprehensiveness", "ferret_comprehensiveness", "tau_loo", "spearman", "kendall", "topk_overlap", "f1"}
+    | {"accuracy", "speedup", "pass_ratio", "degradation_lerf_accuracy", "degradation_lerf_probability"}
+)
+LOWER_IS_BETTER = frozenset(
+    {"sufficiency", "ferret_sufficiency", "log_odds", "mse", "seconds", "forward_passes", "backward_passes"}
+    | {"degradation_morf_accuracy", "degradation_morf_probability"}
+)
+# The faithfulness columns: the ones a random ranking gives a floor for (agreement and cost columns do not).
+FAITHFULNESS_COLUMNS = frozenset(
+    {"comprehensiveness", "sufficiency", "ferret_comprehensiveness", "ferret_sufficiency", "tau_loo", "log_odds"}
+    | {"degradation_morf_accuracy", "degradation_morf_probability"}
+    | {"degradation_lerf_accuracy", "degradation_lerf_probability"}
+)
+FLOOR_ALPHA = 0.05
+
+
+def _base(column: str) -> str:
+    for suffix in ("_pad", "_mask", "_alti"):
+        column = column.removesuffix(suffix)
+    return column
+
+
+def direction(column: str) -> str:
+    """'higher', 'lower' or '' (unknown) for a column of the evaluation table."""
+    base = _base(column)
+    return "higher" if base in HIGHER_IS_BETTER else "lower" if base in LOWER_IS_BETTER else ""
+
+
+def versus_floor(
+    per_instance: dict[str, dict[int, dict[str, Any]]], floor: str, columns: Sequence[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Does each explanation file beat the random floor on each faithfulness column, instance by instance?
+
+    `per_instance[name][idx]` holds the per-instance values of explanation file `name`; `floor` names the random
+    row. For every other file and every faithfulness column of `columns`, the instances both have a value for
+    are paired by idx and tested with a one-sided Wilcoxon signed-rank test in the column's better direction
+    (a random ranking and an explainer are scored on the same inputs, so the pairing removes the spread between
+    easy and hard instances). Returns {name: {column: {"delta", "p_value", "n", "beats"}}} where `delta` is the
+    mean difference (explainer - floor), `beats` means better at p < FLOOR_ALPHA.
+    """
+    floor_values = per_instance.get(floor, {})
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, values in per_instance.items():
+        if name == floor:
+            continue
+        for column in columns:
+            better = direction(column)
+            if _base(column) not in FAITHFULNESS_COLUMNS or not better:
+                continue
+            pairs = [
+                (values[i][column], floor_values[i][column])
+                for i in sorted(values.keys() & floor_values.keys())
+                if _number(values[i].get(column)) and _number(floor_values[i].get(column))
+            ]
+            if not pairs:
+                continue
+            ours, theirs = np.array(pairs, dtype=np.float64).T
+            diff = ours - theirs
+            if np.all(diff == 0):
+                p_value = 1.0
+            else:
+                alternative = "greater" if better == "higher" else "less"
+                p_value = float(stats.wilcoxon(ours, theirs, alternative=alternative).pvalue)
+            delta = float(diff.mean())
+            out.setdefault(name, {})[column] = {
+                "delta": delta,
+                "p_value": p_value,
+                "n": len(pairs),
+                "beats": bool(p_value < FLOOR_ALPHA),
+            }
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def floor_report(comparison: dict[str, dict[str, dict[str, Any]]], floor: str, explainers: dict[str, Any]) -> str:
+    """Markdown: a table of (delta vs floor, p) per file and faithfulness column, then one sentence per column
+    stating which explainers beat the random floor."""
+    columns = list(dict.fromkeys(c for result in comparison.values() for c in result))
+    if not columns:
+        return ""
+    rows = []
+    for name, result in comparison.items():
+        row: dict[str, Any] = {"explanations": name, "explainer": explainers.get(name)}
+        for column in columns:
+            if column in result:
+                r = result[column]
+                mark = "yes" if r["beats"] else "NO"
+                row[column] = f"{mark} {r['delta']:+.4f} (p={r['p_value']:.1g})"
+        rows.append(row)
+    lines = [
+        f"Against the random floor `{floor}`: difference of the means (explainer - random; the sign that is better "
+        f"follows each column) and the one-sided paired Wilcoxon signed-rank p-value over instances; `yes` means "
+        f"better than random at p < {FLOOR_ALPHA}.",
+        "",
+        format_table(rows, ["explanations", "explainer", *columns]),
+        "",
+    ]
+    for column in columns:
+        tested = [name for name in comparison if column in comparison[name]]
+        losers = [name for name in tested if not comparison[name][column]["beats"]]
+        if not losers:
+            lines.append(f"- {column}: every explainer ({len(tested)}) beats the random floor.")
+        else:
+            lines.append(
+                f"- {column}: {len(tested) - len(losers)} of {len(tested)} explainers beat the random floor; "
+                f"not: {', '.join(f'{n} ({explainers.get(n)})' for n in losers)}."
+            )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- table
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str], decimals: int = 4) -> str:
+    """A markdown table of `rows` restricted to `columns`, in that order.
+
+    Floats get `decimals` fixed decimals, ints (counts such as `n`) print as they are, numbers are
+    right-aligned, a missing value is blank, and `|` in text is escaped so a cell cannot split.
+    """
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool | int):
+            return str(value)
+        if isinstance(value, float):
+            return f"{value:.{decimals}f}" if math.isfinite(value) else str(value)
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    body = [[cell(row.get(c)) for c in columns] for row in rows]
+    numeric = [all(isinstance(row.get(c), int | float) or row.get(c) is None for row in rows) for c in columns]
+    widths = [max([len(c), 3, *(len(line[i]) for line in body)]) for i, c in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [s.rjust(w) if num else s.ljust(w) for s, w, num in zip(cells, widths, numeric, strict=True)]
+        return "| " + " | ".join(parts) + " |"
+
+    rule = (
+        "| "
+        + " | ".join("-" * (w - 1) + ":" if num else "-" * w for w, num in zip(widths, numeric, strict=True))
+        + " |"
+    )
+    return "\n".join([line(columns), rule, *(line(b) for b in body)])

@@ -1,0 +1,236 @@
+"""The explained classifier as a function of token-id sequences, and explanation records ready to perturb.
+
+`ModelScorer` is the scorer of the faithfulness metrics (`attexp.evaluate.faithfulness`, `attexp.evaluate.masking`):
+it collects every perturbed sequence of every instance, runs each distinct one once (also across calls, so the
+unperturbed inputs shared by several metrics cost one pass), sorts them by length and runs them in batches of
+`batch_size` rows, counting forward passes and time. `prepare` turns explanation records into `Instance`s: ids,
+segments, scores, the content positions (everything but the structural specials) and their ranking.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from attexp.errors import AttexpError
+from attexp.evaluate.base import attributions_of, by_idx, record_field
+from attexp.models.inputs import longest_first, pad_features, pad_id, structural_positions
+
+logger = logging.getLogger(__name__)
+
+Perturbation = Literal["delete", "mask", "pad"]
+PREDICTION_TOLERANCE = 1e-3  # |recomputed - recorded| probability beyond which the model is not the explained one
+
+
+# ---------------------------------------------------------------------------------------- the model
+
+
+class ModelScorer:
+    """The explained classifier as a function of token-id sequences: batched, de-duplicated and counted.
+
+    `probabilities(sequences)` returns class probabilities [N, C] for N unpadded id sequences (with optional
+    segment ids). Identical sequences are run once (also across calls, so the unperturbed inputs shared by
+    several metrics cost one pass); the rest are sorted by length, longest first, and run `batch_size` rows
+    per forward. `forward_passes` counts model calls, `rows` the sequences run, `seconds` the time spent.
+    `cache=False` turns off the de-duplication (to measure a plain loop).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        device: torch.device | str = "cpu",
+        batch_size: int = 64,
+        cache: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise AttexpError(f"ModelScorer: batch_size must be at least 1, got {batch_size}.")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.cache = cache
+        self.pad_id = pad_id(tokenizer)
+        self.uses_segments = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        self.forward_passes = 0
+        self.rows = 0
+        self.seconds = 0.0
+        self._memo: dict[bytes, np.ndarray] = {}
+
+    def replacement_id(self, perturbation: Perturbation) -> int | None:
+        """The id that replaces removed tokens (None for `delete`); an error if the tokenizer lacks it."""
+        if perturbation == "delete":
+            return None
+        token_id = self.tokenizer.mask_token_id if perturbation == "mask" else self.tokenizer.pad_token_id
+        if token_id is None:
+            raise AttexpError(
+                f"perturbation={perturbation!r} needs the tokenizer's {perturbation}_token_id, but "
+                f"{type(self.tokenizer).__name__} has none. Use perturbation='delete' or another replacement."
+            )
+        return int(token_id)
+
+    def segments_of(self, ids: np.ndarray) -> np.ndarray | None:
+        """Segment ids (T,) of unpadded ids (T,): 0 up to and including the first [SEP], 1 after (BERT pairs)."""
+        if not self.uses_segments:
+            return None
+        sep = self.tokenizer.sep_token_id
+        if sep is None:
+            return np.zeros_like(ids)
+        is_sep = ids == sep
+        return ((np.cumsum(is_sep) - is_sep) > 0).astype(np.int64)
+
+    def probabilities(self, sequences: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+        """Class probabilities [N, C] of N (ids (T_i,), segments (T_i,) or None) sequences."""
+        keys = [_key(ids, segments) for ids, segments in sequences]
+        if not self.cache:  # every sequence runs, duplicates included: key them by position too
+            keys = [i.to_bytes(8, "little") + key for i, key in enumerate(keys)]
+        todo: dict[bytes, tuple[np.ndarray, np.ndarray | None]] = {}
+        for key, sequence in zip(keys, sequences, strict=True):
+            if key not in self._memo:
+                todo.setdefault(key, sequence)
+        items = list(todo.items())
+        pending = [items[i] for i in longest_first([len(ids) for ids, _ in todo.values()])]
+        computed: dict[bytes, np.ndarray] = {}
+        began = time.perf_counter()
+        for start in range(0, len(pending), self.batch_size):
+            chunk = pending[start : start + self.batch_size]
+            for (key, _), row in zip(chunk, self._forward([s for _, s in chunk]), strict=True):
+                computed[key] = row
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - began
+        if not keys:
+            return np.zeros((0, 0))
+        if not self.cache:
+            return np.stack([computed[key] for key in keys])
+        self._memo.update(computed)
+        return np.stack([self._memo[key] for key in keys])
+
+    def _forward(self, sequences: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+        features = [
+            {"input_ids": ids, **({"token_type_ids": seg} if self.uses_segments else {})} for ids, seg in sequences
+        ]
+        ids, mask, segments = pad_features(features, self.pad_id)  # each [N, T]
+        kwargs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if segments is not None:
+            kwargs["token_type_ids"] = segments.to(self.device)
+        with torch.inference_mode():
+            probabilities = self.model(**kwargs).logits.float().softmax(dim=-1)  # [N, C]
+        self.forward_passes += 1
+        self.rows += len(sequences)
+        return probabilities.cpu().numpy().astype(np.float64)
+
+
+def _key(ids: np.ndarray, segments: np.ndarray | None) -> bytes:
+    ids = np.asarray(ids, dtype=np.int64)
+    return ids.tobytes() + b"|" + (b"" if segments is None else np.asarray(segments, dtype=np.int64).tobytes())
+
+
+# ------------------------------------------------------------------------------------ instances
+
+
+@dataclass
+class Instance:
+    """One explanation record, ready to perturb.
+
+    ids (T,), segments (T,) or None, scores (T,); content: positions that may be removed (not structural
+    specials), in text order; order: content positions sorted by score, most relevant first (ties: earlier
+    first); target: the explained class; label: the gold class or None; recorded: the recorded class
+    probabilities (C,) or None.
+    """
+
+    idx: int
+    ids: np.ndarray
+    segments: np.ndarray | None
+    scores: np.ndarray
+    content: np.ndarray
+    order: np.ndarray
+    target: int
+    label: int | None
+    recorded: np.ndarray | None
+
+    @property
+    def n(self) -> int:
+        return len(self.content)
+
+    def without(self, drop: np.ndarray, replacement: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The input with positions `drop` deleted (`replacement` None) or replaced by that id."""
+        if replacement is None:
+            keep = np.ones(len(self.ids), dtype=bool)
+            keep[drop] = False
+            return self.ids[keep], None if self.segments is None else self.segments[keep]
+        ids = self.ids.copy()
+        ids[drop] = replacement
+        return ids, self.segments
+
+    def only(self, kept: np.ndarray, replacement: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The input with every content token except `kept` removed (specials stay)."""
+        return self.without(np.setdiff1d(self.content, kept), replacement)
+
+    def full(self) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.ids, self.segments
+
+
+def prepare(records: Sequence[dict], scorer: ModelScorer) -> list[Instance]:
+    """Explanation records -> instances in ascending idx order (duplicates and malformed records refused)."""
+    instances = []
+    records_by_idx = by_idx(records, "explanations")
+    for idx in sorted(records_by_idx):
+        record = records_by_idx[idx]
+        ids = np.asarray(record_field(record, "input_ids", "explanations"), dtype=np.int64)  # (T,)
+        scores = attributions_of(record, "explanations")  # (T,)
+        if len(scores) != len(ids):
+            raise AttexpError(
+                f"idx {idx}: {len(scores)} attributions for {len(ids)} input_ids; a record holds one score per "
+                f"token. Re-run the explain job that wrote it with --force."
+            )
+        ids_t = torch.from_numpy(ids)[None]
+        structural = structural_positions(ids_t, torch.ones_like(ids_t), scorer.tokenizer)[0].numpy()
+        content = np.flatnonzero(~structural)
+        # most relevant first; a stable sort on the negated scores keeps earlier positions first among ties
+        order = content[np.argsort(-scores[content], kind="stable")]
+        label = record.get("label")
+        recorded = record.get("predictions")
+        instances.append(
+            Instance(
+                idx=idx,
+                ids=ids,
+                segments=scorer.segments_of(ids),
+                scores=scores,
+                content=content,
+                order=order,
+                target=int(record_field(record, "target", "explanations")),
+                label=None if label is None else int(label),
+                recorded=None if not recorded else np.asarray(recorded, dtype=np.float64),
+            )
+        )
+    return instances
+
+
+def full_probabilities(instances: Sequence[Instance], scorer: ModelScorer, where: str) -> np.ndarray:
+    """Recomputed class probabilities [N, C] of the unperturbed inputs; warns if they differ from the records."""
+    probabilities = scorer.probabilities([inst.full() for inst in instances])
+    off = [
+        inst.idx
+        for inst, row in zip(instances, probabilities, strict=True)
+        if inst.recorded is not None
+        and (inst.recorded.shape != row.shape or np.max(np.abs(inst.recorded - row)) > PREDICTION_TOLERANCE)
+    ]
+    if off:
+        logger.warning(
+            "%s: for %d of %d instances (e.g. idx %s) the model's probabilities differ from the recorded "
+            "predictions by more than %g: the explanations were probably made with another model (check the "
+            "evaluate job's `model`) or on a device with different numerics",
+            where,
+            len(off),
+            len(instances),
+            off[:5],
+            PREDICTION_TOLERANCE,
+        )
+    return probabilities
