@@ -12,12 +12,12 @@ from sklearn.metrics import f1_score
 from attexp.models.sources import TinyModel, TinyModelConfig
 from attexp.train.engines import (
     LengthBucketSampler,
-    TrainSettings,
     encode_rows,
     evaluate_classifier,
     fine_tune,
     pad_collate,
 )
+from attexp.train.settings import ClassifierSettings
 
 POSITIVE = ["good", "great", "superb", "lovely", "fine"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "ugly"]
@@ -45,9 +45,9 @@ def tiny_classifier(num_labels: int = 2, seed: int = 0):
     return TinyModel(config).load(num_labels, names, [r["text"] for r in TRAIN], Path("unused"), seed)
 
 
-def settings(**changes) -> TrainSettings:
+def settings(**changes) -> ClassifierSettings:
     base = {"epochs": 3, "batch_size": 16, "lr": 2e-3, "warmup_ratio": 0.0, "progress": False, "max_length": 32}
-    return TrainSettings(**{**base, **changes})
+    return ClassifierSettings(**{**base, **changes})
 
 
 def test_encode_rows_pairs_and_dynamic_padding():

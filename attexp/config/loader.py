@@ -211,6 +211,9 @@ def _build(cls: type[BaseModel], data: Any, loc: str, errors: list[str]) -> Any:
     except ValidationError as e:
         errors.extend(_describe(e, cls, loc))
         return None
+    except ConfigError as e:  # a validator's check that Python callers get as a ConfigError too
+        errors.append(f"{loc or '(top level)'}: {e}")
+        return None
 
 
 def _build_component(reg: registry.Registry, value: Any, loc: str, errors: list[str]) -> Any:
@@ -279,6 +282,10 @@ def _describe(error: ValidationError, cls: type[BaseModel], loc: str) -> list[st
             lines.append(
                 f"{dotted}: {e['input']!r} given; allowed: {expected}.{did_you_mean(str(e['input']), choices)}"
             )
+        elif e["type"] == "value_error":  # a validator's own message; a whole object given is not repeated
+            message = e["msg"].rstrip(".")
+            given = "" if isinstance(e["input"], dict) else f" (given: {e['input']!r})"
+            lines.append(f"{dotted or '(top level)'}: {message}{given}.")
         else:
             lines.append(f"{dotted}: {e['msg']} (given: {e['input']!r}).")
     return lines

@@ -1,9 +1,13 @@
 """Typed config objects: the base classes every job and component config derives from.
 
 Configs are pydantic v2 models with `extra="forbid"`, so an unknown key is an error with its dotted
-location. A job config names its upstream artifacts by job name with an `Upstream(...)` marker on the
-field; the loader checks that each such name is a job earlier in the same pipeline or a finished artifact
-in the base directory, and that its stage is one the field accepts.
+location. Every check that can be made from a config is a validator on its type, so that it runs before anything
+is written; a validator raises ValueError (reported by pydantic), or `ConfigError` where a Python caller that
+builds the config in code should get the same error (the loader reports it at the component's location).
+
+A job config names its upstream artifacts by job name with an `Upstream(...)` marker on the field; the loader
+checks that each such name is a job earlier in the same pipeline or a finished artifact in the base directory,
+and that its stage is one the field accepts.
 """
 
 from __future__ import annotations

@@ -7,4 +7,13 @@ imports.
 Importing the package registers its explainers and the explain job.
 """
 
-from attexp.explain import attattr, attention, baseline, bottleneck, gradient, job, perturbation  # noqa: F401
+from attexp.explain import (  # noqa: F401
+    attattr,
+    attention,
+    baseline,
+    bottleneck,
+    captum_base,
+    gradient,
+    job,
+    perturbation,
+)

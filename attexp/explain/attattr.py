@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor
 
 from attexp.errors import AttexpError, ConfigError
@@ -69,6 +69,13 @@ class AttAttrConfig(ExplainerConfig):
     internal_batch_size: int | None = Field(64, ge=1)
     return_maps: bool = False
 
+    @field_validator("layers")
+    @classmethod
+    def _some_layer(cls, layers: list[int] | None) -> list[int] | None:
+        if layers is not None and not layers:
+            raise ConfigError("attattr: layers=[] attributes nothing; list at least one layer or leave it unset.")
+        return layers
+
 
 @EXPLAINERS.register("attattr", AttAttrConfig)
 class AttentionAttribution(Explainer):
@@ -91,8 +98,6 @@ class AttentionAttribution(Explainer):
         count = self.encoder.num_layers
         chosen = range(count) if config.layers is None else config.layers
         self.layers = sorted({layer_index(i, count, "attattr: layers[...]") for i in chosen})
-        if not self.layers:
-            raise ConfigError("attattr: layers=[] attributes nothing; list at least one layer or leave it unset.")
 
     def alphas(self, device: torch.device) -> Tensor:
         """The m scales of the Riemann sum [m]."""

@@ -52,7 +52,14 @@ class Explanation:
 
 
 class ExplainerConfig(ComponentConfig):
-    """Base of every explainer config; a concrete one sets `type: Literal["name"] = "name"`."""
+    """Base of every explainer config; a concrete one sets `type: Literal["name"] = "name"`.
+
+    Checks of one config are pydantic validators on it; `check_batch_size` is the check that needs the explain
+    job's batch size too (the job config calls it), so that every config error is found before anything runs.
+    """
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Raise ValueError if this explainer cannot explain batches of `batch_size` instances (default: any)."""
 
 
 class Explainer(abc.ABC):

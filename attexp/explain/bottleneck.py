@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from attexp.config.schema import Upstream
@@ -85,6 +85,15 @@ class IBAConfig(ExplainerConfig):
     prior_max_length: int = Field(128, ge=8)
     prefix_cache: bool = True
 
+    @model_validator(mode="after")
+    def _prior_data_for_dataset_prior(self) -> IBAConfig:
+        if self.prior == "official" and self.prior_data is not None:
+            raise ConfigError(
+                f"iba: prior='official' uses each instance's own hidden states, so prior_data="
+                f"{self.prior_data!r} would be ignored; remove prior_data or use prior='dataset'."
+            )
+        return self
+
 
 def _moments(hidden: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Count, sum and sum of squares (float64) over real tokens: hidden [B, T, H] -> [], [H], [H]."""
@@ -122,11 +131,6 @@ class InformationBottleneck(Explainer):
         self.prior: tuple[Tensor, Tensor] | None = None
         if config.prior == "dataset" and config.prior_data is not None:
             self.prior = self._dataset_prior()
-        elif config.prior == "official" and config.prior_data is not None:
-            raise ConfigError(
-                f"iba: prior='official' uses each instance's own hidden states, so prior_data="
-                f"{config.prior_data!r} would be ignored; remove prior_data or use prior='dataset'."
-            )
 
     def _dataset_prior(self) -> tuple[Tensor, Tensor]:
         """Mean and std [H] of layer l's output over real tokens of the prior data rows."""

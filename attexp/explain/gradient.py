@@ -1,4 +1,4 @@
-"""Gradient-based explainers, computed with Captum, and the pieces every Captum explainer shares.
+"""Gradient-based explainers, computed with Captum (what every Captum explainer shares is `attexp.explain.captum_base`).
 
 Token ids are discrete, so gradients are taken with respect to embeddings. Two routes:
 
@@ -35,14 +35,11 @@ forward function, and divided among the instances it served.
 from __future__ import annotations
 
 import abc
-import hashlib
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from captum.attr import (
     DeepLift,
@@ -52,105 +49,17 @@ from captum.attr import (
     LayerIntegratedGradients,
     Saliency,
 )
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor
 
-from attexp.errors import AttexpError, ConfigError
-from attexp.explain.base import Explainer, ExplainerConfig, Explanation, Reduction, reduce_hidden, zero_padding
+from attexp.errors import ConfigError
+from attexp.explain.base import Explanation, Reduction, reduce_hidden, zero_padding
 from attexp.explain.batching import rows_per_forward
+from attexp.explain.captum_base import CaptumConfig, CaptumExplainer, TokenBaseline, instance_groups, seeded
 from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 
-Output = Literal["logits", "probabilities"]
-TokenBaseline = Literal["pad", "mask", "unk"]
 IntegrationMethod = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
-
-
-# ---------------------------------------------------------------- shared by every Captum explainer
-
-
-class CaptumConfig(ExplainerConfig):
-    """Fields every Captum explainer has.
-
-    output: explain the logit (default) or the softmax probability of the target class.
-    max_tokens_per_forward: memory budget, in padded token positions (rows x width) per model call; None (the
-    default for gradient methods) puts all rows of a batch into one pass.
-    """
-
-    output: Output = "logits"
-    max_tokens_per_forward: int | None = Field(None, ge=1)
-
-
-def instance_groups(size: int, rows_each: int, width: int, max_tokens: int | None) -> list[Tensor]:
-    """Split a batch of `size` instances into groups whose `rows_each` rows per instance fit the budget."""
-    cap = rows_per_forward(max_tokens, width)
-    per_group = size if cap is None else max(1, min(size, cap // max(rows_each, 1)))
-    return list(torch.arange(size).split(per_group))
-
-
-@contextmanager
-def seeded(seed: int, batch: Batch) -> Iterator[None]:
-    """Run a stochastic Captum method on a random stream fixed by `seed` and the batch's contents.
-
-    Torch's and numpy's global generators (Captum draws from both) are seeded from a hash of (`seed`, token ids,
-    targets) and restored afterwards, so a batch gets the same samples whatever ran before it: a rerun, or a
-    resumed job (which redoes the same length buckets), writes identical records, and the job's own seed
-    stream is left untouched.
-    """
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(str(seed).encode())
-    digest.update(batch.input_ids.detach().cpu().numpy().tobytes())
-    digest.update(batch.targets.detach().cpu().numpy().tobytes())
-    value = int.from_bytes(digest.digest(), "little") & (2**63 - 1)
-    devices = [batch.input_ids.device] if batch.input_ids.device.type == "cuda" else []
-    state = np.random.get_state()
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(value)
-        np.random.seed(value % 2**32)
-        try:
-            yield
-        finally:
-            np.random.set_state(state)
-
-
-class CaptumExplainer(Explainer):
-    """Base of the Captum explainers: the baseline token, the counted forward and the output transform."""
-
-    config: CaptumConfig
-
-    def __init__(self, config: CaptumConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
-        super().__init__(config, model, tokenizer, upstream)
-        self.rows_forwarded = 0  # rows run through the model since the last reset
-        baseline = getattr(config, "baseline", None)
-        self.baseline_id: int | None = None
-        if baseline is not None and baseline != "zero":
-            name = f"{baseline}_token_id"
-            self.baseline_id = getattr(tokenizer, name, None)
-            if self.baseline_id is None:
-                raise ConfigError(
-                    f"{config.type}: baseline={baseline!r} needs the tokenizer's {name}, but "
-                    f"{type(tokenizer).__name__} has none. Choose another baseline."
-                )
-
-    def baseline_ids(self, batch: Batch) -> Tensor:
-        """Reference ids [B, T]: the baseline token at every real non-special position, the input elsewhere."""
-        if self.baseline_id is None:
-            raise AttexpError(f"{self.config.type}: the 'zero' baseline has no token ids.")
-        keep = structural_positions(batch.input_ids, batch.attention_mask, self.tokenizer)
-        return torch.where(keep, batch.input_ids, torch.full_like(batch.input_ids, self.baseline_id))
-
-    def scores(self, **model_inputs: Tensor | None) -> Tensor:
-        """Model scores [N, C] (logits or probabilities) for N rows, counting the rows."""
-        first = next(v for v in model_inputs.values() if v is not None)
-        self.rows_forwarded += int(first.shape[0])
-        logits = self.model(**{k: v for k, v in model_inputs.items() if v is not None}).logits
-        return logits.softmax(dim=-1) if self.config.output == "probabilities" else logits
-
-    def check_autograd(self) -> None:
-        if torch.is_inference_mode_enabled():
-            raise AttexpError(
-                f"{self.config.type} needs autograd, but explain() was called under torch.inference_mode()."
-            )
 
 
 # ---------------------------------------------------------------- Layer Integrated Gradients
@@ -177,6 +86,20 @@ class LIGConfig(CaptumConfig):
     baseline: TokenBaseline = "pad"
     reduce: Reduction = "sum"
     return_delta: bool = False
+
+    @field_validator("n_steps")
+    @classmethod
+    def _some_steps(cls, n_steps: int) -> int:
+        if n_steps < 1:
+            raise ConfigError(f"lig: n_steps must be at least 1, got {n_steps}.")
+        return n_steps
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if self.internal_batch_size is not None and self.internal_batch_size < batch_size:
+            raise ValueError(
+                f"{self.type}: internal_batch_size={self.internal_batch_size} is smaller than batch_size={batch_size}; "
+                f"Captum needs at least one row per instance. Raise internal_batch_size or lower batch_size."
+            )
 
 
 def embedding_layer(model: torch.nn.Module, which: Literal["embeddings", "word_embeddings"]) -> torch.nn.Module:
@@ -209,8 +132,6 @@ class LayerIntegratedGradientsExplainer(CaptumExplainer):
     config: LIGConfig
 
     def __init__(self, config: LIGConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
-        if config.n_steps < 1:
-            raise ConfigError(f"lig: n_steps must be at least 1, got {config.n_steps}.")
         super().__init__(config, model, tokenizer, upstream)
         self.layer = embedding_layer(model, config.layer)
         self.lig = LayerIntegratedGradients(self._forward, self.layer)
@@ -372,6 +293,13 @@ class IGConfig(EmbeddingGradientConfig):
     method: IntegrationMethod = "gausslegendre"
     internal_batch_size: int | None = Field(None, ge=1)
     return_delta: bool = False
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if self.internal_batch_size is not None and self.internal_batch_size < batch_size:
+            raise ValueError(
+                f"{self.type}: internal_batch_size={self.internal_batch_size} is smaller than batch_size={batch_size}; "
+                f"Captum needs at least one row per instance. Raise internal_batch_size or lower batch_size."
+            )
 
 
 @EXPLAINERS.register("ig", IGConfig)

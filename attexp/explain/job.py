@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import ignite.distributed as idist
 import torch
-from pydantic import Field, SerializeAsAny
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.explain.batching import explain_rows
@@ -50,6 +50,20 @@ class ExplainConfig(JobConfig):
     max_length: int = Field(128, ge=8, description="truncate longer inputs to this many tokens")
     limit: int | None = Field(None, ge=1, description="explain only the first `limit` instances of the split")
     progress: bool = True
+
+    @field_validator("target")
+    @classmethod
+    def _class_id(cls, target: str | int) -> str | int:
+        if isinstance(target, int) and target < 0:
+            raise ValueError(f"a class id is 0 or more, got {target}; or use 'predicted' or 'label'")
+        return target
+
+    @model_validator(mode="after")
+    def _explainer_takes_the_batch(self) -> ExplainConfig:
+        check = getattr(self.explainer, "check_batch_size", None)
+        if check is not None:
+            check(self.batch_size)
+        return self
 
 
 @JOBS.register("explain", ExplainConfig)

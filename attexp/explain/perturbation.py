@@ -30,7 +30,7 @@ a shorter instance's copy when feature k is beyond its length, a coalition drawn
 passes are counted per instance as the rows of it that really went through the model.
 
 Randomness (Shapley sampling, KernelSHAP, LIME): drawn from torch's generator seeded by the config's `seed`
-and the batch's contents (see `attexp.explain.gradient.seeded`), so reruns and resumed jobs give identical
+and the batch's contents (see `attexp.explain.captum_base.seeded`), so reruns and resumed jobs give identical
 records and the job's seed stream is untouched.
 """
 
@@ -47,7 +47,7 @@ from torch import Tensor
 
 from attexp.explain.base import Explanation
 from attexp.explain.batching import rows_per_forward
-from attexp.explain.gradient import CaptumConfig, CaptumExplainer, TokenBaseline, instance_groups, seeded
+from attexp.explain.captum_base import CaptumConfig, CaptumExplainer, TokenBaseline, instance_groups, seeded
 from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,39 +39,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 
 from attexp.errors import AttexpError
 from attexp.models.inputs import pad_features, tokenize_rows
+from attexp.train.settings import ClassifierSettings, TrainSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainSettings:
-    """Fine-tuning hyperparameters (AdamW with linear warmup and decay; early stopping on validation F1)."""
-
-    epochs: int = 3
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    patience: int = 2
-    max_length: int = 128
-    seed: int = 42
-    progress: bool = True
-
-
-class LoopSettings(Protocol):
-    """What `create_optimizer`, `create_trainer` and `fit` read; `TrainSettings` and `DistillSettings` have it."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_ratio: float
-    max_grad_norm: float
-    patience: int
-    seed: int
-    progress: bool
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -183,7 +153,7 @@ def model_inputs(batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def create_optimizer(
-    model: torch.nn.Module, settings: LoopSettings, num_training_steps: int
+    model: torch.nn.Module, settings: TrainSettings, num_training_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no weight decay on biases and LayerNorm weights) with linear warmup then linear decay to 0."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -206,7 +176,7 @@ def create_trainer(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    settings: LoopSettings,
+    settings: TrainSettings,
     device: torch.device | str,
     loss_fn: Callable[[torch.nn.Module, Mapping[str, Tensor]], Tensor] = classification_loss,
 ) -> Engine:
@@ -338,7 +308,7 @@ def fit(
     evaluator: Engine,
     train_loader: DataLoader,
     val_loader: DataLoader,
-    settings: LoopSettings,
+    settings: TrainSettings,
     checkpoint_dir: Path,
     training_state: Mapping[str, Any],
     report: Mapping[str, str],
@@ -499,7 +469,7 @@ def fine_tune(
     tokenizer: PreTrainedTokenizerBase,
     train_rows: Sequence[Mapping[str, Any]],
     val_rows: Sequence[Mapping[str, Any]],
-    settings: TrainSettings,
+    settings: ClassifierSettings,
     checkpoint_dir: Path,
     device: torch.device | str,
     on_epoch: Callable[[dict], None] | None = None,

@@ -12,7 +12,7 @@ import logging
 import shutil
 from typing import Annotated, Literal
 
-from pydantic import Field, SerializeAsAny
+from pydantic import SerializeAsAny
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.io.files import write_jsonl
@@ -20,27 +20,18 @@ from attexp.io.records import CLASSIFIER, DATASET
 from attexp.models.loading import resolve_device
 from attexp.registry import JOBS, MODELS
 from attexp.runner import Job, JobContext
-from attexp.train.engines import TrainSettings, evaluate_classifier, fine_tune
+from attexp.train.engines import evaluate_classifier, fine_tune
+from attexp.train.settings import ClassifierSettings
 
 log = logging.getLogger(__name__)
 
 
-class TrainConfig(JobConfig):
-    """Fine-tune `model` on the splits of the download job `data`."""
+class TrainConfig(ClassifierSettings, JobConfig):
+    """Fine-tune `model` on the splits of the download job `data` (training settings: `ClassifierSettings`)."""
 
     job: Literal["train"] = "train"
     data: Annotated[str, Upstream(("download",))]
     model: Annotated[SerializeAsAny[ComponentConfig], Registered("model source")]
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    patience: int = Field(2, ge=1, description="epochs without validation F1 gain before stopping")
-    max_length: int = Field(128, ge=8)
-    progress: bool = True
 
 
 @JOBS.register("train", TrainConfig)
@@ -65,19 +56,6 @@ class TrainJob(Job):
             seed=config.seed,
             root=ctx.base_dir,
         )
-        settings = TrainSettings(
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            eval_batch_size=config.eval_batch_size,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            warmup_ratio=config.warmup_ratio,
-            max_grad_norm=config.max_grad_norm,
-            patience=config.patience,
-            max_length=config.max_length,
-            seed=config.seed,
-            progress=config.progress,
-        )
 
         def on_epoch(metrics: dict) -> None:
             ctx.log_metrics(metrics, step=metrics["epoch"])
@@ -87,7 +65,7 @@ class TrainJob(Job):
             tokenizer,
             splits["train"],
             splits["validation"],
-            settings,
+            config,
             checkpoint_dir=ctx.path("checkpoints"),
             device=device,
             on_epoch=on_epoch,

@@ -34,7 +34,9 @@ class TrainSettings(LoopSettings):
     """Fine-tuning hyperparameters (AdamW with linear warmup and decay, gradient clipping, early stopping)."""
 
     epochs: int = Field(3, ge=1)
-    lr: float = Field(5e-5, gt=0)
+    lr: float = Field(
+        5e-5, ge=0, description="peak learning rate (0 leaves the weights as they are: a sanity baseline)"
+    )
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)

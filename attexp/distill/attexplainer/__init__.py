@@ -15,7 +15,7 @@ from attexp.distill.attexplainer.agent import Agent, AgentSettings, QNetwork
 from attexp.distill.attexplainer.features import attention_features, feature_size
 from attexp.distill.attexplainer.game import GameSettings, MaskingGame, Observation, Victim
 from attexp.distill.attexplainer.replay import PrioritizedReplay, Transition
-from attexp.distill.attexplainer.training import TrainSettings, play, start_game, train
+from attexp.distill.attexplainer.training import play, start_game, train
 
 __all__ = [
     "Agent",
@@ -25,7 +25,6 @@ __all__ = [
     "Observation",
     "PrioritizedReplay",
     "QNetwork",
-    "TrainSettings",
     "Transition",
     "Victim",
     "attention_features",

@@ -26,7 +26,7 @@ from pydantic import Field
 from attexp.config.schema import JobConfig, Upstream
 from attexp.distill.attexplainer.agent import Agent, AgentSettings
 from attexp.distill.attexplainer.game import GameSettings, Victim
-from attexp.distill.attexplainer.training import TrainSettings, mask_token_id, train
+from attexp.distill.attexplainer.training import mask_token_id, train
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
 from attexp.io.records import ATTEXPLAINER_AGENT, DATASET
@@ -34,9 +34,10 @@ from attexp.models.inputs import tokenize_rows
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
+from attexp.train.settings import AgentTrainSettings
 
 
-class TrainAgentConfig(JobConfig):
+class TrainAgentConfig(AgentTrainSettings, JobConfig):
     """Train an AttExplainer agent on `model`'s masking games over `split` of `data`.
 
     batch_size (32, the official simulate batch): instances played together per game batch. episodes (1000):
@@ -52,14 +53,8 @@ class TrainAgentConfig(JobConfig):
     split: Literal["train", "validation", "test"] = "train"
     limit: int | None = Field(None, ge=1)
     max_length: int = Field(64, ge=8)
-    batch_size: int = Field(32, ge=1)
-    episodes: int = Field(1000, ge=1)
-    max_seconds: float | None = Field(None, gt=0)
     game: GameSettings = Field(default_factory=GameSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
-    checkpoint_every: int = Field(20, ge=1)
-    log_every: int = Field(10, ge=1)
-    progress: bool = True
 
 
 @JOBS.register("train_agent", TrainAgentConfig)
@@ -81,15 +76,6 @@ class TrainAgentJob(Job):
         mask_token_id(tokenizer)  # fail before training if the tokenizer cannot mask
         victim = Victim(model)
         agent = Agent(config.agent, config.game, device=device, seed=config.seed)
-        settings = TrainSettings(
-            batch_size=config.batch_size,
-            episodes=config.episodes,
-            max_seconds=config.max_seconds,
-            checkpoint_every=config.checkpoint_every,
-            log_every=config.log_every,
-            seed=config.seed,
-            progress=config.progress,
-        )
 
         def on_log(metrics: dict) -> None:
             ctx.log_metrics(metrics, step=int(metrics["episode"]))
@@ -99,7 +85,7 @@ class TrainAgentJob(Job):
             victim,
             tokenizer,
             tokenize_rows(tokenizer, rows, config.max_length),
-            settings,
+            config,
             ctx.path("checkpoints"),
             device,
             on_log=on_log,

@@ -28,6 +28,7 @@ from ignite.handlers import ProgressBar
 from attexp.distill.attexplainer.agent import Agent
 from attexp.distill.attexplainer.game import MaskingGame, Victim
 from attexp.models.inputs import pad_features, pad_id, structural_positions
+from attexp.train.settings import AgentTrainSettings
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -79,20 +80,6 @@ def play(agent: Agent, game: MaskingGame, train: bool = False) -> dict[str, floa
 
 
 @dataclass
-class TrainSettings:
-    """The training run: `batch_size` instances per game batch, at most `episodes` batches and `max_seconds`
-    of training (None: no limit), a checkpoint every `checkpoint_every` and a log line every `log_every`."""
-
-    batch_size: int = 32
-    episodes: int = 1000
-    max_seconds: float | None = None
-    checkpoint_every: int = 20
-    log_every: int = 10
-    seed: int = 42
-    progress: bool = True
-
-
-@dataclass
 class TrainResult:
     """What `train` did: batches played, wall-clock and CPU seconds spent (all runs), per-batch statistics."""
 
@@ -109,7 +96,7 @@ def train(
     victim: Victim,
     tokenizer: Any,
     features: Sequence[dict[str, list[int]]],
-    settings: TrainSettings,
+    settings: AgentTrainSettings,
     checkpoint_dir: Path,
     device: torch.device | str,
     on_log: Callable[[dict[str, float]], None] | None = None,

@@ -17,37 +17,26 @@ from __future__ import annotations
 import shutil
 from typing import Annotated, Literal
 
-from pydantic import Field
-
 from attexp.config.schema import JobConfig, Upstream
-from attexp.distill.empirical.training import DistillSettings, distill
+from attexp.distill.empirical.training import distill
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
 from attexp.io.records import EMPIRICAL_EXPLAINER, EXPLANATIONS
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
+from attexp.train.settings import DistillSettings
 
 REQUIRED = ("idx", "input_ids", "attributions")
 
 
-class DistillConfig(JobConfig):
+class DistillConfig(DistillSettings, JobConfig):
     """Distil the explanations of `train`/`validation` into an empirical explainer built from `model`."""
 
     job: Literal["distill"] = "distill"
     model: Annotated[str, Upstream(("train",))]
     train: Annotated[str, Upstream(("explain",))]
     validation: Annotated[str, Upstream(("explain",))]
-    head: Literal["token", "flat"] = "token"
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    patience: int = Field(2, ge=1)
-    max_length: int = Field(128, ge=8)
-    progress: bool = True
 
 
 @JOBS.register("distill", DistillConfig)
@@ -70,19 +59,6 @@ class DistillJob(Job):
             )
         device = resolve_device(config.device)
         classifier, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
-        settings = DistillSettings(
-            head=config.head,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            warmup_ratio=config.warmup_ratio,
-            max_grad_norm=config.max_grad_norm,
-            patience=config.patience,
-            max_length=config.max_length,
-            seed=config.seed,
-            progress=config.progress,
-        )
 
         def on_epoch(metrics: dict) -> None:
             ctx.log_metrics(metrics, step=metrics["epoch"])
@@ -91,7 +67,7 @@ class DistillJob(Job):
             classifier,
             train_art.read(EXPLANATIONS, required=REQUIRED),
             val_art.read(EXPLANATIONS, required=REQUIRED),
-            settings,
+            config,
             checkpoint_dir=ctx.path("checkpoints"),
             device=device,
             on_epoch=on_epoch,

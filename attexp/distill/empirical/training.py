@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from ignite.engine import Engine
@@ -26,23 +26,7 @@ from transformers import PreTrainedModel
 from attexp.distill.empirical.model import EmpiricalExplainerModel
 from attexp.errors import AttexpError
 from attexp.train.engines import create_optimizer, create_trainer, fit, make_loader, model_inputs, to_device
-
-
-@dataclass
-class DistillSettings:
-    """Empirical-explainer training hyperparameters (AdamW, linear warmup/decay, early stopping on val MSE)."""
-
-    head: Literal["token", "flat"] = "token"
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    patience: int = 2
-    max_length: int = 128
-    seed: int = 42
-    progress: bool = True
+from attexp.train.settings import DistillSettings
 
 
 @dataclass
