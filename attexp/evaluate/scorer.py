@@ -21,6 +21,7 @@ import torch
 from attexp.errors import AttexpError
 from attexp.evaluate.base import attributions_of, by_idx, record_field
 from attexp.models.inputs import longest_first, pad_features, pad_id, structural_positions
+from attexp.models.memo import RowMemo, row_key
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ModelScorer:
         self.forward_passes = 0
         self.rows = 0
         self.seconds = 0.0
-        self._memo: dict[bytes, np.ndarray] = {}
+        self._memo: RowMemo[np.ndarray] = RowMemo()
 
     def replacement_id(self, perturbation: Perturbation) -> int | None:
         """The id that replaces removed tokens (None for `delete`); an error if the tokenizer lacks it."""
@@ -87,30 +88,27 @@ class ModelScorer:
 
     def probabilities(self, sequences: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
         """Class probabilities [N, C] of N (ids (T_i,), segments (T_i,) or None) sequences."""
-        keys = [_key(ids, segments) for ids, segments in sequences]
-        if not self.cache:  # every sequence runs, duplicates included: key them by position too
+        keys = [row_key(ids, segments) for ids, segments in sequences]
+        memo = self._memo
+        if not self.cache:  # every sequence runs, duplicates included: key them by position, forget them after
             keys = [i.to_bytes(8, "little") + key for i, key in enumerate(keys)]
-        todo: dict[bytes, tuple[np.ndarray, np.ndarray | None]] = {}
-        for key, sequence in zip(keys, sequences, strict=True):
-            if key not in self._memo:
-                todo.setdefault(key, sequence)
-        items = list(todo.items())
-        pending = [items[i] for i in longest_first([len(ids) for ids, _ in todo.values()])]
-        computed: dict[bytes, np.ndarray] = {}
+            memo = RowMemo()
         began = time.perf_counter()
-        for start in range(0, len(pending), self.batch_size):
-            chunk = pending[start : start + self.batch_size]
-            for (key, _), row in zip(chunk, self._forward([s for _, s in chunk]), strict=True):
-                computed[key] = row
+        rows = memo.run(keys, lambda positions: self._run([sequences[p] for p in positions]))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.seconds += time.perf_counter() - began
-        if not keys:
-            return np.zeros((0, 0))
-        if not self.cache:
-            return np.stack([computed[key] for key in keys])
-        self._memo.update(computed)
-        return np.stack([self._memo[key] for key in keys])
+        return np.stack(rows) if rows else np.zeros((0, 0))
+
+    def _run(self, sequences: list[tuple[np.ndarray, np.ndarray | None]]) -> list[np.ndarray]:
+        """Probabilities of `sequences` in their order, run longest first, `batch_size` rows per forward."""
+        out: list[np.ndarray] = [np.zeros(0)] * len(sequences)
+        order = longest_first([len(ids) for ids, _ in sequences])
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for i, row in zip(chunk, self._forward([sequences[i] for i in chunk]), strict=True):
+                out[i] = row
+        return out
 
     def _forward(self, sequences: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
         features = [
@@ -125,11 +123,6 @@ class ModelScorer:
         self.forward_passes += 1
         self.rows += len(sequences)
         return probabilities.cpu().numpy().astype(np.float64)
-
-
-def _key(ids: np.ndarray, segments: np.ndarray | None) -> bytes:
-    ids = np.asarray(ids, dtype=np.int64)
-    return ids.tobytes() + b"|" + (b"" if segments is None else np.asarray(segments, dtype=np.int64).tobytes())
 
 
 # ------------------------------------------------------------------------------------ instances

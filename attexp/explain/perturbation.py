@@ -49,6 +49,7 @@ from attexp.explain.base import Explanation
 from attexp.explain.batching import rows_per_forward
 from attexp.explain.captum_base import CaptumConfig, CaptumExplainer, TokenBaseline, instance_groups, seeded
 from attexp.models.inputs import Batch, structural_positions
+from attexp.models.memo import RowMemo
 from attexp.registry import EXPLAINERS
 
 
@@ -65,7 +66,8 @@ class PerturbationConfig(CaptumConfig):
 
 
 class CachedForward:
-    """The model's scores as Captum's forward function, each distinct row run once, rows counted per instance.
+    """The model's scores as Captum's forward function, each distinct row run once (`RowMemo`), rows counted per
+    instance.
 
     `members[r % len(members)]` is the instance that row r of a call belongs to (Captum stacks perturbed
     copies of the batch one after the other); `passes[i]` counts the rows of instance i that were run.
@@ -75,27 +77,25 @@ class CachedForward:
         self.explainer = explainer
         self.members = members
         self.passes = passes
-        self.cache: dict[bytes, Tensor] = {}
+        self.memo: RowMemo[Tensor] = RowMemo()
 
     def __call__(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
         # input_ids, attention_mask, token_type_ids [N, T] -> scores [N, C]
         parts = [input_ids, attention_mask] + ([] if token_type_ids is None else [token_type_ids])
         keys = [row.tobytes() for row in torch.cat(parts, dim=1).cpu().numpy()]
-        new: dict[bytes, int] = {}
-        for r, key in enumerate(keys):
-            if key not in self.cache and key not in new:
-                new[key] = r
-        if new:
-            index = torch.tensor(list(new.values()), device=input_ids.device)
+
+        def run(rows: list[int]) -> Tensor:
+            index = torch.tensor(rows, device=input_ids.device)
             out = self.explainer.scores(
                 input_ids=input_ids[index],
                 attention_mask=attention_mask[index],
                 token_type_ids=None if token_type_ids is None else token_type_ids[index],
             )
-            for (key, r), row in zip(new.items(), out, strict=True):
-                self.cache[key] = row
+            for r in rows:
                 self.passes[self.members[r % len(self.members)]] += 1
-        return torch.stack([self.cache[key] for key in keys])
+            return out
+
+        return torch.stack(self.memo.run(keys, run))
 
 
 class PerturbationExplainer(CaptumExplainer):

@@ -1,6 +1,6 @@
 """Playing and training: the game loop shared by the train_agent job, the explainer and the evaluation.
 
-Rows are tokenised once (`attexp.explain.batching.tokenize_rows`); `start_game` pads a list of them into a
+Rows are tokenised once (`attexp.models.inputs.tokenize_rows`); `start_game` pads a list of them into a
 `MaskingGame`; `play` runs a game to the end, with the agent exploring and learning (training) or greedy
 (explaining). `train` is the
 training loop of the train_agent job as an ignite `Engine` whose iterations are game batches: each iteration
