@@ -423,7 +423,8 @@ def test_train_agent_job_writes_the_agent_and_resumes(base_with_victim, run_cli,
     with pytest.raises(RuntimeError, match="simulated kill"):
         run_cli(config, "--base-dir", base_with_victim)
     folder = base_with_victim / "models" / "syn.agent"
-    assert (folder / "checkpoints" / "last.pt").exists() and not (folder / "agent").exists()
+    assert (folder / "checkpoints" / "last.json").exists() and not (folder / "agent").exists()
+    assert (folder / "checkpoints" / "last.safetensors").exists() and not (folder / "checkpoints" / "last.pt").exists()
     monkeypatch.setattr(training, "play", real_play)
     code, _, err = run_cli(config, "--base-dir", base_with_victim)
     assert code == 0, err
@@ -517,3 +518,66 @@ def test_explainer_and_metric_config_errors_exit_2(base_with_victim, run_cli, tm
     evaluate.write_text(json.dumps({"job": "evaluate", "name": "v", "explanations": ["e"], "metrics": [metric]}))
     code, _, err = run_cli(evaluate, "--base-dir", base_with_victim)
     assert code == 2 and "budgets" in err, err
+
+
+class _Payload:
+    """Unpickling this runs code: it writes a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_a_planted_pickle_checkpoint_is_refused_and_never_runs(base_with_victim, run_cli, tmp_path, monkeypatch):
+    """A killed run leaves a resumable job; a pickle planted as its checkpoint is refused on resume, unread."""
+    import pickle
+
+    from attexp.distill.attexplainer import training
+
+    config = tmp_path / "agent.json"
+    config.write_text(json.dumps(agent_job()))
+    real_play, calls = training.play, {"n": 0}
+
+    def killed_in_the_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated kill")
+        return real_play(*args, **kwargs)
+
+    monkeypatch.setattr(training, "play", killed_in_the_second_batch)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run_cli(config, "--base-dir", base_with_victim)
+    monkeypatch.setattr(training, "play", real_play)
+    marker = tmp_path / "pwned"
+    checkpoints = base_with_victim / "models" / "syn.agent" / "checkpoints"
+    for path in checkpoints.iterdir():
+        path.unlink()
+    (checkpoints / "last.pt").write_bytes(pickle.dumps({"agent": _Payload(marker)}))
+    code, _, err = run_cli(config, "--base-dir", base_with_victim)
+    assert code == 1 and "last.pt" in err and "never loaded" in err and "Delete it" in err
+    assert not marker.exists(), "the pickle's payload ran"
+
+
+def test_checkpoint_state_round_trips_without_pickle(tmp_path):
+    from attexp.io.checkpoints import load_state, save_state
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    optimizer.param_groups[0]["params"][0].grad = torch.ones(3)
+    optimizer.step()
+    rng = np.random.default_rng(7)
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "rng": rng.bit_generator.state,
+        "history": [{"loss": float("nan"), "reward": 1.5}],
+        "episode": 3,
+    }
+    save_state(tmp_path / "last", state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
+    back = load_state(tmp_path / "last")
+    assert back["episode"] == 3 and back["rng"] == rng.bit_generator.state
+    assert np.isnan(back["history"][0]["loss"]) and back["history"][0]["reward"] == 1.5
+    restored = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    restored.load_state_dict(back["optimizer"])
+    assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])

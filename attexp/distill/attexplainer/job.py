@@ -9,10 +9,10 @@ Output (`models/<name>/`): `agent/` (`agent.safetensors`, the Q-network's weight
 settings, game rules and the victim model), `rewards.jsonl` (one line per game batch: reward, success rate,
 mask rate, steps, delta_p, learn loss, seconds) and in the manifest the batches and game steps played, the
 victim model, why training stopped and a rewards curve (mean reward per tenth of the run). While running,
-`checkpoints/last.pt` holds the resumable state: a killed job rerun with the same command continues from its
-last checkpoint (the replay memory is not checkpointed; it refills within a few batches). `max_seconds` caps
-the (wall-clock) training time, summed over resumed runs; the manifest also records the CPU seconds. The
-explain stage uses the agent through the `attexplainer` explainer (`{"type": "attexplainer", "agent": <job>}`).
+`checkpoints/last.safetensors` + `last.json` hold the resumable state (no pickle): a killed job rerun with the
+same command continues from its last checkpoint (the replay memory is not checkpointed; it refills within a few
+batches). `max_seconds` caps the (wall-clock) training time, summed over resumed runs; the manifest also records
+the CPU seconds. The explain stage uses the agent through the `attexplainer` explainer (`{"type": "attexplainer", "agent": <job>}`).
 """
 
 from __future__ import annotations

@@ -27,11 +27,14 @@ from ignite.handlers import ProgressBar
 
 from attexp.distill.attexplainer.agent import Agent
 from attexp.distill.attexplainer.game import MaskingGame, Victim
+from attexp.errors import AttexpError
+from attexp.io import checkpoints
 from attexp.models.inputs import pad_features, pad_id, structural_positions
 from attexp.train.settings import AgentTrainSettings
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "last.pt"
+CHECKPOINT = "last"  # last.safetensors + last.json (attexp.io.checkpoints: no pickle)
+PICKLED = "last.pt"  # what earlier versions wrote; never unpickled
 
 
 def start_game(
@@ -52,8 +55,6 @@ def start_game(
 
 def mask_token_id(tokenizer: Any) -> int:
     if tokenizer.mask_token_id is None:
-        from attexp.errors import AttexpError
-
         raise AttexpError(
             f"the masking game replaces tokens with [MASK], but {type(tokenizer).__name__} has no mask token. "
             f"Use a classifier whose tokenizer has one (BERT, RoBERTa, DistilBERT, ELECTRA do)."
@@ -101,12 +102,18 @@ def train(
     device: torch.device | str,
     on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train `agent` on games over `features` (encoded instances); resumes from `checkpoint_dir/last.pt`."""
+    """Train `agent` on games over `features` (encoded instances); resumes from `checkpoint_dir/last.*`."""
     checkpoint = Path(checkpoint_dir) / CHECKPOINT
+    pickled = Path(checkpoint_dir) / PICKLED
+    if pickled.exists():
+        raise AttexpError(
+            f"{pickled}: a pickled checkpoint is never loaded (unpickling can run any code put into the file). "
+            f"Delete it ({pickled}) to train from the start; checkpoints are now written as safetensors + JSON."
+        )
     history: list[dict[str, float]] = []
     done_before, seconds_before, cpu_before = 0, 0.0, 0.0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=agent.device, weights_only=False)
+    if checkpoints.exists(checkpoint):
+        state = checkpoints.load_state(checkpoint, device=agent.device)
         agent.load_state_dict(state["agent"])
         done_before, seconds_before, history = int(state["episode"]), float(state["seconds"]), list(state["history"])
         cpu_before = float(state.get("cpu_seconds", 0.0))
@@ -169,15 +176,12 @@ def train(
 
 def save_checkpoint(path: Path, agent: Agent, clock: dict[str, float], history: list[dict]) -> None:
     """Atomically write the resumable training state (agent, optimizer, counters, clocks, history)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {
         "agent": agent.state_dict(),
         "history": history,
         **{k: clock[k] for k in ("episode", "seconds", "cpu_seconds")},
     }
-    torch.save(state, tmp)
-    tmp.replace(path)
+    checkpoints.save_state(path, state)
 
 
 def _mean(rows: list[dict[str, float]], episode: int, seconds: float) -> dict[str, float]:
