@@ -12,7 +12,8 @@ victim model, why training stopped and a rewards curve (mean reward per tenth of
 `checkpoints/last.safetensors` + `last.json` hold the resumable state (no pickle): a killed job rerun with the
 same command continues from its last checkpoint (the replay memory is not checkpointed; it refills within a few
 batches). `max_seconds` caps the (wall-clock) training time, summed over resumed runs; the manifest also records
-the CPU seconds. The explain stage uses the agent through the `attexplainer` explainer (`{"type": "attexplainer", "agent": <job>}`).
+the CPU seconds. The explain stage uses the agent through the `attexplainer` explainer
+(`{"type": "attexplainer", "agent": <job>}`).
 """
 
 from __future__ import annotations
