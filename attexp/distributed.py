@@ -55,3 +55,10 @@ def is_main() -> bool:
 def barrier() -> None:
     if world_size() > 1:
         idist.barrier()
+
+
+def share(value: str) -> str:
+    """Rank 0's `value` on every rank (a decision made on rank 0, e.g. under the job's lock)."""
+    if world_size() > 1:
+        return idist.broadcast(value if is_main() else None, src=0, safe_mode=True)
+    return value

