@@ -8,6 +8,7 @@ override, exactly like `--override dotted.key=value`.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -119,6 +120,9 @@ def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
     if args.dry_run:
         if dist.is_main():
             print(describe(plan, prepared, base_dir))
@@ -131,6 +135,9 @@ def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list
         return 2
     except AttexpError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume.", file=sys.stderr)
@@ -162,3 +169,20 @@ def _quiet_libraries() -> None:
         transformers.logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
+
+
+_OS_FIXES = {
+    errno.EACCES: "the user running attexp may not write there: fix the permissions or choose another --base-dir",
+    errno.EPERM: "the user running attexp may not write there: fix the permissions or choose another --base-dir",
+    errno.EROFS: "the file system is mounted read-only: choose a writable --base-dir (or $ATTEXP_CACHE_DIR)",
+    errno.ENOSPC: "the disk is full: free space and run the same command again; the job resumes where it stopped",
+    errno.EDQUOT: "the disk quota is used up: free space and run the same command again; the job resumes",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for an OS error: the path, the problem and the fix (no traceback)."""
+    where = error.filename or "(no path)"
+    problem = error.strerror or str(error)
+    fix = _OS_FIXES.get(error.errno, "check the path and run the same command again; a killed job resumes")
+    return f"{where}: {problem} (errno {error.errno}). {fix}."

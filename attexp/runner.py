@@ -35,6 +35,7 @@ from attexp.io.artifacts import (
     MANIFEST,
     Artifact,
     config_hash,
+    file_records,
     find_artifact,
     job_dir,
     lock_path,
@@ -61,6 +62,7 @@ class Job:
     schema: ClassVar[RecordSchema]
     folder: ClassVar[str]
     distributed: ClassVar[bool] = False
+    resumable: ClassVar[bool] = True  # False: a partial run holds nothing worth keeping (see `decide`)
 
     def run(self, config: Any, ctx: JobContext) -> None:
         raise NotImplementedError
@@ -141,6 +143,9 @@ def decide(job: JobConfig, out: Path, force: bool) -> tuple[str, str | None]:
             )
         if same:
             return "resume", None
+        if not JOBS.get(job.job).cls.resumable:  # e.g. a download that failed: nothing would be lost
+            log.warning("%s: replacing a partial run of %r made with another config (nothing to resume)", out, job.name)
+            return "rerun", None
         return "run", (
             f"{out}: a partial run of {job.name!r} with a different config is there. "
             f"Pass --force to start over, or give the job a new name."
@@ -255,6 +260,7 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
                 render(cfg, ctx)
             manifest.update(ctx.manifest_extra)
             manifest["counts"] = {**manifest.get("counts", {}), **ctx.counts}
+            manifest["files"] = file_records(item.out_dir, job_cls.schema.files)  # readers check these
             manifest["seconds"] = round((manifest.get("seconds") or 0) + time.perf_counter() - started, 3)
             manifest["world_size"] = dist.world_size()
             manifest["finished"] = now()
@@ -287,6 +293,8 @@ def _claim(item: Prepared, base_dir: Path) -> tuple[filelock.FileLock, str]:
             shutil.rmtree(item.out_dir)
         if action != "skip":
             item.out_dir.mkdir(parents=True, exist_ok=True)
+            for stray in item.out_dir.rglob(".*.tmp"):  # temporary files of a write that was cut off
+                stray.unlink(missing_ok=True)
     except BaseException:
         lock.release()
         raise

@@ -416,3 +416,29 @@ def test_limit_rows_is_stratified_seeded_subset():
 def test_corpus_rejects_labels_outside_label_names():
     with pytest.raises(AttexpError, match="label 2"):
         Corpus({"all": [{"text": "x", "label": 2}]}, ["a", "b"], "bad")
+
+
+def test_a_stray_integer_label_id_is_refused(tmp_path):
+    """0/1 labels and one 7: not eight classes, five of them empty, but a mistake named where it is."""
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\na,0\nb,1\nc,7\nd,0\n")
+    with pytest.raises(
+        AttexpError, match=r"rows.csv.*line 4.*label id 7 makes 8 classes.*\[2, 3, 4, 5, 6\].*label_names"
+    ):
+        LocalSource(LocalConfig(files={"all": str(path)})).load(tmp_path)
+
+
+def test_download_drops_empty_texts_and_counts_duplicates(tmp_path, run_cli):
+    csv = tmp_path / "rows.csv"
+    rows = [f"sentence {i}" for i in range(30)] + ["sentence 1", "sentence 2", "   ", "Sentence 3 "]
+    csv.write_text("text,label\n" + "".join(f'"{t}",{i % 2}\n' for i, t in enumerate(rows)))
+    config = tmp_path / "d.json"
+    job = {"job": "download", "name": "d", "source": {"type": "local", "files": {"all": str(csv)}}}
+    config.write_text(json.dumps(job))
+    code, _, err = run_cli(config, "--base-dir", tmp_path / "base")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "base" / "data" / "d" / "manifest.json").read_text())
+    checks, counts = manifest["checks"], manifest["counts"]
+    assert checks["empty_texts_dropped"] == 1
+    assert sum(checks["duplicates"].values()) == 3  # "sentence 1", "sentence 2", "Sentence 3 "
+    assert sum(counts[s] for s in ("train", "validation", "test")) == len(rows) - 1

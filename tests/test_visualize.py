@@ -179,3 +179,11 @@ def test_max_instances_and_errors(tmp_path, runs):
     broken = Run("broken", "lig", [record(0, ["a", "b"], [1.0])], {})
     with pytest.raises(AttexpError, match="2 tokens but 1 attributions"):
         render_report(tmp_path, [broken])
+
+
+def test_direction_controls_in_label_names_are_shown_not_obeyed():
+    from attexp.visualize.html import class_name, preview
+
+    shown = class_name(1, ["negative", "posi\u202etive"])
+    assert "\u202e" not in shown and "\\u202e" in shown and shown.startswith("1 (posi")
+    assert "\u2066" not in preview(["[CLS]", "a", "\u2066b", "[SEP]"])

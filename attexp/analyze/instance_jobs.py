@@ -101,6 +101,7 @@ class AttributionTreeJob(Job):
 
     schema = ATTRIBUTION_TREE
     folder = "visualizations"
+    resumable = False
 
     def run(self, config: AttributionTreeConfig, ctx: JobContext) -> None:
         model, tokenizer, batches, label_names = _load(config, ctx)
@@ -143,6 +144,7 @@ class LayerFlowJob(Job):
 
     schema = LAYER_FLOW
     folder = "visualizations"
+    resumable = False
 
     def run(self, config: LayerFlowConfig, ctx: JobContext) -> None:
         model, tokenizer, batches, label_names = _load(config, ctx)

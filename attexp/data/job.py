@@ -10,6 +10,7 @@ would otherwise be one class) and `idx` counts from 0 in that order: stable for 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from typing import Annotated, Literal
@@ -62,10 +63,14 @@ class DownloadJob(Job):
 
     schema = DATASET
     folder = "data"
+    resumable = False
 
     def run(self, config: DownloadConfig, ctx: JobContext) -> None:
         source = SOURCES.get(config.source.type).cls(config.source)
         corpus = source.load(ctx.cache_dir, root=ctx.base_dir)
+        corpus, empty = _without_empty_texts(corpus)
+        if empty:
+            log.warning("%s: dropped %d rows with an empty text (nothing to classify or explain)", config.name, empty)
         splits = make_splits(corpus, dict(config.splits), config.seed)
         missing = [s for s in SPLITS if not splits.get(s)]
         if missing:
@@ -87,7 +92,18 @@ class DownloadJob(Job):
             split: [sum(1 for r in splits[split] if r["label"] == k) for k in range(len(corpus.label_names))]
             for split in SPLITS
         }
+        duplicates = _duplicates(splits)
+        for key, n in duplicates.items():
+            if n:
+                log.warning(
+                    "%s: %d duplicate texts %s (kept; an evaluation split that repeats training texts "
+                    "overstates accuracy)",
+                    config.name,
+                    n,
+                    key.replace("_", " "),
+                )
         ctx.counts.update(counts)
+        ctx.manifest_extra.update(checks={"empty_texts_dropped": empty, "duplicates": duplicates})
         ctx.manifest_extra.update(
             label_names=corpus.label_names,
             source=corpus.description,
@@ -95,3 +111,31 @@ class DownloadJob(Job):
             label_counts_before_limit=label_counts,
         )
         ctx.log_metrics({f"n_{k}": v for k, v in counts.items()})
+
+
+def _key(row: dict) -> tuple[str, str | None]:
+    return row["text"].strip().casefold(), (row.get("text_pair") or "").strip().casefold() or None
+
+
+def _without_empty_texts(corpus):
+    """The corpus without rows whose text (or text pair) is empty or blank, and how many were dropped."""
+    dropped = 0
+    kept = {}
+    for name, rows in corpus.splits.items():
+        good = [r for r in rows if str(r["text"]).strip() and ("text_pair" not in r or str(r["text_pair"]).strip())]
+        dropped += len(rows) - len(good)
+        kept[name] = good
+    return (dataclasses.replace(corpus, splits=kept) if dropped else corpus), dropped
+
+
+def _duplicates(splits: dict[str, list[dict]]) -> dict[str, int]:
+    """Repeated texts (case and surrounding space ignored): within each split, and in validation or test that
+    also occur in train."""
+    out = {}
+    train = {_key(r) for r in splits["train"]}
+    for split in SPLITS:
+        keys = [_key(r) for r in splits[split]]
+        out[f"within_{split}"] = len(keys) - len(set(keys))
+        if split != "train":
+            out[f"{split}_in_train"] = sum(1 for k in keys if k in train)
+    return out

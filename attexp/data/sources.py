@@ -308,6 +308,14 @@ def _map_labels(values: list[tuple[Any, str]], label_names: list[str] | None) ->
                     "`label_names` and write labels as names."
                 )
         n = max(ints, default=-1) + 1  # type: ignore[type-var, operator]
+        present = set(ints)  # type: ignore[arg-type]
+        unused = sorted(set(range(min(present, default=0), n)) - present)  # ids between present ones, with no row
+        if unused:
+            top = next(where for i, (_, where) in zip(ints, values, strict=True) if i == n - 1)
+            raise AttexpError(
+                f"{top}: label id {n - 1} makes {n} classes, but ids {unused[:10]} have no row: a stray label id? "
+                f"Fix the data, or give `label_names` (one name per id) in the data source config."
+            )
         return ints, [str(i) for i in range(n)]  # type: ignore[return-value]
     names = sorted({str(v) for v, _ in values})
     index = {name: i for i, name in enumerate(names)}

@@ -89,6 +89,7 @@ class EvaluateJob(Job):
 
     schema = EVALUATION
     folder = "logs"
+    resumable = False
 
     def run(self, config: EvaluateConfig, ctx: JobContext) -> None:
         metrics: list[Metric] = [METRICS.get(m.type).cls(m) for m in config.metrics]

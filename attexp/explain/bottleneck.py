@@ -49,7 +49,8 @@ from torch import Tensor
 from attexp.config.schema import Upstream
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.io.files import read_jsonl
+from attexp.io.artifacts import MANIFEST, verify_file
+from attexp.io.files import read_json, read_jsonl
 from attexp.models.encoder import Encoder, layer_index
 from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 from attexp.registry import EXPLAINERS
@@ -135,7 +136,10 @@ class InformationBottleneck(Explainer):
     def _dataset_prior(self) -> tuple[Tensor, Tensor]:
         """Mean and std [H] of layer l's output over real tokens of the prior data rows."""
         cfg = self.config
-        path = self.upstream_dir(cfg.prior_data, "prior_data") / f"{cfg.prior_split}.jsonl"
+        folder = self.upstream_dir(cfg.prior_data, "prior_data")
+        path = folder / f"{cfg.prior_split}.jsonl"
+        if (folder / MANIFEST).is_file():  # the file its job finished with, not a cut or edited one
+            verify_file(folder, path.name, read_json(folder / MANIFEST))
         rows = read_jsonl(path, required=("text",))[: cfg.prior_size]
         if not rows:
             raise AttexpError(f"iba: {path} has no rows to estimate the prior from; use another prior_split.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -27,6 +28,7 @@ from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstrea
 from attexp.explain.batching import explain_rows
 from attexp.io.files import ResumableJsonlWriter, done_idx, merge_partials, read_jsonl
 from attexp.io.records import DATASET, EXPLANATIONS
+from attexp.models.inputs import count_truncated
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import EXPLAINERS, JOBS
 from attexp.runner import Job, JobContext
@@ -90,6 +92,11 @@ class ExplainJob(Job):
         )
         explainer = entry.cls(config.explainer, model, tokenizer, {n: a.dir for n, a in ctx.upstream_artifacts.items()})
 
+        # A run killed after merging its shards but before its manifest said "finished" left records.jsonl:
+        # it becomes a shard again, so those records count as done (not explained a second time).
+        if ctx.is_main and ctx.path(RECORDS).exists():
+            os.replace(ctx.path(RECORDS), ctx.path(f"{RECORDS}.rank-merged.partial"))
+        ctx.barrier()
         # Resume: each rank recovers its own shard file, then all read every shard (of this or an earlier run,
         # whatever its number of processes) to skip what is done, before anyone writes.
         writer = ResumableJsonlWriter(ctx.path(f"{RECORDS}.rank{ctx.rank}"))
@@ -119,6 +126,17 @@ class ExplainJob(Job):
                 writer.write(records)
         finally:
             writer.close()
+        if ctx.is_main:
+            truncated = count_truncated(tokenizer, rows, config.max_length)
+            if truncated:
+                log.warning(
+                    "%s: %d of %d instances are longer than max_length=%d tokens and are explained cut to it",
+                    config.name,
+                    truncated,
+                    len(rows),
+                    config.max_length,
+                )
+            ctx.manifest_extra.update(truncated=truncated)
         ctx.counts.update(explained_this_run=len(remaining))
         ctx.manifest_extra.update(
             explainer=config.explainer.model_dump(mode="json"),

@@ -78,10 +78,12 @@ class Artifact:
 
     def read(self, schema: RecordSchema, file: str | None = None, required: Sequence[str] | None = None) -> list[dict]:
         """The records of `file` (default: the schema's first file), after checking that the manifest declares
-        `schema` at a version this code reads. `required`: the fields the reader needs (default: all the
-        schema requires)."""
+        `schema` at a version this code reads and that the file is the one the job finished with (its record count
+        and sha256 in the manifest's `files`). `required`: the fields the reader needs (default: all the schema
+        requires)."""
         version = schema.check(self.manifest, str(self.dir / MANIFEST))
         path = self.dir / (file or schema.files[0])
+        verify_file(self.dir, path.name, self.manifest)
         records = read_jsonl(path, schema.required if required is None else required)
         log.info("read %d records of %s version %d from %s", len(records), schema.name, version, path)
         return records
@@ -152,3 +154,46 @@ def new_manifest(
         "seconds": None,
         "counts": {},
     }
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """What a finished job's manifest says of one of its files: sha256 and, for JSON lines, the record count."""
+    digest = hashlib.sha256()
+    lines = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            lines += block.count(b"\n")
+    entry: dict[str, Any] = {"sha256": digest.hexdigest()}
+    if path.suffix == ".jsonl":
+        entry["records"] = lines
+    return entry
+
+
+def file_records(folder: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`file_record` of each of `names` that exists in `folder` (written into the manifest at finish)."""
+    return {name: file_record(folder / name) for name in names if (folder / name).is_file()}
+
+
+def verify_file(folder: Path, name: str, manifest: dict) -> None:
+    """Refuse a file of a finished artifact that is not the one its job finished with (cut, appended to, edited).
+
+    Manifests written before the content record (no `files`) are read as they are.
+    """
+    expected = (manifest.get("files") or {}).get(name)
+    if expected is None:
+        return
+    path = Path(folder) / name
+    if not path.is_file():
+        raise AttexpError(
+            f"{path}: missing, but the manifest of job {manifest.get('name')!r} lists it "
+            f"({expected.get('records', '?')} records). Rerun that job with --force to write it again."
+        )
+    found = file_record(path)
+    if found != expected:
+        said = ", ".join(f"{k} {v}" for k, v in expected.items())
+        got = ", ".join(f"{k} {v}" for k, v in found.items())
+        raise AttexpError(
+            f"{path}: not the file job {manifest.get('name')!r} finished with: its manifest says {said}; found "
+            f"{got}. The file was cut, changed or replaced after the job finished. Rerun that job with --force."
+        )

@@ -20,6 +20,11 @@ from typing import Any
 
 from attexp.errors import AttexpError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+FIX = "Rerun the job that wrote it with --force, or fix the line."
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the new one, never a mix."""
@@ -31,10 +36,26 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes it private; an artifact follows the umask like any file
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (the directory entry, not only the file, reaches the disk)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -75,19 +96,22 @@ def read_jsonl(path: Path, required: Sequence[str] = ()) -> list[dict]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise AttexpError(f"{where}: not valid JSON ({e.msg}); expected one JSON object per line.") from None
+                raise AttexpError(
+                    f"{where}: not valid JSON ({e.msg}); expected one JSON object per line. {FIX}"
+                ) from None
             if not isinstance(record, dict):
-                raise AttexpError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+                raise AttexpError(f"{where}: expected a JSON object, got {type(record).__name__}. {FIX}")
             missing = [k for k in required if k not in record]
             if missing:
                 raise AttexpError(
-                    f"{where}: record lacks field(s) {', '.join(missing)}; expected fields: {', '.join(required)}."
+                    f"{where}: record lacks field(s) {', '.join(missing)}; expected fields: {', '.join(required)}. "
+                    f"{FIX}"
                 )
             if "idx" in record:
                 if not isinstance(record["idx"], int):
-                    raise AttexpError(f"{where}: 'idx' must be an integer, got {record['idx']!r}.")
+                    raise AttexpError(f"{where}: 'idx' must be an integer, got {record['idx']!r}. {FIX}")
                 if record["idx"] in seen:
-                    raise AttexpError(f"{where}: duplicate idx {record['idx']}; every idx must appear once.")
+                    raise AttexpError(f"{where}: duplicate idx {record['idx']}; every idx must appear once. {FIX}")
                 seen.add(record["idx"])
             records.append(record)
     return records

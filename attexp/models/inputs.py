@@ -93,6 +93,16 @@ def tokenize_rows(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list
     return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
 
 
+def count_truncated(tokenizer: Any, rows: Sequence[dict], max_length: int) -> int:
+    """How many rows have more tokens than `max_length` (they are cut to it: what is cut is never seen)."""
+    if not rows:
+        return 0
+    texts = [row["text"] for row in rows]
+    pairs = [row["text_pair"] for row in rows] if all(row.get("text_pair") is not None for row in rows) else None
+    lengths = [len(ids) for ids in tokenizer(texts, pairs, truncation=False, verbose=False)["input_ids"]]
+    return sum(1 for n in lengths if n > max_length)
+
+
 def pad_features(features: Sequence[dict[str, Any]], pad: int) -> tuple[Tensor, Tensor, Tensor | None]:
     """Right-pad to the longest in the batch -> input_ids, attention_mask, token_type_ids, each [B, T].
 

@@ -17,6 +17,7 @@ from pydantic import SerializeAsAny
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.io.files import write_jsonl
 from attexp.io.records import CLASSIFIER, DATASET
+from attexp.models.inputs import count_truncated
 from attexp.models.loading import resolve_device
 from attexp.registry import JOBS, MODELS
 from attexp.runner import Job, JobContext
@@ -76,6 +77,15 @@ class TrainJob(Job):
         tokenizer.save_pretrained(ctx.path("model"))
         shutil.rmtree(ctx.path("checkpoints"))  # only needed to resume an interrupted run (~3x the model)
         ctx.counts.update({s: len(rows) for s, rows in splits.items()})
+        truncated = {s: count_truncated(tokenizer, rows, config.max_length) for s, rows in splits.items()}
+        if any(truncated.values()):
+            log.warning(
+                "%s: rows longer than max_length=%d tokens, trained and tested cut to it: %s",
+                config.name,
+                config.max_length,
+                truncated,
+            )
+        ctx.manifest_extra.update(truncated=truncated)
         ctx.manifest_extra.update(
             label_names=label_names,
             device=str(device),

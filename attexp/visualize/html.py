@@ -348,19 +348,28 @@ def _argmax(probabilities: Sequence[float] | None) -> int | None:
     return int(np.argmax(probabilities)) if probabilities else None
 
 
+BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+
+
+def visible(text: str) -> str:
+    """`text` with Unicode direction controls (e.g. RIGHT-TO-LEFT OVERRIDE) shown as escapes instead of obeyed:
+    in a label name or a preview they would reorder what the reader sees around them."""
+    return "".join(f"\\u{ord(c):04x}" if ord(c) in BIDI_CONTROLS else c for c in text)
+
+
 def class_name(label: int | None, label_names: Sequence[str] | None) -> str:
     """'1 (positive)' with names, '1' without, '—' when unknown."""
     if label is None:
         return "—"
     if label_names is not None and 0 <= int(label) < len(label_names):
-        return f"{label} ({label_names[int(label)]})"
+        return f"{label} ({visible(str(label_names[int(label)]))})"
     return str(label)
 
 
 def preview(tokens: Sequence[str]) -> str:
     kept = [t for t in tokens if t not in STRUCTURAL_TOKENS]
     words, _, _ = merge_wordpieces(kept, [0.0] * len(kept))
-    text = " ".join(words)
+    text = visible(" ".join(words))
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from attexp.config.schema import JobConfig, Upstream
 from attexp.errors import AttexpError
+from attexp.io.artifacts import verify_file
 from attexp.io.files import read_json
 from attexp.io.records import ATTRIBUTION_TREE, EXPLANATIONS, LAYER_FLOW, VISUALIZATION
 from attexp.registry import JOBS
@@ -50,6 +51,7 @@ class VisualizeJob(Job):
 
     schema = VISUALIZATION
     folder = "visualizations"
+    resumable = False
 
     def run(self, config: VisualizeConfig, ctx: JobContext) -> None:
         runs = []
@@ -102,6 +104,7 @@ class VisualizeJob(Job):
 
     def _summary(self, config: VisualizeConfig, ctx: JobContext):
         evaluation = ctx.upstream(config.evaluation)
+        verify_file(evaluation.dir, "metrics.json", evaluation.manifest)
         metrics = read_json(evaluation.dir / "metrics.json")
         table = metrics.get("table")
         if not table:
