@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -122,3 +123,268 @@ def test_a_run_that_decided_before_another_finished_the_same_config_skips(tmp_pa
             late.kill()
     assert late.returncode == 0, err
     assert (base / "data" / "race.data" / "manifest.json").read_bytes() == manifest, "finished work was redone"
+
+
+# ------------------------------------------------------------------------------------ upstream files
+
+
+def test_an_upstream_file_cut_after_it_finished_is_refused(tmp_path, run_cli):
+    """A records file cut at a line boundary (fewer records than its manifest counts) is an error naming the
+    file, what the manifest says, what was found and the fix; so is one edited in place."""
+    from attexp.io.artifacts import find_artifact
+    from attexp.io.records import DATASET
+
+    base = tmp_path / "base"
+    code, _, err = run_cli(download_config(tmp_path / "a.json", 0.2), "--base-dir", base)
+    assert code == 0, err
+    artifact = find_artifact(base, "race.data")
+    test = base / "data" / "race.data" / "test.jsonl"
+    lines = test.read_text().splitlines(keepends=True)
+    assert (
+        len(artifact.read(DATASET, "test.jsonl")) == len(lines) == artifact.manifest["files"]["test.jsonl"]["records"]
+    )
+    test.write_text("".join(lines[:-2]))
+    with pytest.raises(Exception, match=rf"test.jsonl: not the file .* records {len(lines)}.*records {len(lines) - 2}"):
+        artifact.read(DATASET, "test.jsonl")
+    test.write_text("".join(lines).replace("sentence", "sentance", 1))
+    with pytest.raises(Exception, match="sha256 .*--force"):
+        artifact.read(DATASET, "test.jsonl")
+
+
+# ------------------------------------------------------------------------------------------- OS errors
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "fix"),
+    [
+        (13, "Permission denied", "fix the permissions"),
+        (30, "Read-only file system", "read-only"),
+        (28, "No space left on device", "free space"),
+    ],
+)
+def test_an_os_error_is_one_line_and_the_rerun_finishes(tmp_path, run_cli, monkeypatch, code, text, fix):
+    import errno
+
+    real_replace = os.replace
+    target = {}
+
+    def failing_replace(src, dst, *args, **kwargs):
+        if str(dst).endswith("train.jsonl"):
+            target["path"] = str(dst)
+            raise OSError(code, os.strerror(code), str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    config = download_config(tmp_path / "a.json", 0.2)
+    base = tmp_path / "base"
+    monkeypatch.setattr(os, "replace", failing_replace)
+    status, _, err = run_cli(config, "--base-dir", base)
+    assert code in (errno.EACCES, errno.EROFS, errno.ENOSPC)
+    assert status == 1 and "Traceback" not in err
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert target["path"] in line and text in line and fix in line
+    monkeypatch.setattr(os, "replace", real_replace)
+    status, _, err = run_cli(config, "--base-dir", base)
+    assert status == 0, err
+    assert json.loads((base / "data" / "race.data" / "manifest.json").read_text())["status"] == "finished"
+
+
+def test_a_full_disk_mid_explain_loses_nothing(tmp_path, run_cli, monkeypatch):
+    """The disk fills after two batches: one clear line, exit 1; once there is space, the same command resumes
+    with the written records kept, none lost or repeated."""
+    import errno
+
+    from test_heads import make_base
+
+    from attexp.io.files import ResumableJsonlWriter
+
+    base = make_base(tmp_path / "base", sizes=(20, 8, 30))
+    config = tmp_path / "explain.json"
+    job = {
+        "job": "explain",
+        "name": "t.explain",
+        "model": "t.train",
+        "data": "t.data",
+        "batch_size": 4,
+        "max_length": 32,
+    }
+    config.write_text(json.dumps({**job, "explainer": {"type": "saliency"}, "progress": False}))
+    real_write, calls = ResumableJsonlWriter.write, {"n": 0}
+
+    def disk_fills(self, records):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.partial))
+        return real_write(self, records)
+
+    monkeypatch.setattr(ResumableJsonlWriter, "write", disk_fills)
+    status, _, err = run_cli(config, "--base-dir", base)
+    assert status == 1 and "No space left on device" in err and "free space" in err and "Traceback" not in err
+    monkeypatch.setattr(ResumableJsonlWriter, "write", real_write)
+    status, _, err = run_cli(config, "--base-dir", base)
+    assert status == 0, err
+    folder = base / "explanations" / "t.explain"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["resumed"] == 1 and manifest["counts"]["explained_this_run"] == 30 - 8
+    idx = [json.loads(line)["idx"] for line in (folder / "records.jsonl").read_text().splitlines()]
+    assert sorted(idx) == list(range(30)) and len(idx) == len(set(idx))
+
+
+# --------------------------------------------------------------------------------- kill -9 at random moments
+
+
+def _job_base(tmp_path: Path, name: str) -> Path:
+    from test_heads import make_base
+
+    return make_base(tmp_path / name, sizes=(48, 12, 24))
+
+
+STAGE_JOBS = {
+    "explain": {
+        "job": "explain",
+        "name": "k.explain",
+        "model": "t.train",
+        "data": "t.data",
+        "batch_size": 2,
+        "max_length": 32,
+        "explainer": {"type": "lig", "n_steps": 16},
+        "progress": False,
+    },
+    "train": {
+        "job": "train",
+        "name": "k.train",
+        "data": "t.data",
+        "model": {
+            "type": "tiny",
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+        },
+        "epochs": 4,
+        "patience": 4,
+        "batch_size": 8,
+        "max_length": 32,
+        "progress": False,
+    },
+}
+
+
+def _kill_at_random_moments(config: Path, base: Path, trials: int, seed: int) -> list[str]:
+    """Start the job and kill -9 it at `trials` random moments (each a fresh start of the same command), then let
+    it finish; returns what each kill interrupted ("killed" or "finished before the kill")."""
+    import random
+    import signal
+
+    rng = random.Random(seed)
+    reference = time.monotonic()
+    assert run(config, base / "probe").returncode == 0  # how long one whole run takes here
+    whole = time.monotonic() - reference
+    outcomes = []
+    for _ in range(trials):
+        proc = subprocess.Popen(
+            [sys.executable, "run_job.py", str(config), "--base-dir", str(base), "-q"],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.3, whole))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            outcomes.append("killed")
+        else:
+            outcomes.append("finished before the kill")
+    final = run(config, base)
+    assert final.returncode == 0, final.stderr
+    print(f"{config.stem}: kill -9 at {trials} random moments: {outcomes.count('killed')} killed mid-run")
+    return outcomes
+
+
+@pytest.mark.slow
+def test_explain_killed_at_random_moments_resumes_with_nothing_lost_or_repeated(tmp_path):
+    base = _job_base(tmp_path, "base")
+    _job_base(tmp_path / "base", "probe")  # the probe run's own copy of the upstream artifacts
+    config = tmp_path / "explain.json"
+    config.write_text(json.dumps(STAGE_JOBS["explain"]))
+    outcomes = _kill_at_random_moments(config, base, trials=6, seed=1)
+    assert "killed" in outcomes
+    folder = base / "explanations" / "k.explain"
+    records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    probe = [json.loads(line) for line in (base / "probe" / "explanations" / "k.explain" / "records.jsonl").open()]
+    assert sorted(r["idx"] for r in records) == list(range(24)), "every instance once"
+    by_idx = {r["idx"]: r for r in probe}
+    for r in records:  # the same scores as an uninterrupted run (LIG is deterministic)
+        assert r["input_ids"] == by_idx[r["idx"]]["input_ids"]
+        assert max(abs(a - b) for a, b in zip(r["attributions"], by_idx[r["idx"]]["attributions"], strict=True)) < 1e-5
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["counts"]["records"] == 24
+    assert not list(folder.glob("*.partial")) and not list(folder.rglob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_train_killed_at_random_moments_finishes_every_epoch_once(tmp_path):
+    base = _job_base(tmp_path, "base")
+    _job_base(tmp_path / "base", "probe")
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps(STAGE_JOBS["train"]))
+    outcomes = _kill_at_random_moments(config, base, trials=5, seed=2)
+    assert "killed" in outcomes
+    folder = base / "models" / "k.train"
+    epochs = [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == sorted(set(epochs)) and epochs[0] == 1, epochs
+    assert (folder / "model" / "config.json").is_file() and not (folder / "checkpoints").exists()
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_evaluate_killed_at_random_moments_gives_the_uninterrupted_result(tmp_path):
+    base = _job_base(tmp_path, "base")
+    explain = tmp_path / "explain.json"
+    explain.write_text(json.dumps({**STAGE_JOBS["explain"], "explainer": {"type": "saliency"}}))
+    assert run(explain, base).returncode == 0
+    probe = tmp_path / "base" / "probe"
+    shutil.copytree(base, probe, ignore=shutil.ignore_patterns("probe"))
+    config = tmp_path / "evaluate.json"
+    metrics = [{"type": "eraser"}, {"type": "ferret_aopc"}, {"type": "cost"}]
+    config.write_text(
+        json.dumps(
+            {
+                "job": "evaluate",
+                "name": "k.evaluate",
+                "explanations": ["k.explain"],
+                "model": "t.train",
+                "metrics": metrics,
+                "plots": False,
+            }
+        )
+    )
+    outcomes = _kill_at_random_moments(config, base, trials=5, seed=3)
+    assert "killed" in outcomes
+    mine = json.loads((base / "logs" / "k.evaluate" / "metrics.json").read_text())
+    theirs = json.loads((probe / "logs" / "k.evaluate" / "metrics.json").read_text())
+    assert mine["table"] == theirs["table"]
+
+
+def test_a_planted_training_checkpoint_is_refused_and_never_runs(tmp_path):
+    """A file planted as the newest epoch checkpoint of an interrupted fine-tuning is refused by torch's
+    weights_only unpickler: an error naming the file and the fix, and its payload never runs."""
+    import pickle
+
+    from test_train import TRAIN, VAL, settings, tiny_classifier
+
+    from attexp.errors import AttexpError
+    from attexp.train.engines import fine_tune
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (tmp_path / "pwned", "pwned"))
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "last_checkpoint_1.pt").write_bytes(pickle.dumps({"trainer": Payload()}))
+    model, tokenizer = tiny_classifier()
+    with pytest.raises(AttexpError, match="last_checkpoint_1.pt: not a checkpoint of plain tensors.*Delete the folder"):
+        fine_tune(model, tokenizer, TRAIN, VAL, settings(epochs=1), checkpoints, "cpu")
+    assert not (tmp_path / "pwned").exists(), "the pickle's payload ran"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle  # only for its error type: checkpoints are read with torch's weights_only unpickler
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -392,7 +393,7 @@ def fit(
 
     if best.last_checkpoint is None:
         raise AttexpError(f"no best checkpoint in {checkpoint_dir} after training; was any epoch run?")
-    model.load_state_dict(torch.load(best.last_checkpoint, map_location="cpu", weights_only=True))
+    model.load_state_dict(_load_tensors(Path(best.last_checkpoint)))
     key = report[score_metric]
     scores = [sign * e[key] for e in history.entries]
     best_index = scores.index(max(scores))
@@ -404,6 +405,19 @@ def fit(
         stopped_early=stopper.counter >= settings.patience,
         resumed_from_epoch=resumed,
     )
+
+
+def _load_tensors(path: Path) -> Any:
+    """A checkpoint of ignite's `DiskSaver`, read with torch's `weights_only` unpickler (tensors, numbers, strings
+    and containers only): a file planted with code in it is refused, not run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        why = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        raise AttexpError(
+            f"{path}: not a checkpoint of plain tensors ({why}); it is not loaded. Delete the folder {path.parent} "
+            f"to train from the start."
+        ) from None
 
 
 def _resume(checkpoint_dir: Path, last: Checkpoint, best: Checkpoint) -> int:
@@ -419,7 +433,7 @@ def _resume(checkpoint_dir: Path, last: Checkpoint, best: Checkpoint) -> int:
             stray.unlink()
         return 0
     newest = found[-1]
-    state = torch.load(newest, map_location="cpu", weights_only=True)
+    state = _load_tensors(newest)
     Checkpoint.load_objects({**last.to_save, "checkpointer": last}, state)
     for stale in found[:-1]:
         stale.unlink(missing_ok=True)
