@@ -3,15 +3,20 @@ OS errors. Each test names the guarantee it keeps (see README, "What attexp refu
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
+
+from attexp.data.sources import PackagedConfig, PackagedSource
+from attexp.errors import AttexpError
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -235,7 +240,7 @@ def test_a_full_disk_mid_explain_loses_nothing(tmp_path, run_cli, monkeypatch):
 def _job_base(tmp_path: Path, name: str) -> Path:
     from test_heads import make_base
 
-    return make_base(tmp_path / name, sizes=(48, 12, 24))
+    return make_base(tmp_path / name, sizes=(48, 12, 64))
 
 
 STAGE_JOBS = {
@@ -271,15 +276,16 @@ STAGE_JOBS = {
 
 
 def _kill_at_random_moments(config: Path, base: Path, trials: int, seed: int) -> list[str]:
-    """Start the job and kill -9 it at `trials` random moments (each a fresh start of the same command), then let
-    it finish; returns what each kill interrupted ("killed" or "finished before the kill")."""
+    """Start the job and kill -9 it at `trials` random moments of a whole run's wall time (each trial a fresh start
+    of the same command, resuming what the last one left), then let it finish; returns what each kill hit
+    ("killed" or "finished before the kill")."""
     import random
     import signal
 
     rng = random.Random(seed)
-    reference = time.monotonic()
+    started = time.monotonic()
     assert run(config, base / "probe").returncode == 0  # how long one whole run takes here
-    whole = time.monotonic() - reference
+    whole = time.monotonic() - started
     outcomes = []
     for _ in range(trials):
         proc = subprocess.Popen(
@@ -298,7 +304,7 @@ def _kill_at_random_moments(config: Path, base: Path, trials: int, seed: int) ->
             outcomes.append("finished before the kill")
     final = run(config, base)
     assert final.returncode == 0, final.stderr
-    print(f"{config.stem}: kill -9 at {trials} random moments: {outcomes.count('killed')} killed mid-run")
+    print(f"{config.stem}: kill -9 at {trials} random moments: {outcomes.count('killed')} killed before it finished")
     return outcomes
 
 
@@ -313,13 +319,13 @@ def test_explain_killed_at_random_moments_resumes_with_nothing_lost_or_repeated(
     folder = base / "explanations" / "k.explain"
     records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
     probe = [json.loads(line) for line in (base / "probe" / "explanations" / "k.explain" / "records.jsonl").open()]
-    assert sorted(r["idx"] for r in records) == list(range(24)), "every instance once"
+    assert sorted(r["idx"] for r in records) == list(range(64)), "every instance once"
     by_idx = {r["idx"]: r for r in probe}
     for r in records:  # the same scores as an uninterrupted run (LIG is deterministic)
         assert r["input_ids"] == by_idx[r["idx"]]["input_ids"]
         assert max(abs(a - b) for a, b in zip(r["attributions"], by_idx[r["idx"]]["attributions"], strict=True)) < 1e-5
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["status"] == "finished" and manifest["counts"]["records"] == 24
+    assert manifest["status"] == "finished" and manifest["counts"]["records"] == 64
     assert not list(folder.glob("*.partial")) and not list(folder.rglob(".*.tmp"))
 
 
@@ -347,7 +353,7 @@ def test_evaluate_killed_at_random_moments_gives_the_uninterrupted_result(tmp_pa
     probe = tmp_path / "base" / "probe"
     shutil.copytree(base, probe, ignore=shutil.ignore_patterns("probe"))
     config = tmp_path / "evaluate.json"
-    metrics = [{"type": "eraser"}, {"type": "ferret_aopc"}, {"type": "cost"}]
+    metrics = [{"type": "eraser"}, {"type": "ferret_aopc"}, {"type": "tau_loo"}, {"type": "cost"}]
     config.write_text(
         json.dumps(
             {
@@ -356,6 +362,7 @@ def test_evaluate_killed_at_random_moments_gives_the_uninterrupted_result(tmp_pa
                 "explanations": ["k.explain"],
                 "model": "t.train",
                 "metrics": metrics,
+                "batch_size": 1,
                 "plots": False,
             }
         )
@@ -388,3 +395,57 @@ def test_a_planted_training_checkpoint_is_refused_and_never_runs(tmp_path):
     with pytest.raises(AttexpError, match="last_checkpoint_1.pt: not a checkpoint of plain tensors.*Delete the folder"):
         fine_tune(model, tokenizer, TRAIN, VAL, settings(epochs=1), checkpoints, "cpu")
     assert not (tmp_path / "pwned").exists(), "the pickle's payload ran"
+
+
+# ------------------------------------------------------------------------------- planted files and archives
+
+
+def test_a_planted_cache_file_is_refused(tmp_path, monkeypatch):
+    """A file planted in the cache under the pinned name (e.g. poisoned rows) is not read: its sha256 differs."""
+    archive = tmp_path / "vaderSentiment-3.3.2.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"1\t4.0\tpoisoned\r\n"
+        info = tarfile.TarInfo("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setattr("attexp.io.packages.urllib.request.urlopen", lambda *a, **k: pytest.fail("network"))
+    with pytest.raises(AttexpError, match=r"sha256 .* does not match the pinned .*Delete it \(rm '.*vaderSentiment"):
+        PackagedSource(PackagedConfig(corpus="rt_sentences")).load(tmp_path)
+    assert archive.exists(), "the evidence is left for the user to inspect"
+
+
+def test_only_pinned_distributions_are_fetched(tmp_path):
+    from attexp.io.packages import fetch
+
+    with pytest.raises(AttexpError, match="not a known distribution"):
+        fetch("evil==1.0", tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def _zip_with(path: Path, members: dict[str, bytes], links: tuple[str, ...] = ()) -> Path:
+    import stat
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            if name in links:
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, data)
+    return path
+
+
+def test_archive_extraction_refuses_escapes_and_links(tmp_path):
+    from attexp.io.packages import extract_folder
+
+    outside = tmp_path / "outside.txt"
+    slip = _zip_with(tmp_path / "slip.whl", {"m/config.json": b"{}", "m/../../outside.txt": b"pwned"})
+    with pytest.raises(AttexpError, match="outside"):
+        extract_folder(slip, "m/", tmp_path / "dest" / "a")
+    assert not outside.exists()
+    link = _zip_with(tmp_path / "link.whl", {"m/config.json": b"{}", "m/w.bin": b"/etc/passwd"}, links=("m/w.bin",))
+    with pytest.raises(AttexpError, match="is a link"):
+        extract_folder(link, "m/", tmp_path / "dest" / "b")
+    fine = _zip_with(tmp_path / "fine.whl", {"m/config.json": b"{}", "m/sub/w.bin": b"w", "other/x": b"x"})
+    written = extract_folder(fine, "m/", tmp_path / "dest" / "c")
+    assert sorted(p.relative_to(tmp_path / "dest" / "c").as_posix() for p in written) == ["config.json", "sub/w.bin"]
