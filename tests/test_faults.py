@@ -64,16 +64,13 @@ def run(config: Path, base: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("first", ["a", "b"])
-def test_a_run_that_decided_before_another_finished_is_refused_under_the_lock(tmp_path, first):
-    """Two processes, one job, two configs: the one that decided "run" first but reaches the lock second is
-    refused, and the winner's finished artifact stays as it was. Both orders of the two configs."""
-    configs = {"a": download_config(tmp_path / "a.json", 0.2), "b": download_config(tmp_path / "b.json", 0.3)}
-    loser_config = configs["b" if first == "a" else "a"]
-    base = tmp_path / "base"
+def race(paused_config: Path, other_config: Path, base: Path, tmp_path: Path) -> tuple[int, str, dict[str, bytes]]:
+    """Start a run of `paused_config` that decides and then waits before the lock; run `other_config` to the end
+    meanwhile; then let the paused run go on. Returns its exit code and stderr, and the finished folder's files
+    as they were before it went on."""
     decided, go = tmp_path / "decided", tmp_path / "go"
-    loser = subprocess.Popen(
-        [sys.executable, "-c", PAUSED_RUN, str(loser_config), str(base), str(decided), str(go)],
+    paused = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_RUN, str(paused_config), str(base), str(decided), str(go)],
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -82,52 +79,44 @@ def test_a_run_that_decided_before_another_finished_is_refused_under_the_lock(tm
     )
     try:
         deadline = time.monotonic() + 120
-        while not decided.exists():  # the loser has decided "run": the folder did not exist yet
-            assert loser.poll() is None, loser.communicate()
+        while not decided.exists():  # the paused run has decided what to do (the folder did not exist yet)
+            assert paused.poll() is None, paused.communicate()
             assert time.monotonic() < deadline, "the paused run never decided"
             time.sleep(0.05)
-        winner = run(configs[first], base)
-        assert winner.returncode == 0, winner.stderr
+        other = run(other_config, base)
+        assert other.returncode == 0, other.stderr
         folder = base / "data" / "race.data"
         before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
         go.touch()
-        _, err = loser.communicate(timeout=120)
+        _, err = paused.communicate(timeout=120)
     finally:
-        if loser.poll() is None:
-            loser.kill()
-    assert loser.returncode == 2, err
+        if paused.poll() is None:
+            paused.kill()
+    return paused.returncode, err, before
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_a_run_that_decided_before_another_finished_is_refused_under_the_lock(tmp_path, first):
+    """Two processes, one job, two configs: the one that decided "run" first but reaches the lock second is
+    refused, and the winner's finished artifact stays as it was. Both orders of the two configs."""
+    configs = {"a": download_config(tmp_path / "a.json", 0.2), "b": download_config(tmp_path / "b.json", 0.3)}
+    base = tmp_path / "base"
+    code, err, before = race(configs["b" if first == "a" else "a"], configs[first], base, tmp_path)
+    assert code == 2, err
     assert "already finished with a different config" in err and "--force" in err
+    folder = base / "data" / "race.data"
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     assert after == before, "the winner's artifact was touched"
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["status"] == "finished"
+    assert json.loads((folder / "manifest.json").read_text())["status"] == "finished"
 
 
 def test_a_run_that_decided_before_another_finished_the_same_config_skips(tmp_path):
     config = download_config(tmp_path / "a.json", 0.2)
     base = tmp_path / "base"
-    decided, go = tmp_path / "decided", tmp_path / "go"
-    late = subprocess.Popen(
-        [sys.executable, "-c", PAUSED_RUN, str(config), str(base), str(decided), str(go)],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        while not decided.exists():
-            assert late.poll() is None, late.communicate()
-            time.sleep(0.05)
-        assert run(config, base).returncode == 0
-        manifest = (base / "data" / "race.data" / "manifest.json").read_bytes()
-        go.touch()
-        _, err = late.communicate(timeout=120)
-    finally:
-        if late.poll() is None:
-            late.kill()
-    assert late.returncode == 0, err
-    assert (base / "data" / "race.data" / "manifest.json").read_bytes() == manifest, "finished work was redone"
+    code, err, before = race(config, config, base, tmp_path)
+    assert code == 0, err
+    after = (base / "data" / "race.data" / "manifest.json").read_bytes()
+    assert after == before["manifest.json"], "finished work was redone"
 
 
 # ------------------------------------------------------------------------------------ upstream files
