@@ -101,7 +101,15 @@ def renders(job: str) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, A
 
 def load_all() -> None:
     """Import every package of attexp (idempotent): a package registers its components when it is imported
-    (its `__init__` imports the modules that register), so no list of modules is kept by hand."""
+    (its `__init__` imports the modules that register), so no list of modules is kept by hand. The package
+    folder is scanned once per process; later calls (every artifact lookup makes one) return at once."""
+    global _LOADED
+    if _LOADED:
+        return
     for info in pkgutil.iter_modules([str(Path(__file__).parent)], prefix="attexp."):
         if info.ispkg:
             importlib.import_module(info.name)
+    _LOADED = True
+
+
+_LOADED = False
