@@ -17,7 +17,6 @@ upstream artifacts and writes its files through the `JobContext`; the runner own
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,15 +24,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import filelock
+import torch
 
 from attexp import distributed as dist
-from attexp.config.loader import Plan
-from attexp.config.schema import JobConfig, WandbConfig
+from attexp.config.loader import Plan, classifier_sources
+from attexp.config.schema import ComponentConfig, JobConfig, WandbConfig
 from attexp.errors import AttexpError, ConfigError
 from attexp.io.artifacts import (
     CONFIG,
     MANIFEST,
     Artifact,
+    cache_dir_of,
     config_hash,
     file_records,
     find_artifact,
@@ -44,7 +45,8 @@ from attexp.io.artifacts import (
 )
 from attexp.io.files import read_json, write_json
 from attexp.io.records import RecordSchema
-from attexp.registry import JOBS, RENDERERS
+from attexp.models.loading import load_classifier
+from attexp.registry import JOBS, MODELS, RENDERERS
 from attexp.tracking import Tracker
 from attexp.utils import seed_everything
 
@@ -63,6 +65,7 @@ class Job:
     folder: ClassVar[str]
     distributed: ClassVar[bool] = False
     resumable: ClassVar[bool] = True  # False: a partial run holds nothing worth keeping (see `decide`)
+    architectures: ClassVar[frozenset[str] | None] = None  # model_types of the classifier it reads (None: any)
 
     def run(self, config: Any, ctx: JobContext) -> None:
         raise NotImplementedError
@@ -96,8 +99,8 @@ class JobContext:
 
     @property
     def cache_dir(self) -> Path:
-        """Downloaded archives and extracted weights shared by all jobs: `$ATTEXP_CACHE_DIR`, else `<base>/.cache`."""
-        return Path(os.environ.get("ATTEXP_CACHE_DIR") or self.base_dir / ".cache")
+        """Downloaded archives and extracted weights shared by all jobs (`cache_dir_of`)."""
+        return cache_dir_of(self.base_dir)
 
     def upstream(self, name: str) -> Artifact:
         try:
@@ -107,6 +110,16 @@ class JobContext:
 
     def path(self, relative: str) -> Path:
         return self.out_dir / relative
+
+    def classifier(
+        self, ref: str | ComponentConfig, *, eager_attention: bool = False, device: torch.device | str | None = None
+    ) -> tuple[Any, Any]:
+        """The classifier and tokenizer a `ClassifierRef` field names, in eval mode: an upstream train job's
+        `models/<job>/model/`, or a model source (a local folder, a hub model, the packaged MiniLM)."""
+        if isinstance(ref, str):
+            return load_classifier(self.upstream(ref).dir / "model", eager_attention, device)
+        where, kwargs = MODELS.get(ref.type).cls(ref).pretrained(self.cache_dir, root=self.base_dir)
+        return load_classifier(where, eager_attention, device, **kwargs)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
@@ -123,10 +136,35 @@ class Prepared:
     force: bool = False
 
 
-def decide(job: JobConfig, out: Path, force: bool) -> tuple[str, str | None]:
+def model_fingerprints(job: JobConfig, base_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per field that reads a classifier from a model source: the source and a sha256 of its files as they are
+    now (None where they are not on this machine). Recorded in the manifest; see `decide`."""
+    return {
+        name: {
+            "source": source.model_dump(mode="json"),
+            "sha256": MODELS.get(source.type).cls(source).fingerprint(cache_dir_of(base_dir), root=Path(base_dir)),
+        }
+        for name, source in classifier_sources(job)
+    }
+
+
+def _changed_model(job: JobConfig, manifest: dict, base_dir: Path | None) -> str | None:
+    """Which model source's files changed since the manifest was written (None: none did, or unknown)."""
+    recorded = manifest.get("models") or {}
+    if base_dir is None or not recorded:
+        return None
+    for name, now_ in model_fingerprints(job, base_dir).items():
+        before = (recorded.get(name) or {}).get("sha256")
+        if before and now_["sha256"] and before != now_["sha256"]:
+            return f"{name} ({now_['source']}: sha256 {before[:12]} then, {now_['sha256'][:12]} now)"
+    return None
+
+
+def decide(job: JobConfig, out: Path, force: bool, base_dir: Path | None = None) -> tuple[str, str | None]:
     """What to do with job `job` whose folder is `out`, from the folder as it is now: (action, problem).
 
     action is "run", "resume", "skip" or "rerun"; problem (a refusal, with the fix) is None when it may go ahead.
+    A model source whose files changed since the job ran (`models` in the manifest) counts as a changed config.
     """
     manifest_path = out / MANIFEST
     if manifest_path.exists():
@@ -134,6 +172,12 @@ def decide(job: JobConfig, out: Path, force: bool) -> tuple[str, str | None]:
         same = manifest.get("config_hash") == config_hash(job.model_dump(mode="json"))
         if force:
             return "rerun", None
+        changed = _changed_model(job, manifest, base_dir) if same else None
+        if changed:
+            return "run", (
+                f"{out}: the model that job {job.name!r} read changed since it ran: {changed}; its results describe "
+                f"the old weights. Pass --force to rerun it on the new ones, or give the job a new name."
+            )
         if manifest.get("status") == "finished":
             if same:
                 return "skip", None
@@ -167,7 +211,7 @@ def prepare(plan: Plan, base_dir: Path, force: bool) -> list[Prepared]:
     prepared, problems = [], []
     for job in plan.jobs:
         out = job_dir(base_dir, job.job, job.name)
-        action, problem = decide(job, out, force)
+        action, problem = decide(job, out, force, base_dir)
         if problem:
             problems.append(problem)
         prepared.append(Prepared(job, job.job, out, action, force))
@@ -223,6 +267,13 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
         resuming = item.action == "resume"
         if main:
             manifest = _start_manifest(item, job_cls, resolved, upstream)
+            models = model_fingerprints(cfg, base_dir)
+            if models:  # a fresh run records them; a resumed run keeps what it started with (checked by `decide`)
+                recorded = manifest.setdefault("models", {})
+                for key, entry in models.items():
+                    if not (recorded.get(key) or {}).get("sha256"):
+                        recorded[key] = entry
+                write_json(item.out_dir / MANIFEST, manifest)
         dist.barrier()  # the folder exists and is claimed
 
         handler = _log_to(item.out_dir / ("job.log" if main else f"job.rank{dist.rank()}.log"))
@@ -286,7 +337,7 @@ def _claim(item: Prepared, base_dir: Path) -> tuple[filelock.FileLock, str]:
             f"{item.out_dir}: another run is writing job {cfg.name!r} (lock {path} held). Wait for it to finish."
         ) from None
     try:
-        action, problem = decide(cfg, item.out_dir, item.force)
+        action, problem = decide(cfg, item.out_dir, item.force, base_dir)
         if problem:
             return lock, f"refuse:{problem}"
         if action == "rerun" and item.out_dir.exists():

@@ -191,5 +191,5 @@ def test_load_classifier_eval_mode_and_eager_attention(tmp_path):
     out = loaded(**enc, output_attentions=True)
     assert len(out.attentions) == 2 and out.attentions[0].shape[-1] == enc["input_ids"].shape[1]
     assert torch.allclose(out.logits, model.eval()(**enc).logits, atol=1e-6)
-    with pytest.raises(AttexpError, match="no trained classifier"):
+    with pytest.raises(AttexpError, match="no classifier at"):
         load_classifier(tmp_path / "nothing")

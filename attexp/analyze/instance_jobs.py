@@ -27,13 +27,14 @@ from pydantic import Field
 from attexp.analyze import flow as F
 from attexp.analyze import trees as T
 from attexp.analyze.heads import Batches
-from attexp.config.schema import JobConfig, Upstream
+from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.errors import AttexpError
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.bottleneck import IBAConfig
 from attexp.io.files import write_jsonl
 from attexp.io.records import ATTRIBUTION_TREE, DATASET, LAYER_FLOW
-from attexp.models.loading import load_classifier, resolve_device
+from attexp.models.encoder import ENCODER_MODEL_TYPES
+from attexp.models.loading import label_names_of, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 class _InstancesConfig(JobConfig):
     """The classifier, the data and which instances to draw."""
 
-    model: Annotated[str, Upstream(("train",))]
+    model: ClassifierRef
     data: Annotated[str, Upstream(("download",))]
     split: Literal["train", "validation", "test"] = "test"
     instances: list[int] | None = Field(None, min_length=1, description="idx values to draw (default: first `limit`)")
@@ -72,7 +73,7 @@ class LayerFlowConfig(_InstancesConfig):
 
 def _load(config: _InstancesConfig, ctx: JobContext):
     device = resolve_device(config.device)
-    model, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
+    model, tokenizer = ctx.classifier(config.model, device=device)
     rows = ctx.upstream(config.data).read(DATASET, f"{config.split}.jsonl")
     if config.instances is None:
         chosen = rows[: config.limit]
@@ -87,6 +88,8 @@ def _load(config: _InstancesConfig, ctx: JobContext):
         chosen = [by_idx[i] for i in config.instances]
     batches = Batches(chosen, tokenizer, config.batch_size, config.max_length, device)
     label_names = ctx.upstream(config.data).manifest.get("label_names")
+    if not isinstance(config.model, str):  # a model of its own names its own classes
+        label_names = label_names_of(model)
     return model, tokenizer, batches, label_names
 
 
@@ -98,6 +101,8 @@ def _predict(model, batch) -> torch.Tensor:
 @JOBS.register("attribution_tree", AttributionTreeConfig)
 class AttributionTreeJob(Job):
     """Attribution trees (Hao et al. 2021) of chosen instances, as JSON edges and SVG pages."""
+
+    architectures = ENCODER_MODEL_TYPES
 
     schema = ATTRIBUTION_TREE
     folder = "visualizations"
@@ -141,6 +146,8 @@ class AttributionTreeJob(Job):
 @JOBS.register("layer_flow", LayerFlowConfig)
 class LayerFlowJob(Job):
     """IBA's information flow: a bottleneck after each layer in turn, as a layer x token heatmap."""
+
+    architectures = ENCODER_MODEL_TYPES
 
     schema = LAYER_FLOW
     folder = "visualizations"

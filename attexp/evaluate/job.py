@@ -29,6 +29,7 @@ rows, the mean curves and the cost of the evaluation itself), `instances.jsonl` 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Annotated, Any, Literal
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from pydantic import Field, SerializeAsAny, model_validator
 
-from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
+from attexp.config.schema import ComponentConfig, JobConfig, OptionalClassifierRef, Registered, Upstream
 from attexp.errors import AttexpError
 from attexp.evaluate.base import Metric
 from attexp.evaluate.report import direction, floor_report, format_table, versus_floor
@@ -47,7 +48,7 @@ from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import EVALUATION, EXPLANATIONS
 from attexp.models.inputs import structural_positions
 from attexp.models.loading import load_classifier, resolve_device
-from attexp.registry import JOBS, METRICS
+from attexp.registry import JOBS, METRICS, MODELS
 from attexp.runner import Job, JobContext
 
 log = logging.getLogger(__name__)
@@ -59,15 +60,15 @@ FLOOR_SEED = 0
 class EvaluateConfig(JobConfig):
     """Score the explanation files of `explanations` with `metrics`.
 
-    model: the train job whose classifier the faithfulness metrics run (default: the one the explain jobs
-    name in their manifests). batch_size: perturbed inputs per forward pass of those metrics. random_floor:
+    model: the classifier the faithfulness metrics run, a train job's name or a model source (default: the one
+    the explain jobs read). batch_size: perturbed inputs per forward pass of those metrics. random_floor:
     add a `random-floor` row of seeded random scores (see the module docstring). plots: write PNG plots.
     """
 
     job: Literal["evaluate"] = "evaluate"
     explanations: Annotated[list[str], Upstream(("explain",))] = Field(min_length=1)
     reference: Annotated[str | None, Upstream(("explain",))] = None
-    model: Annotated[str | None, Upstream(("train",))] = None
+    model: OptionalClassifierRef = None
     metrics: Annotated[list[SerializeAsAny[ComponentConfig]], Registered("metric")] = Field(min_length=1)
     batch_size: int = Field(64, ge=1, description="perturbed inputs per forward pass (faithfulness metrics)")
     random_floor: bool = Field(True, description="add a row of random scores as the floor of every metric")
@@ -99,9 +100,13 @@ class EvaluateJob(Job):
         artifacts = {name: ctx.upstream(name) for name in config.explanations}
         scorer, model_name = None, None
         if any(metric.needs_model for metric in metrics):
-            model_name = _resolve_model(config, ctx, artifacts)
+            model_ref = _resolve_model(config, ctx, artifacts)
+            model_name = model_ref if isinstance(model_ref, str) else model_ref.model_dump(mode="json")
             device = resolve_device(config.device)
-            model, tokenizer = load_classifier(_model_artifact(ctx, model_name).dir / "model", device=device)
+            if isinstance(model_ref, str):
+                model, tokenizer = load_classifier(_model_artifact(ctx, model_ref).dir / "model", device=device)
+            else:
+                model, tokenizer = ctx.classifier(model_ref, device=device)
             scorer = ModelScorer(model, tokenizer, device, batch_size=config.batch_size)
 
         runs: list[tuple[str, str | None, list[dict]]] = []
@@ -196,32 +201,51 @@ class EvaluateJob(Job):
             ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
 
 
-def _resolve_model(config: EvaluateConfig, ctx: JobContext, artifacts: dict[str, Artifact]) -> str:
-    """The train job the faithfulness metrics run: `config.model`, else the one the explain manifests name."""
-    named = {name: _train_jobs(artifact) for name, artifact in artifacts.items()}
+def _resolve_model(config: EvaluateConfig, ctx: JobContext, artifacts: dict[str, Artifact]) -> str | ComponentConfig:
+    """The classifier the faithfulness metrics run: `config.model`, else the one the explain jobs read (a train
+    job's name or a model source, from their configs). Faithfulness is measured on the model that was explained."""
+    named = {name: _explained_model(artifact) for name, artifact in artifacts.items()}
     if config.model is not None:
-        for name, trains in named.items():
-            if trains and config.model not in trains:
+        for name, ref in named.items():
+            if ref is not None and _key(ref) != _key(config.model):
                 raise AttexpError(
-                    f"evaluate {config.name!r}: explanations {name!r} explain model {sorted(trains)[0]!r}, but "
-                    f"`model` is {config.model!r}. Faithfulness is measured on the model that was explained: "
-                    f"set model to {sorted(trains)[0]!r} or evaluate explanations of {config.model!r}."
+                    f"evaluate {config.name!r}: explanations {name!r} explain model {_key(ref)}, but `model` is "
+                    f"{_key(config.model)}. Faithfulness is measured on the model that was explained: set model "
+                    f"to {_key(ref)} or evaluate explanations of {_key(config.model)}."
                 )
         return config.model
-    found = sorted(set().union(*named.values()))
-    if len(found) != 1:
-        given = ", ".join(f"{name}: {sorted(trains) or 'none'}" for name, trains in named.items())
+    found = {_key(ref): ref for ref in named.values() if ref is not None}
+    if len(found) != 1 or any(ref is None for ref in named.values()):
+        given = ", ".join(f"{name}: {_key(ref) if ref is not None else 'none'}" for name, ref in named.items())
         raise AttexpError(
             f"evaluate {config.name!r}: its metrics run the explained classifier, but the explain jobs name "
-            f"{'no' if not found else 'different'} train jobs in their manifests ({given}). Set the evaluate "
-            f"job's `model` to the train job whose classifier was explained."
+            f"{'no' if not found else 'different'} models ({given}). Set the evaluate job's `model` to the "
+            f"classifier that was explained."
         )
-    return found[0]
+    return next(iter(found.values()))
 
 
-def _train_jobs(artifact: Artifact) -> set[str]:
+def _key(ref: str | ComponentConfig | dict) -> str:
+    """A model reference as one comparable string: a train job's name, or the source's JSON."""
+    if isinstance(ref, str):
+        return repr(ref)
+    data = ref.model_dump(mode="json") if isinstance(ref, ComponentConfig) else ref
+    return json.dumps(data, sort_keys=True)
+
+
+def _explained_model(artifact: Artifact) -> str | ComponentConfig | None:
+    """The classifier an explain job read, from its config: a train job's name or a model source."""
+    try:
+        ref = artifact.config.get("model")
+    except OSError:
+        ref = None
+    if isinstance(ref, dict) and ref.get("type") in MODELS.names():
+        return MODELS.get(ref["type"]).config_type.model_validate(ref)
+    if isinstance(ref, str):
+        return ref
     upstream = artifact.manifest.get("upstream") or {}
-    return {name for name, info in upstream.items() if isinstance(info, dict) and info.get("job") == "train"}
+    trains = sorted(name for name, info in upstream.items() if isinstance(info, dict) and info.get("job") == "train")
+    return trains[0] if trains else None
 
 
 def _model_artifact(ctx: JobContext, name: str) -> Artifact:
@@ -262,11 +286,21 @@ def _floor_records(records: list[dict], scorer: ModelScorer | None, artifact: Ar
 
 def _tokenizer_of(artifact: Artifact, ctx: JobContext) -> Any:
     """The tokenizer of the model an explanations file explained (for its special-token ids), or None."""
-    trains = sorted(_train_jobs(artifact))
-    found = find_artifact(ctx.base_dir, trains[0]) if trains else None
-    if found is None or not (found.dir / "model").is_dir():
-        log.warning("random floor: no tokenizer found for %s; specials get random scores too", artifact.name)
+    ref = _explained_model(artifact)
+    try:
+        if ref is None:
+            raise AttexpError("no model named")
+        _, tokenizer = ctx.classifier(ref) if not isinstance(ref, str) else (None, _train_tokenizer(ref, ctx))
+        return tokenizer
+    except (AttexpError, OSError) as err:
+        log.warning("random floor: no tokenizer found for %s (%s); specials get random scores too", artifact.name, err)
         return None
+
+
+def _train_tokenizer(name: str, ctx: JobContext) -> Any:
+    found = find_artifact(ctx.base_dir, name)
+    if found is None or not (found.dir / "model").is_dir():
+        raise AttexpError(f"no train artifact {name!r}")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(found.dir / "model")

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.models.encoder import Encoder, eager_probabilities, layer_index
+from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder, eager_probabilities, layer_index
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
 
@@ -90,6 +90,7 @@ class AttentionAttribution(Explainer):
 
     needs_gradients = True
     needs_attentions = True
+    architectures = ENCODER_MODEL_TYPES
     config: AttAttrConfig
 
     def __init__(self, config: AttAttrConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):

@@ -46,7 +46,7 @@ from pydantic import Field
 from torch import Tensor
 
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.models.encoder import Encoder, Layer, layer_index
+from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder, Layer, layer_index
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
 
@@ -72,6 +72,7 @@ class _InsideExplainer(Explainer):
     """Shared set-up: the encoder view of the model."""
 
     needs_attentions = True
+    architectures = ENCODER_MODEL_TYPES
 
     def __init__(self, config: ExplainerConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
         super().__init__(config, model, tokenizer, upstream)

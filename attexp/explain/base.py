@@ -73,9 +73,12 @@ class Explainer(abc.ABC):
     Capability flags (class attributes) tell the engine and the tests what to expect:
     `needs_gradients` (the engine runs `explain` with autograd on, otherwise under inference mode),
     `needs_attentions` (the explainer switches the model to eager attention itself), `deterministic`
-    (same input, same output, whatever the batch it sits in; stochastic methods seed from torch's RNG).
+    (same input, same output, whatever the batch it sits in; stochastic methods seed from torch's RNG),
+    `architectures` (the `model_type`s it supports, None for any classifier; the config loader checks it against
+    the model's config.json before any job runs).
     """
 
+    architectures: ClassVar[frozenset[str] | None] = None
     needs_gradients: ClassVar[bool] = False
     needs_attentions: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True

@@ -51,7 +51,7 @@ from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.io.artifacts import MANIFEST, verify_file
 from attexp.io.files import read_json, read_jsonl
-from attexp.models.encoder import Encoder, layer_index
+from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder, layer_index
 from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 from attexp.registry import EXPLAINERS
 
@@ -120,6 +120,7 @@ class InformationBottleneck(Explainer):
     """
 
     needs_gradients = True
+    architectures = ENCODER_MODEL_TYPES
     deterministic = False  # the noise samples come from torch's RNG
     config: IBAConfig
 

@@ -24,12 +24,12 @@ import ignite.distributed as idist
 import torch
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
+from attexp.config.schema import ClassifierRef, ComponentConfig, JobConfig, Registered, Upstream
 from attexp.explain.batching import explain_rows
 from attexp.io.files import ResumableJsonlWriter, done_idx, merge_partials, read_jsonl
 from attexp.io.records import DATASET, EXPLANATIONS
 from attexp.models.inputs import count_truncated
-from attexp.models.loading import load_classifier, resolve_device
+from attexp.models.loading import label_names_of, resolve_device
 from attexp.registry import EXPLAINERS, JOBS
 from attexp.runner import Job, JobContext
 
@@ -38,10 +38,13 @@ RECORDS = "records.jsonl"
 
 
 class ExplainConfig(JobConfig):
-    """Explain `model`'s predictions on `split` of `data` with `explainer`."""
+    """Explain `model`'s predictions on `split` of `data` with `explainer`.
+
+    model: an upstream train job's name, or a model source (`hub`, `local`, `packaged`; see `ClassifierRef`).
+    """
 
     job: Literal["explain"] = "explain"
-    model: Annotated[str, Upstream(("train",))]
+    model: ClassifierRef
     data: Annotated[str, Upstream(("download",))]
     split: Literal["train", "validation", "test"] = "test"
     explainer: Annotated[SerializeAsAny[ComponentConfig], Registered("explainer")]
@@ -85,10 +88,8 @@ class ExplainJob(Job):
         if ctx.world_size > 1 and device.type == "cuda":
             device = torch.device("cuda", idist.get_local_rank())
         entry = EXPLAINERS.get(config.explainer.type)
-        model, tokenizer = load_classifier(
-            ctx.upstream(config.model).dir / "model",
-            eager_attention=getattr(entry.cls, "needs_attentions", False),
-            device=device,
+        model, tokenizer = ctx.classifier(
+            config.model, eager_attention=getattr(entry.cls, "needs_attentions", False), device=device
         )
         explainer = entry.cls(config.explainer, model, tokenizer, {n: a.dir for n, a in ctx.upstream_artifacts.items()})
 
@@ -143,7 +144,8 @@ class ExplainJob(Job):
             target=config.target,
             split=config.split,
             device=str(device),
-            label_names=data.manifest.get("label_names"),
+            # a train job's classifier is named after its data; any other model names its own classes
+            label_names=data.manifest.get("label_names") if isinstance(config.model, str) else label_names_of(model),
         )
 
     @classmethod

@@ -19,6 +19,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import platform
 import subprocess
 from collections.abc import Sequence
@@ -51,6 +52,11 @@ def job_dir(base: Path, stage: str, name: str) -> Path:
 
 def lock_path(base: Path, stage: str, name: str) -> Path:
     return Path(base) / stage_folders()[stage] / f".{name}.lock"
+
+
+def cache_dir_of(base_dir: Path) -> Path:
+    """Downloaded archives and extracted weights shared by all jobs: `$ATTEXP_CACHE_DIR`, else `<base>/.cache`."""
+    return Path(os.environ.get("ATTEXP_CACHE_DIR") or Path(base_dir) / ".cache")
 
 
 def config_hash(config: dict) -> str:

@@ -47,6 +47,10 @@ from transformers import AttentionInterface
 
 from attexp.errors import AttexpError, ConfigError
 
+ENCODER_MODEL_TYPES = frozenset({"bert", "roberta", "distilbert", "electra", "xlm-roberta", "camembert"})
+"""The `model_type`s whose module layout `Encoder` reads: what the inside-the-model explainers and analyses
+support (they declare it as `architectures`; the config loader checks it before any job runs)."""
+
 ATTENTION_NAME = "attexp"
 """The name attexp's attention function is registered under in `transformers.AttentionInterface`."""
 

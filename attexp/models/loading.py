@@ -1,12 +1,14 @@
-"""Load a classifier that the train stage saved, and pick the torch device a job runs on.
+"""Load a classifier to explain, and pick the torch device a job runs on.
 
-Downstream stages (explain, distill, evaluate) read `models/<job>/model/`, a plain `save_pretrained` folder,
-so any Hugging Face tool can open it too. Attention-based explainers need the attention probabilities, which
+Downstream stages (explain, distill, evaluate, the analyses) read a classifier as it is: the train stage's
+`models/<job>/model/` (a plain `save_pretrained` folder, so any Hugging Face tool can open it too), any other
+`save_pretrained` folder, or a hub model. Attention-based explainers need the attention probabilities, which
 transformers 5 only returns under eager attention (sdpa silently returns none), hence `eager_attention`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -34,23 +36,47 @@ def resolve_device(name: Literal["auto", "cpu", "cuda"] | str) -> torch.device:
 
 
 def load_classifier(
-    path: Path, eager_attention: bool = False, device: torch.device | str | None = None
+    path: Path | str,
+    eager_attention: bool = False,
+    device: torch.device | str | None = None,
+    revision: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The sequence classifier and tokenizer saved in `path` (a `models/<job>/model/` folder), in eval mode.
+    """A sequence classifier and its tokenizer, in eval mode: from a `save_pretrained` folder (a
+    `models/<job>/model/` folder, or any other), or from a hub name (`str`, with `revision`).
 
     `eager_attention=True` loads with `attn_implementation="eager"` so that `output_attentions=True` works.
     """
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise AttexpError(
-            f"no trained classifier at {path} (expected a save_pretrained folder with config.json). "
-            "Run the train job that writes it first, or check the job name the config refers to."
-        )
     transformers.logging.set_verbosity_error()
-    kwargs = {"attn_implementation": "eager"} if eager_attention else {}
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    kwargs: dict = {"attn_implementation": "eager"} if eager_attention else {}
+    if isinstance(path, Path):
+        if not (path / "config.json").is_file():
+            raise AttexpError(
+                f"no classifier at {path} (expected a save_pretrained folder with config.json). "
+                "Run the train job that writes it first, or check the job name or path the config gives."
+            )
+    elif revision is not None:
+        kwargs["revision"] = revision
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, **({"revision": revision} if revision else {}))
+    except (OSError, ValueError) as err:
+        if isinstance(path, Path):
+            raise AttexpError(f"could not load the classifier in {path}: {str(err).splitlines()[0][:300]}") from err
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        raise AttexpError(
+            f"could not load {path!r} (revision {revision or 'main'!r}) from the Hugging Face hub: "
+            f"{str(err).splitlines()[0][:300].rstrip('.')}. The hub is unreachable from here"
+            f"{' (HF_HUB_OFFLINE is set)' if offline else ''} or has no such model. Offline, use "
+            '{"type": "local", "path": "<folder>"} with a save_pretrained folder.'
+        ) from err
     if device is not None:
         model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def label_names_of(model: PreTrainedModel) -> list[str]:
+    """The model's class names in id order, from its config's `id2label`."""
+    config = model.config
+    id2label = getattr(config, "id2label", None) or {}
+    return [str(id2label.get(i, id2label.get(str(i), i))) for i in range(int(config.num_labels))]

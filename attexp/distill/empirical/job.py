@@ -17,12 +17,12 @@ from __future__ import annotations
 import shutil
 from typing import Annotated, Literal
 
-from attexp.config.schema import JobConfig, Upstream
+from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.distill.empirical.training import distill
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
 from attexp.io.records import EMPIRICAL_EXPLAINER, EXPLANATIONS
-from attexp.models.loading import load_classifier, resolve_device
+from attexp.models.loading import resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
 from attexp.train.settings import DistillSettings
@@ -34,7 +34,7 @@ class DistillConfig(DistillSettings, JobConfig):
     """Distil the explanations of `train`/`validation` into an empirical explainer built from `model`."""
 
     job: Literal["distill"] = "distill"
-    model: Annotated[str, Upstream(("train",))]
+    model: ClassifierRef
     train: Annotated[str, Upstream(("explain",))]
     validation: Annotated[str, Upstream(("explain",))]
 
@@ -58,7 +58,7 @@ class DistillJob(Job):
                 f"({', '.join(map(str, teachers))}); explain both splits with the same explainer."
             )
         device = resolve_device(config.device)
-        classifier, tokenizer = load_classifier(ctx.upstream(config.model).dir / "model", device=device)
+        classifier, tokenizer = ctx.classifier(config.model, device=device)
 
         def on_epoch(metrics: dict) -> None:
             ctx.log_metrics(metrics, step=metrics["epoch"])
