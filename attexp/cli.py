@@ -129,7 +129,7 @@ def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list
         return 0
     _quiet_libraries()
     try:
-        run_plan(plan, base_dir, force=args.force)
+        outputs = run_plan(plan, base_dir, force=args.force)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -142,7 +142,24 @@ def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume.", file=sys.stderr)
         return 130
+    if dist.is_main():
+        opened = what_to_open(outputs)
+        if opened:
+            print("Open:\n" + "\n".join(f"  {path}" for path in opened))
     return 0
+
+
+OPEN_FIRST = ("summary.html", "index.html", "table.md")
+"""The files of a finished run a reader opens first, in this order: the visualize stage's summary and index pages,
+the evaluate stage's table."""
+
+
+def what_to_open(outputs: list[Path]) -> list[Path]:
+    """The pages and tables the jobs of a run wrote (`OPEN_FIRST`), the last job's first."""
+    found = []
+    for out in reversed(outputs):
+        found += [out / name for name in OPEN_FIRST if (out / name).is_file()]
+    return found
 
 
 def describe(plan, prepared, base_dir: Path) -> str:

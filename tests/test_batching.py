@@ -29,7 +29,11 @@ TEXTS = [
 ]
 KEYS = {
     "idx",
+    "text",
     "input_ids",
+    "word_ids",
+    "words",
+    "logits",
     "tokens",
     "label",
     "predictions",
@@ -98,6 +102,12 @@ def test_records_follow_the_format(model, tokenizer, rows):
             probs = model(**tokenizer(row["text"], return_tensors="pt")).logits.softmax(-1)[0]
         assert record["predictions"] == pytest.approx(probs.tolist(), abs=1e-5)
         assert sum(record["predictions"]) == pytest.approx(1.0, abs=1e-5)
+        assert torch.tensor(record["logits"]).softmax(-1).tolist() == pytest.approx(record["predictions"], abs=1e-6)
+        assert record["text"] == row["text"]
+        # one word id per token, None exactly at [CLS]/[SEP]; every word is a piece of the text as written
+        assert len(record["word_ids"]) == len(record["tokens"])
+        assert [w is None for w in record["word_ids"]] == [t in ("[CLS]", "[SEP]") for t in record["tokens"]]
+        assert all(word in row["text"] for word in record["words"])
         assert record["target"] == max(range(3), key=lambda c: record["predictions"][c])
         assert isinstance(record["seconds"], float) and record["seconds"] > 0
         assert (record["forward_passes"], record["backward_passes"]) == (1 + 3, 1)

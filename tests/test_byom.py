@@ -8,6 +8,9 @@ The model here is a tiny BERT saved with `save_pretrained` into a folder of its 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ from attexp.errors import ConfigError
 from attexp.explain.batching import explain_rows
 from attexp.models.sources import folder_fingerprint, train_wordpiece
 
+ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 DATA = {
     "type": "local",
@@ -302,3 +306,55 @@ def test_three_typos_in_three_jobs_are_reported_in_one_run(tmp_path):
     assert "jobs[2].explainer.n_step: unknown key 'n_step'" in message and "Did you mean 'n_steps'?" in message
     assert "jobs[2].batch_sise: unknown key 'batch_sise'" in message  # the other fields of a job with a bad explainer
     assert "4 problem(s)" in message
+
+
+def _fake_hub_snapshot(hf_home: Path, repo: str, make) -> Path:
+    """A model in the Hugging Face cache laid out as `from_pretrained` leaves it (refs/main -> a snapshot)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    make(snapshot)
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_a_hub_model_in_the_cache_is_explained_offline_and_its_architecture_checked(tmp_path):
+    """The `hub` source is the real `from_pretrained(name, revision)`: offline it reads the hub cache, and the
+    architecture check reads the cached config.json (nothing is fetched). In a subprocess, since the hub cache's
+    location is fixed when huggingface_hub is imported."""
+    hf_home = tmp_path / "hf"
+    _fake_hub_snapshot(hf_home, "someone/tiny-sentiment", save_external_model)
+    _fake_hub_snapshot(hf_home, "someone/deberta", lambda folder: _config_only(folder, "deberta-v2"))
+    hub = {"type": "hub", "name": "someone/tiny-sentiment", "revision": "main"}
+    config = {
+        "jobs": [
+            {"job": "download", "name": "s.download", "source": DATA},
+            {
+                "job": "explain",
+                "name": "s.hub",
+                "model": hub,
+                "data": "s.download",
+                "explainer": {"type": "rollout"},
+                "max_length": 32,
+                **QUIET,
+            },
+        ]
+    }
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(ROOT / "run_job.py"), str(write(tmp_path / "c.json", config)), *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    base = tmp_path / "base"
+    done = run("--base-dir", str(base))
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((base / "explanations" / "s.hub" / "manifest.json").read_text())
+    assert manifest["label_names"] == ["neg", "pos"]
+    assert manifest["models"]["model"]["sha256"] == "someone/tiny-sentiment@0123456789abcdef0123456789abcdef01234567"
+
+    config["jobs"][1]["model"] = {"type": "hub", "name": "someone/deberta"}
+    refused = run("--base-dir", str(tmp_path / "other"), "--dry-run")
+    assert refused.returncode == 2
+    assert "explainer 'rollout' does not support the hub model" in refused.stderr and "'deberta-v2'" in refused.stderr

@@ -4,6 +4,7 @@ directory written by the layout before the house move is read without `--force`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from attexp.config.loader import load_config
-from attexp.errors import AttexpError
+from attexp.errors import AttexpError, ConfigError
 from attexp.io.artifacts import find_artifact
 from attexp.io.records import DATASET, EVALUATION, EXPLANATIONS, SCHEMAS, STRUCTURAL_TOKENS
 from attexp.runner import prepare
@@ -86,9 +87,20 @@ def test_another_schema_is_refused(tmp_path):
         find_artifact(base, "rt.download").read(EXPLANATIONS, "test.jsonl")
 
 
+CHANGED_SINCE = {"rt.evaluate.tiny", "rt.visualize.tiny"}
+"""Demo jobs whose config changed after the previous layout was written (the demo's evaluate job gained ERASER on
+the model and its visualize job a summary page; issue 12)."""
+
+
 def test_previous_layout_base_dir_is_skipped_without_force():
-    """Every job of the demo pipeline, as the layout before the house move wrote it, has the same config hash now."""
+    """Every job of the demo pipeline, as the layout before the house move wrote it, has the same config hash now,
+    except those whose config the demo changed since: they are refused (not overwritten) and the fix is named."""
     base = FIXTURES / "previous_layout"
     plan = load_config(ROOT / "configs" / "run_job.jsonnet", base_dir=base)
-    actions = {item.config.name: item.action for item in prepare(plan, base, force=False)}
+    unchanged = dataclasses.replace(plan, jobs=[job for job in plan.jobs if job.name not in CHANGED_SINCE])
+    actions = {item.config.name: item.action for item in prepare(unchanged, base, force=False)}
     assert actions and set(actions.values()) == {"skip"}, actions
+    with pytest.raises(ConfigError) as refused:
+        prepare(plan, base, force=False)
+    assert all(f"job {name!r} already finished with a different config" in str(refused.value) for name in CHANGED_SINCE)
+    assert "--force" in str(refused.value)

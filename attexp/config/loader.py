@@ -167,6 +167,18 @@ def validate(raw: dict, *, source: str, base_dir: Path, check_upstream: bool = T
     return plan
 
 
+def validate_object(cls: type[BaseModel], data: dict, source: str) -> Any:
+    """`data` validated into `cls` as the loader validates a job (registered components built, every problem
+    listed with its key, what was given, what is allowed and a did-you-mean); raises ConfigError. For Python
+    callers (`attexp.api`), who get the same messages as a config file's author."""
+    registry.load_all()
+    errors: list[str] = []
+    built = _build(cls, data, "", errors)
+    if errors or built is None:
+        raise ConfigError(f"{source}: {len(errors)} problem(s):\n" + "\n".join(f"  {e}" for e in errors))
+    return built
+
+
 def _join(loc: str, key: Any) -> str:
     if isinstance(key, int):
         return f"{loc}[{key}]"

@@ -6,13 +6,12 @@ with (e.g. the expensive explainer an empirical explainer imitates). Records are
 Faithfulness metrics (`eraser`, `ferret_aopc`, `degradation`, `tau_loo`, `log_odds`; see
 `attexp.evaluate.faithfulness`) run the explained classifier on perturbed inputs. Which classifier:
 
-- `model` names the train job explicitly. This is the recommended form: the name is validated before any
-  work like every upstream reference, and it is recorded with its config hash in the manifest.
-- Left out, it is resolved from the explain jobs' manifests (each records the train job it explained in its
-  `upstream`), so evaluate configs written before the faithfulness metrics keep working. The explain jobs
-  must then agree on one train job.
-In both forms an explanations file whose manifest names another train job is refused: the faithfulness of an
-explanation is a statement about the model it explained.
+- `model` names it explicitly: a train job (validated before any work like every upstream reference, and
+  recorded with its config hash in the manifest) or a model source (`hub`, `local`, `packaged`).
+- Left out, it is the classifier the explain jobs read (from their configs: a train job or a model source), so
+  evaluate configs written before the faithfulness metrics keep working. The explain jobs must then agree on one.
+In both forms an explanations file of another model is refused: the faithfulness of an explanation is a
+statement about the model it explained.
 
 The random floor: unless one of `explanations` already is a `random` explain job, `random_floor` adds a row
 `random-floor` with seeded uniform random scores (`attexp.explain.baseline.random_scores`) on the instances of
@@ -33,28 +32,22 @@ import json
 import logging
 from typing import Annotated, Any, Literal
 
-import numpy as np
-import torch
 from pydantic import Field, SerializeAsAny, model_validator
 
 from attexp.config.schema import ComponentConfig, JobConfig, OptionalClassifierRef, Registered, Upstream
 from attexp.errors import AttexpError
 from attexp.evaluate.base import Metric
-from attexp.evaluate.report import direction, floor_report, format_table, versus_floor
 from attexp.evaluate.scorer import ModelScorer
-from attexp.explain.baseline import random_scores
+from attexp.evaluate.scoring import Run, score_runs, with_floor
 from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import EVALUATION, EXPLANATIONS
-from attexp.models.inputs import structural_positions
 from attexp.models.loading import load_classifier, resolve_device
 from attexp.registry import JOBS, METRICS, MODELS
 from attexp.runner import Job, JobContext
 
 log = logging.getLogger(__name__)
 EXPLANATION_FIELDS = ("idx", "input_ids", "label", "predictions", "attributions")
-FLOOR = "random-floor"
-FLOOR_SEED = 0
 
 
 class EvaluateConfig(JobConfig):
@@ -109,79 +102,27 @@ class EvaluateJob(Job):
                 model, tokenizer = ctx.classifier(model_ref, device=device)
             scorer = ModelScorer(model, tokenizer, device, batch_size=config.batch_size)
 
-        runs: list[tuple[str, str | None, list[dict]]] = []
+        runs: list[Run] = []
         for name, artifact in artifacts.items():
             explainer = (artifact.manifest.get("explainer") or {}).get("type")
             runs.append((name, explainer, artifact.read(EXPLANATIONS, required=EXPLANATION_FIELDS)))
-        if config.random_floor and not any(explainer == "random" for _, explainer, _ in runs):
-            uses = any(metric.uses_attributions for metric in metrics)
-            if uses:
-                runs.append((FLOOR, "random", _floor_records(runs[0][2], scorer, artifacts[runs[0][0]], ctx)))
+        if config.random_floor:
+            first = artifacts[runs[0][0]]
+            tokenizer = scorer.tokenizer if scorer is not None else None
+            if tokenizer is None and any(m.uses_attributions for m in metrics):
+                tokenizer = _tokenizer_of(first, ctx)
+            runs = with_floor(runs, metrics, tokenizer)
 
-        summary: dict[str, dict] = {}
-        curves: dict[str, dict] = {}
-        per_instance: dict[tuple[str, int], dict] = {}
-        rows = []
-        for name, explainer, records in runs:
-            row: dict = {"explanations": name, "explainer": explainer}
-            summary[name] = {"explainer": explainer, "instances": len(records)}
-            for spec, metric in zip(config.metrics, metrics, strict=True):
-                before = (scorer.forward_passes, scorer.seconds) if scorer else (0, 0.0)
-                result = metric.compute(records, reference, scorer=scorer if metric.needs_model else None)
-                if scorer and metric.needs_model:
-                    log.info(
-                        "%s: %s took %d forward passes, %.1f s",
-                        name,
-                        spec.type,
-                        scorer.forward_passes - before[0],
-                        scorer.seconds - before[1],
-                    )
-                for key, value in result.summary.items():
-                    summary[name][f"{spec.type}.{key}" if key != spec.type else key] = value
-                    row[key] = value
-                for idx, values in result.per_instance.items():
-                    per_instance.setdefault((name, idx), {"explanations": name, "idx": idx}).update(values)
-                for key, curve in result.curves.items():
-                    curves.setdefault(name, {})[key] = curve
-            rows.append(row)
-        # the table keeps the means; spreads (`_std`) and the reference's own cost stay in metrics.json
-        columns = ["explanations", "explainer"] + [
-            k
-            for k in dict.fromkeys(k for r in rows for k in r)
-            if k not in ("explanations", "explainer") and not k.endswith("_std") and not k.startswith("reference_")
-        ]
-        table = format_table(rows, columns)
-        floor = next((name for name, explainer, _ in runs if explainer == "random"), None)
-        by_run: dict[str, dict[int, dict]] = {}
-        for (name, idx), values in per_instance.items():
-            by_run.setdefault(name, {})[idx] = values
-        versus = versus_floor(by_run, floor, columns) if floor else {}
-        if versus:
-            table += "\n\n" + floor_report(versus, floor, {name: explainer for name, explainer, _ in runs})
+        scores = score_runs(runs, metrics, reference, scorer)
+        rows, columns, table, versus = scores.rows, scores.columns, scores.table, scores.versus
+        summary, curves, per_instance = scores.summary, scores.curves, scores.per_instance
         cost = (
             {"forward_passes": scorer.forward_passes, "rows": scorer.rows, "seconds": round(scorer.seconds, 3)}
             if scorer
             else {}
         )
-        write_json(
-            ctx.path("metrics.json"),
-            {
-                "reference": config.reference,
-                "model": model_name,
-                "results": summary,
-                "table": {
-                    "columns": columns,
-                    "rows": [[r.get(c) for c in columns] for r in rows],
-                    "directions": [direction(c) for c in columns],
-                },
-                "curves": curves,
-                "random_floor": {"name": floor, "versus": versus} if floor else None,
-                "evaluation_cost": cost,
-            },
-        )
-        write_jsonl(
-            ctx.path("instances.jsonl"), sorted(per_instance.values(), key=lambda r: (r["explanations"], r["idx"]))
-        )
+        write_json(ctx.path("metrics.json"), scores.metrics_json(config.reference, model_name, cost))
+        write_jsonl(ctx.path("instances.jsonl"), scores.instances())
         atomic_write_text(ctx.path("table.md"), table + "\n")
         log.info("%s (reference: %s, model: %s)\n%s", config.name, config.reference, model_name, table)
         plots = _plots(rows, curves, ctx) if config.plots else []
@@ -258,30 +199,6 @@ def _model_artifact(ctx: JobContext, name: str) -> Artifact:
             f"Set the evaluate job's `model` to a train job in this base directory."
         )
     return artifact.require_finished()
-
-
-def _floor_records(records: list[dict], scorer: ModelScorer | None, artifact: Artifact, ctx: JobContext) -> list[dict]:
-    """Copies of `records` with seeded uniform random attributions (0 at structural specials) and zero cost."""
-    tokenizer = scorer.tokenizer if scorer is not None else _tokenizer_of(artifact, ctx)
-    out = []
-    for record in records:
-        ids = np.asarray(record["input_ids"], dtype=np.int64)  # (T,)
-        if tokenizer is not None:
-            ids_t = torch.from_numpy(ids)[None]
-            structural = structural_positions(ids_t, torch.ones_like(ids_t), tokenizer)[0].numpy()
-        else:
-            structural = np.zeros(len(ids), dtype=bool)
-        scores = random_scores(ids, structural, FLOOR_SEED, "uniform")
-        out.append(
-            {
-                **record,
-                "attributions": scores.tolist(),
-                "seconds": 0.0,
-                "forward_passes": 0,
-                "backward_passes": 0,
-            }
-        )
-    return out
 
 
 def _tokenizer_of(artifact: Artifact, ctx: JobContext) -> Any:

@@ -78,6 +78,12 @@ def _check(explanation: Explanation, batch: Batch, name: str) -> None:
         raise AttexpError(f"explainer {name!r} returned pass counts that are not one per instance (B = {size}).")
 
 
+def text_length(row: dict) -> int:
+    """Characters of a row's text(s): the explain stage orders rows by it before sharding and batching, and the
+    Python API does the same, so both cut the same batches (which stochastic explainers' draws depend on)."""
+    return len(row["text"]) + len(row.get("text_pair") or "")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -116,7 +122,7 @@ def explain_rows(
     todo = [row for row in rows if row["idx"] not in skip]
     if not todo:
         return
-    features = tokenize_rows(tokenizer, todo, max_length)
+    features = tokenize_rows(tokenizer, todo, max_length, with_words=True)
     batches = length_sorted_batches([len(f["input_ids"]) for f in features], batch_size)
     pad = pad_id(tokenizer)
 
@@ -134,7 +140,8 @@ def explain_rows(
                 kwargs = {"input_ids": ids, "attention_mask": mask}
                 if types is not None:
                     kwargs["token_type_ids"] = types
-                probabilities = model(**kwargs).logits.float().softmax(dim=-1)  # [B, C]
+                logits = model(**kwargs).logits.float()  # [B, C]
+                probabilities = logits.softmax(dim=-1)
                 targets = _targets(target, probabilities, batch_rows)  # [B]
             batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())
             if explainer.needs_gradients:
@@ -147,7 +154,8 @@ def explain_rows(
             _sync(device)
             seconds = (time.perf_counter() - began) / len(chosen)
 
-            yield _records(explanation, batch, batch_rows, probabilities, tokenizer, seconds, number)
+            chosen_features = [features[i] for i in chosen]
+            yield _records(explanation, batch, batch_rows, chosen_features, logits, tokenizer, seconds, number)
             bar.update(len(chosen))
     finally:
         bar.close()
@@ -157,7 +165,8 @@ def _records(
     explanation: Explanation,
     batch: Batch,
     rows: Sequence[dict],
-    probabilities: Tensor,
+    features: Sequence[dict],
+    logits: Tensor,
     tokenizer: Any,
     seconds: float,
     number: int,
@@ -165,7 +174,8 @@ def _records(
     lengths = batch.attention_mask.sum(dim=-1).tolist()
     ids = batch.input_ids.tolist()
     scores = explanation.attributions.detach().float().cpu().tolist()
-    probs = probabilities.cpu().tolist()
+    probs = logits.softmax(dim=-1).cpu().tolist()
+    raw = logits.cpu().tolist()
     targets = batch.targets.tolist()
     # per-instance scalars among the extras (e.g. LIG's convergence_delta [B]) travel with the record
     scalars = {
@@ -178,10 +188,14 @@ def _records(
         n = int(lengths[i])
         record = {
             "idx": row["idx"],
+            "text": row["text"],
+            **({"text_pair": row["text_pair"]} if row.get("text_pair") is not None else {}),
             "input_ids": ids[i][:n],
             "tokens": tokenizer.convert_ids_to_tokens(ids[i][:n]),
+            **{key: features[i][key] for key in ("word_ids", "words") if key in features[i]},
             "label": row.get("label"),
             "predictions": probs[i],
+            "logits": raw[i],
             "target": int(targets[i]),
             "attributions": scores[i][:n],
             "seconds": seconds,

@@ -25,7 +25,7 @@ import torch
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from attexp.config.schema import ClassifierRef, ComponentConfig, JobConfig, Registered, Upstream
-from attexp.explain.batching import explain_rows
+from attexp.explain.batching import explain_rows, text_length
 from attexp.io.files import ResumableJsonlWriter, done_idx, merge_partials, read_jsonl
 from attexp.io.records import DATASET, EXPLANATIONS
 from attexp.models.inputs import count_truncated
@@ -106,7 +106,7 @@ class ExplainJob(Job):
         ctx.barrier()
         remaining = [r for r in rows if r["idx"] not in done]
         # Shard: deal rows round-robin in length order, so every rank gets a similar mix of lengths.
-        remaining.sort(key=lambda r: len(r["text"]) + len(r.get("text_pair") or ""))
+        remaining.sort(key=text_length)
         mine = remaining[ctx.rank :: ctx.world_size]
         if done and ctx.is_main:
             log.info("%s: resuming, %d of %d instances done", config.name, len(done), len(rows))

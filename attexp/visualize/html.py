@@ -62,25 +62,59 @@ class Token:
     style: str
 
 
-def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> tuple[list[str], list[float], list[str]]:
-    """Join WordPiece continuations (`##ing`) onto the token before them, summing their scores.
+WORD_START_MARKS = ("Ġ", "▁")  # byte-level BPE (RoBERTa, GPT-2) and SentencePiece (ALBERT, XLM-R, T5) word starts
 
-    Returns the words, their scores and, per word, the pieces it was made of (space-separated). A `##`
-    piece with nothing before it stays a word of its own.
+
+def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> tuple[list[str], list[float], list[str]]:
+    """Join subword pieces into words by their spelling, summing their scores: the fallback for records without
+    `word_ids` (written before attexp stored them, or by a slow tokenizer).
+
+    WordPiece continues a word with `##ing`; byte-level BPE (`Ġ`) and SentencePiece (`▁`) instead mark the piece
+    that starts a word, and every unmarked piece continues the one before. Returns the words, their scores and,
+    per word, the pieces it was made of (space-separated). Structural specials stay words of their own.
     """
+    marked = any(t[:1] in WORD_START_MARKS for t in tokens)
     words: list[str] = []
     summed: list[float] = []
     pieces: list[list[str]] = []
     for token, score in zip(tokens, scores, strict=True):
-        if token.startswith("##") and len(token) > 2 and words and words[-1] not in STRUCTURAL_TOKENS:
-            words[-1] += token[2:]
+        after_word = bool(words) and words[-1] not in STRUCTURAL_TOKENS and token not in STRUCTURAL_TOKENS
+        if marked:
+            continues, text = after_word and token[:1] not in WORD_START_MARKS, token.lstrip("".join(WORD_START_MARKS))
+        else:
+            continues, text = after_word and token.startswith("##") and len(token) > 2, token
+            text = text[2:] if continues else text
+        if continues:
+            words[-1] += text
             summed[-1] += float(score)
             pieces[-1].append(token)
         else:
-            words.append(token)
+            words.append(text if marked and token[:1] in WORD_START_MARKS else token)
             summed.append(float(score))
             pieces.append([token])
     return words, summed, [" ".join(p) for p in pieces]
+
+
+def merge_by_word_ids(
+    tokens: Sequence[str], scores: Sequence[float], word_ids: Sequence[int | None], words: Sequence[str]
+) -> tuple[list[str], list[float], list[str]]:
+    """Join the tokens of each word (by the record's `word_ids`, from the tokenizer itself) into the word as
+    written (`words`), summing their scores; tokens of no word (specials) stay as they are. Same return as
+    `merge_wordpieces`."""
+    out: list[str] = []
+    summed: list[float] = []
+    pieces: list[list[str]] = []
+    last: int | None = None
+    for token, score, word in zip(tokens, scores, word_ids, strict=True):
+        if word is not None and word == last:
+            summed[-1] += float(score)
+            pieces[-1].append(token)
+            continue
+        out.append(words[word] if word is not None and 0 <= word < len(words) else token)
+        summed.append(float(score))
+        pieces.append([token])
+        last = word
+    return out, summed, [" ".join(p) for p in pieces]
 
 
 def token_style(weight: float) -> str:
@@ -92,17 +126,33 @@ def token_style(weight: float) -> str:
 
 
 def heatmap_row(
-    tokens: Sequence[str], scores: Sequence[float], merge_subwords: bool = False
+    tokens: Sequence[str],
+    scores: Sequence[float],
+    merge_subwords: bool = False,
+    word_ids: Sequence[int | None] | None = None,
+    words: Sequence[str] | None = None,
+    scale_specials: bool = True,
 ) -> tuple[list[Token], float]:
-    """The tokens of one row, coloured, and the row's max |score| (0 for an all-zero row)."""
-    kept = [(t, float(s)) for t, s in zip(tokens, scores, strict=True) if t not in PAD_TOKENS]
-    words, values = [t for t, _ in kept], [s for _, s in kept]
-    pieces = list(words)
+    """The tokens of one row, coloured, and the row's max |score| (0 for an all-zero row).
+
+    merge_subwords: show words, each scored by the sum of its pieces; by `word_ids`/`words` where the record has
+    them, else by the pieces' spelling (`merge_wordpieces`). scale_specials=False leaves structural specials
+    ([CLS], [SEP], <s>, ...) out of the max |score| (they are still drawn, clipped to full colour): some explainers
+    put most of the mass there, which would leave the words pale.
+    """
+    kept = [i for i, t in enumerate(tokens) if t not in PAD_TOKENS]
+    toks, values = [tokens[i] for i in kept], [float(scores[i]) for i in kept]
+    pieces = list(toks)
+    shown = list(toks)
     if merge_subwords:
-        words, values, pieces = merge_wordpieces(words, values)
-    scale = float(np.max(np.abs(values))) if values else 0.0  # per-row normalisation
+        if word_ids is not None and words is not None and len(word_ids) == len(tokens):
+            shown, values, pieces = merge_by_word_ids(toks, values, [word_ids[i] for i in kept], words)
+        else:
+            shown, values, pieces = merge_wordpieces(toks, values)
+    scaled = [v for v, p in zip(values, pieces, strict=True) if scale_specials or p not in STRUCTURAL_TOKENS]
+    scale = float(np.max(np.abs(scaled))) if scaled else 0.0  # per-row normalisation
     row = []
-    for word, value, made_of in zip(words, values, pieces, strict=True):
+    for word, value, made_of in zip(shown, values, pieces, strict=True):
         title = f"{value:+.4f}" if made_of == word else f"{value:+.4f} ({made_of})"
         row.append(Token(word, value, title, token_style(value / scale if scale > 0 else 0.0)))
     return row, scale
@@ -116,12 +166,14 @@ def render_report(
     label_names: Sequence[str] | None = None,
     summary_href: str | None = None,
     sections: dict[int, list[dict[str, Any]]] | None = None,
+    scale_specials: bool = True,
 ) -> list[Path]:
     """Write `index.html` and `instances/<idx>.html` for the instances present in every run.
 
     Instances are taken in ascending idx order, at most `max_instances` of them. `label_names` (index = label
-    id) shows class names next to label and prediction ids. `merge_subwords` merges WordPiece `##` pieces into
-    words by summing their scores. `summary_href` links the index to a summary page. `sections` adds, per idx,
+    id) shows class names next to label and prediction ids. `merge_subwords` shows words (summed scores of their
+    pieces, see `heatmap_row`); `scale_specials=False` leaves special tokens out of each row's colour scale.
+    `summary_href` links the index to a summary page. `sections` adds, per idx,
     analyses drawn below the heatmaps (`attexp.visualize.tree.section`, `attexp.visualize.flow.section`, each
     with a "title"). Returns the written files, index first.
     """
@@ -151,7 +203,8 @@ def render_report(
             "idx": idx,
             "label": class_name(by_run[0][idx].get("label"), label_names),
             "rows": [
-                _row(run, records[idx], merge_subwords, label_names) for run, records in zip(runs, by_run, strict=True)
+                _row(run, records[idx], merge_subwords, label_names, scale_specials)
+                for run, records in zip(runs, by_run, strict=True)
             ],
             "previous": f"{common[position - 1]}.html" if position > 0 else None,
             "next": f"{common[position + 1]}.html" if position + 1 < len(common) else None,
@@ -170,7 +223,7 @@ def render_report(
             "label": class_name(first[idx].get("label"), label_names),
             "prediction": class_name(_argmax(first[idx].get("predictions")), label_names),
             "agree": len({_argmax(records[idx].get("predictions")) for records in by_run}) == 1,
-            "preview": preview(first[idx].get("tokens", [])),
+            "preview": preview(first[idx].get("tokens", []), first[idx].get("text")),
             "href": f"instances/{idx}.html",
         }
         for idx in common
@@ -197,6 +250,39 @@ def render_page(template: str, path: Path, context: dict[str, Any]) -> Path:
     """Render one of the templates (autoescaped, like every page here) to `path` atomically; returns `path`."""
     atomic_write_text(Path(path), _environment().get_template(template).render(context))
     return Path(path)
+
+
+def render_fragment(
+    run: Run,
+    label_names: Sequence[str] | None = None,
+    merge_subwords: bool = True,
+    scale_specials: bool = True,
+    max_instances: int | None = 20,
+    page: bool = False,
+) -> str:
+    """One run's heatmaps as HTML, in idx order (at most `max_instances`): a fragment with inline styles only (for a
+    notebook cell, `Explanations._repr_html_`), or with `page=True` a self-contained page (`Explanations.show`).
+    The same rows as the report pages, escaped by the same templates."""
+    by_idx = _records_by_idx(run)
+    chosen = sorted(by_idx)[: None if max_instances is None else max(max_instances, 0)]
+    items = [
+        {
+            "idx": idx,
+            "label": class_name(by_idx[idx].get("label"), label_names),
+            "row": _row(run, by_idx[idx], merge_subwords, label_names, scale_specials),
+        }
+        for idx in chosen
+    ]
+    context = {
+        "title": f"{run.name} ({run.explainer})",
+        "items": items,
+        "shown": len(items),
+        "total": len(by_idx),
+        "merged": merge_subwords,
+        "scale_specials": scale_specials,
+    }
+    template = "explanations.html.j2" if page else "_fragment.html.j2"
+    return _environment().get_template(template).render(context)
 
 
 def _environment() -> jinja2.Environment:
@@ -326,8 +412,17 @@ def _records_by_idx(run: Run) -> dict[int, dict]:
     return out
 
 
-def _row(run: Run, record: dict, merge_subwords: bool, label_names: Sequence[str] | None) -> dict[str, Any]:
-    tokens, scale = heatmap_row(record["tokens"], record["attributions"], merge_subwords)
+def _row(
+    run: Run, record: dict, merge_subwords: bool, label_names: Sequence[str] | None, scale_specials: bool = True
+) -> dict[str, Any]:
+    tokens, scale = heatmap_row(
+        record["tokens"],
+        record["attributions"],
+        merge_subwords,
+        record.get("word_ids"),
+        record.get("words"),
+        scale_specials,
+    )
     probabilities = record.get("predictions") or []
     predicted = _argmax(probabilities)
     return {
@@ -366,10 +461,13 @@ def class_name(label: int | None, label_names: Sequence[str] | None) -> str:
     return str(label)
 
 
-def preview(tokens: Sequence[str]) -> str:
-    kept = [t for t in tokens if t not in STRUCTURAL_TOKENS]
-    words, _, _ = merge_wordpieces(kept, [0.0] * len(kept))
-    text = visible(" ".join(words))
+def preview(tokens: Sequence[str], text: str | None = None) -> str:
+    """The start of an instance's text: as written where the record has it, else its tokens joined into words."""
+    if text is None:
+        kept = [t for t in tokens if t not in STRUCTURAL_TOKENS]
+        words, _, _ = merge_wordpieces(kept, [0.0] * len(kept))
+        text = " ".join(words)
+    text = visible(" ".join(text.split()))
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 

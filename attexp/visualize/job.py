@@ -36,7 +36,8 @@ class VisualizeConfig(JobConfig):
         None, description="an evaluate job whose table and plots make summary.html"
     )
     max_instances: int | None = Field(50, ge=1, description="pages for the first N shared idx; null for all")
-    merge_subwords: bool = Field(False, description="sum WordPiece '##' pieces into words")
+    merge_subwords: bool = Field(True, description="show words (their pieces' scores summed), not subword pieces")
+    scale_specials: bool = Field(True, description="False: leave [CLS]/[SEP]/<s>... out of each row's colour scale")
     trees: Annotated[str | None, Upstream(("attribution_tree",))] = Field(
         None, description="an attribution_tree job whose trees are drawn on the pages of the same idx"
     )
@@ -74,6 +75,7 @@ class VisualizeJob(Job):
             runs,
             max_instances=config.max_instances,
             merge_subwords=config.merge_subwords,
+            scale_specials=config.scale_specials,
             label_names=label_names,
             summary_href=summary.name if summary else None,
             sections=self._sections(config, ctx),

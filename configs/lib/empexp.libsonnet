@@ -61,12 +61,15 @@ local models = import 'models.libsonnet';
         name: prefix + 'evaluate.' + variant_name,
         explanations: [prefix + 'explain.empirical.' + variant_name + '.test', prefix + 'explain.lig.' + variant_name + '.test'],
         reference: prefix + 'explain.lig.' + variant_name + '.test',
-        metrics: [{ type: 'mse' }, { type: 'spearman' }, { type: 'f1' }, { type: 'cost' }],
+        // agreement with LIG, and faithfulness to the model (ERASER, run on the explained classifier) against
+        // the random floor the evaluate stage adds
+        metrics: [{ type: 'mse' }, { type: 'spearman' }, { type: 'eraser' }, { type: 'f1' }, { type: 'cost' }],
       },
       visualize: defaults {
         job: 'visualize',
         name: prefix + 'visualize.' + variant_name,
         explanations: [prefix + 'explain.lig.' + variant_name + '.test', prefix + 'explain.empirical.' + variant_name + '.test'],
+        evaluation: prefix + 'evaluate.' + variant_name,  // summary.html: the metric table and its plots
         max_instances: 50,
       },
     },
