@@ -152,13 +152,15 @@ def test_eraser_alti_variant_running_min_max_and_six_points(tokenizer, scorer):
 
     alti = Eraser(EraserConfig(alti=True)).compute([r], scorer=scorer)
     values = alti.per_instance[0]
-    # probabilities [full, without_bad x 4, neither] -> running min [full x 5, neither]
-    assert values["comprehensiveness_alti_bins"] == pytest.approx([0.0] * 5 + [full - neither])
+    # probabilities [full | without_bad x 4, neither] -> running min from the 0% point: [full x 4, neither]
+    assert values["comprehensiveness_alti_bins"] == pytest.approx([0.0] * 4 + [full - neither])
     assert values["comprehensiveness_alti"] == pytest.approx((full - neither) / 6)
-    # sufficiency: [nothing, only_bad x 4, both] -> running max [nothing x 5, both]
-    assert values["sufficiency_alti_bins"] == pytest.approx([full - nothing] * 5 + [full - both])
-    assert values["sufficiency_alti"] == pytest.approx(5 * (full - nothing) / 6)
-    assert alti.curves["comprehensiveness_alti"]["x"][0] == 0.0
+    # sufficiency: [nothing | only_bad x 4, both] -> running max from the 0% point: [nothing x 4, both]; the 0%
+    # point starts the maximum but is not a term: 4 terms, not 5, over 6 (ALTI's aupc.py)
+    assert full - nothing != pytest.approx(0.0)  # so a 0% term would show
+    assert values["sufficiency_alti_bins"] == pytest.approx([full - nothing] * 4 + [full - both])
+    assert values["sufficiency_alti"] == pytest.approx((4 * (full - nothing) + (full - both)) / 6)
+    assert alti.curves["comprehensiveness_alti"]["x"] == [1.0, 5.0, 10.0, 20.0, 50.0]
 
 
 def test_eraser_replacement_keeps_length_and_specials(tokenizer, scorer):
@@ -229,6 +231,23 @@ def test_degradation_morf_and_lerf_hand_computed(tokenizer, scorer):
     values = Degradation(DegradationConfig()).compute([flipped], scorer=scorer).per_instance[1]
     assert values["degradation_morf_accuracy"] == pytest.approx(8 / 9)
     assert values["degradation_morf_probability"] == pytest.approx(1 - (p1(1) + 8 * p1(0)) / 9)
+
+
+def test_degradation_official_lengths_count_the_specials_and_drop_repeated_steps(tokenizer, scorer):
+    """The released IBA code's n is every token, [CLS] and [SEP] included: 6 for "the movie was good", so k =
+    round(j / 9 * 6) capped at the 4 content tokens = 1, 1, 2, 3, 3, 4, 4, 4, 4, and the mean runs over the steps
+    whose k is new (k = 1, 2, 3, 4). The default counts content tokens only: k = 0, 1, 1, 2, 2, 3, 3, 4, 4."""
+    right = record(tokenizer, 0, "the movie was good", GOOD_FIRST, label=1)
+    official = Degradation(DegradationConfig(lengths="official")).compute([right], scorer=scorer).per_instance[0]
+    # most relevant first: good goes at the first step already
+    assert official["degradation_morf_probability_official_steps"] == pytest.approx([p1(1)] + [p1(0)] * 9)
+    assert official["degradation_morf_probability_official"] == pytest.approx(p1(0))
+    # least relevant first: good goes only at k = 4 (steps 6..9): curve [p1(1)] x 6 (0% point included), [p1(0)] x 4
+    assert official["degradation_lerf_probability_official_steps"] == pytest.approx([p1(1)] * 6 + [p1(0)] * 4)
+    assert official["degradation_lerf_probability_official"] == pytest.approx((3 * p1(1) + p1(0)) / 4)
+    content = Degradation(DegradationConfig()).compute([right], scorer=scorer).per_instance[0]
+    assert content["degradation_morf_probability"] == pytest.approx((p1(1) + 8 * p1(0)) / 9)
+    assert abs(content["degradation_morf_probability"] - official["degradation_morf_probability_official"]) > 0.04
 
 
 # -------------------------------------------------------------------------------- tau-LOO, log-odds

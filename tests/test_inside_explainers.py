@@ -276,6 +276,18 @@ def test_alti_contributions_are_row_stochastic_and_match_the_paper(family, measu
     torch.testing.assert_close(tiled, matrices, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-5), (torch.bfloat16, 0.03)])
+def test_alti_runs_on_a_model_that_is_not_float32(family, dtype, tolerance, tokenizer, batch):
+    """Contributions are computed in the model's dtype; the scores are float32 (a float64 or bfloat16 model
+    failed with "Index put requires the source and destination dtypes match")."""
+    reference = ALTI(ALTIConfig(), tiny_model(family), tokenizer, {}).explain(batch).attributions
+    other = ALTI(ALTIConfig(), tiny_model(family).to(dtype), tokenizer, {}).explain(batch).attributions
+    assert other.dtype == torch.float32
+    assert torch.allclose(other, reference, atol=tolerance)
+    assert other.abs().sum() > 0
+
+
 def test_alti_official_std_follows_the_official_code(tokenizer, batch):
     model = tiny_model("bert")
     explainer = ALTI(ALTIConfig(std="official", return_matrices=True), model, tokenizer, {})
@@ -438,12 +450,38 @@ def test_iba_mask_learns_what_the_target_needs(tokenizer, batch):
     assert longer.sum() < short.sum()  # a strong capacity penalty closes the bottleneck
 
 
-def test_iba_layer_defaults_to_two_thirds_of_the_depth(tokenizer):
-    for layers, expected in ((2, 1), (6, 4), (12, 8)):
+def test_iba_layer_defaults_to_two_thirds_of_the_depth_but_never_the_last(tokenizer):
+    for layers, expected in ((1, 0), (2, 0), (3, 1), (4, 2), (6, 4), (12, 8)):
         model = transformers.BertForSequenceClassification(
             transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=layers, num_attention_heads=2)
         )
         assert iba(model, tokenizer).layer == expected
+
+
+def test_iba_after_the_last_layer_explains_nothing_and_warns(tokenizer, batch, caplog):
+    """After the last layer only [CLS] reaches the head: every other token's capacity is the same whichever
+    class is explained. The default layer of a shallow model is below it, where the class matters."""
+    model = tiny_model("bert")  # 2 layers
+
+    def capacities(layer, target):
+        torch.manual_seed(0)
+        explained = Batch(
+            batch.input_ids, batch.attention_mask, batch.token_type_ids, torch.full_like(batch.targets, target)
+        )
+        settings = {} if layer is None else {"layer": layer}
+        return iba(model, tokenizer, steps=3, samples=2, **settings).explain(explained).extras["capacity"]
+
+    with caplog.at_level("WARNING"):
+        last = [capacities(-1, target) for target in (0, 1)]
+    assert "after the last layer" in caplog.text and "Pick a lower layer (default: 0)" in caplog.text
+    real = batch.attention_mask.bool().clone()
+    real[:, 0] = False  # every token but [CLS]
+    assert torch.allclose(last[0][real], last[1][real])  # the class does not matter: nothing explained
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        default = [capacities(None, target) for target in (0, 1)]
+    assert "after the last layer" not in caplog.text
+    assert not torch.allclose(default[0][real], default[1][real], atol=1e-4)
     with pytest.raises(ConfigError, match="iba: layer=2 is out of range for a model with 2 layers"):
         iba(tiny_model("bert"), tokenizer, layer=2)
 

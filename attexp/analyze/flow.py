@@ -35,7 +35,8 @@ def layer_flow(
     layers = Encoder(model).num_layers
     scores, capacity = [], []
     for layer in range(layers):
-        explainer = InformationBottleneck(settings.model_copy(update={"layer": layer}), model, tokenizer, upstream)
+        settings_here = settings.model_copy(update={"layer": layer})  # every layer, the last one too: no warning
+        explainer = InformationBottleneck(settings_here, model, tokenizer, upstream, warn_last_layer=False)
         with torch.enable_grad():
             explanation = explainer.explain(batch)
         scores.append(explanation.attributions.detach())  # [B, T]

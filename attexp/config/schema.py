@@ -68,6 +68,23 @@ class JobConfig(StrictModel):
     wandb: WandbConfig = Field(default_factory=WandbConfig)
 
 
+class PaperNumbers(StrictModel):
+    """What a paper reports for the table a job measures, to be put beside the measured numbers (`paper:` of an
+    evaluate, head_pruning or triggers job; the shipped reproductions are in configs/papers/).
+
+    citation: the paper. table: which table or figure. source: where each number was read (the paper's section,
+    a repository file). numbers: {row: {column: value}}: a row is a row of the job's table (an explain job's name,
+    or an explainer type; for the analyses the row names of their tables), a column one of its columns.
+    note: what differs between the paper's setting and this config, if anything.
+    """
+
+    citation: str
+    table: str
+    source: str
+    numbers: dict[str, dict[str, float]] = Field(min_length=1)
+    note: str | None = None
+
+
 @dataclass(frozen=True)
 class Registered:
     """Field marker: the value is a component config `{"type": name, ...}` from the registry of this kind.

@@ -10,9 +10,12 @@ the explained classifier and reads the probability of the explained class (`targ
   scorer computes). k = ceil(fraction * n) of the n content tokens, so every bin removes at least one.
   Higher comprehensiveness and lower sufficiency are more faithful. `alti: true` is the variant of Ferrando
   et al. (2022, "Measuring the Mixing of Contextual Information in the Transformer", EMNLP; code
-  mt-upc/transformer-contributions, aupc.py): the 0% point is added (the full input for comprehensiveness,
-  no content at all for sufficiency), the probability curve is made monotone with a running minimum
-  (comprehensiveness) or maximum (sufficiency), and AOPC divides by |B| + 1 = 6.
+  mt-upc/transformer-contributions, aupc.py), with parity to that code: the probability curve over the bins is
+  made monotone with a running minimum (comprehensiveness) or maximum (sufficiency) that starts at the 0% point
+  (the full input for comprehensiveness, no content at all for sufficiency), and AOPC divides the sum over the
+  |B| = 5 bins by |B| + 1 = 6. The 0% point itself is not a term of the sum: it only starts the running min/max
+  (for comprehensiveness its term would be 0 anyway; for sufficiency it would be p(x) - p(no content), which an
+  earlier attexp added, shifting the mean by about +0.05).
 - `ferret_aopc`: ferret's AOPC (Attanasio et al., 2023, "ferret: a Framework for Benchmarking Explainers on
   Transformers", EACL demos): thresholds 10%, 20%, ..., 100% of the content tokens, k = floor(fraction * n)
   with k = 0 skipped, only tokens with a positive score enter a rationale, and a threshold whose rationale
@@ -132,8 +135,8 @@ class EraserConfig(ComponentConfig):
 
     bins: fractions of the content tokens (default 1, 5, 10, 20, 50%); k = ceil(fraction * n).
     perturbation: `delete` (default), `mask` or `pad` (see the module docstring).
-    alti: Ferrando et al.'s variant: 0% point added, running min (comprehensiveness) / max (sufficiency) of
-    the probability, AOPC over |B| + 1 points.
+    alti: Ferrando et al.'s code's variant: running min (comprehensiveness) / max (sufficiency) of the
+    probability started at the 0% point, AOPC = the bins' sum / (|B| + 1) (the 0% point is not summed).
 
     Summary keys: `comprehensiveness`, `sufficiency` (AOPC, with `_std`), suffixed `_alti` with alti and
     `_mask` / `_pad` for a replacement, so several variants fit one table. Per instance: the AOPCs and the
@@ -176,20 +179,21 @@ class Eraser(FaithfulnessMetric):
             rows = probabilities[i * per_row : (i + 1) * per_row, inst.target]  # (per_row,)
             p = full[i, inst.target]
             p_comp, p_suff = rows[: len(cfg.bins)], rows[len(cfg.bins) : 2 * len(cfg.bins)]
-            if cfg.alti:  # 0% point first, then the curve made monotone
-                p_comp = np.minimum.accumulate(np.concatenate([[p], p_comp]))
-                p_suff = np.maximum.accumulate(np.concatenate([[rows[-1]], p_suff]))
-            comp, suff = p - p_comp, p - p_suff  # (|B|,) or (|B| + 1,)
+            if cfg.alti:  # the 0% point starts the running min / max, then leaves the curve
+                p_comp = np.minimum.accumulate(np.concatenate([[p], p_comp]))[1:]
+                p_suff = np.maximum.accumulate(np.concatenate([[rows[-1]], p_suff]))[1:]
+            comp, suff = p - p_comp, p - p_suff  # (|B|,)
             comp_rows.append(comp)
             suff_rows.append(suff)
+            points = len(cfg.bins) + int(cfg.alti)  # ALTI's code divides the |B| bins' sum by |B| + 1
             per_instance[inst.idx] = {
-                comp_key: float(comp.mean()),
-                suff_key: float(suff.mean()),
+                comp_key: float(comp.sum() / points),
+                suff_key: float(suff.sum() / points),
                 f"{comp_key}_bins": comp.tolist(),
                 f"{suff_key}_bins": suff.tolist(),
             }
         summary = _summary(per_instance, [comp_key, suff_key], skipped=len(instances) - len(usable))
-        x = ([0.0] if cfg.alti else []) + [100 * b for b in cfg.bins]
+        x = [100 * b for b in cfg.bins]
         curves = {
             comp_key: _curve(x, comp_rows, "% of tokens removed (most relevant first)", "p(x) - p(x without top k%)"),
             suff_key: _curve(x, suff_rows, "% of tokens kept (most relevant)", "p(x) - p(top k% only)"),
@@ -276,12 +280,23 @@ class DegradationConfig(ComponentConfig):
     first (`morf`) and least relevant first (`lerf`). Summary keys: `degradation_{morf,lerf}_{accuracy,
     probability}` (means over the steps; lower MoRF and higher LeRF are more faithful); curves include the
     unperturbed 0% point.
+
+    lengths: `content` (default) takes n as the number of content tokens, as the paper describes removing a
+    fraction of the input's tokens; `official` reproduces the released code (bazingagin/IBA), whose n also counts
+    the structural specials ([CLS], [SEP]; they are never removed, so k is capped at the content tokens) and whose
+    mean leaves out a step whose k equals the previous step's (short inputs have fewer distinct steps). The two
+    differ little on average (about 0.01) but up to about 0.2 on a short instance. Curves show every step.
     """
 
     type: Literal["degradation"] = "degradation"
     steps: int = Field(9, ge=1, le=100)
     perturbation: Perturbation = "delete"
     against: Literal["label", "target"] = "label"
+    lengths: Literal["content", "official"] = Field(
+        "content",
+        description="content: k = round(j/steps * n) of the n content tokens (the paper's description); official: "
+        "the IBA code's, n counts [CLS]/[SEP] too and a step that repeats the previous k is left out of the mean",
+    )
 
 
 @METRICS.register("degradation", DegradationConfig)
@@ -293,12 +308,13 @@ class Degradation(FaithfulnessMetric):
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
         cfg = self.config
         replacement = scorer.replacement_id(cfg.perturbation)
-        suffix = _suffix(cfg.perturbation, "delete")
+        suffix = _suffix(cfg.perturbation, "delete") + ("_official" if cfg.lengths == "official" else "")
         usable = [inst for inst in instances if inst.n > 0 and self._class(inst) is not None]
         full = full_probabilities(usable, scorer, cfg.type)
         sequences = []
+        counted: dict[int, np.ndarray] = {}  # per instance: which steps enter the mean
         for inst in usable:
-            counts = [round(j / cfg.steps * inst.n) for j in range(1, cfg.steps + 1)]
+            counts, counted[inst.idx] = self._counts(inst)
             sequences += [inst.without(inst.order[:c], replacement) for c in counts]  # most relevant first
             sequences += [inst.without(inst.order[::-1][:c], replacement) for c in counts]  # least relevant first
         probabilities = scorer.probabilities(sequences)
@@ -314,7 +330,7 @@ class Degradation(FaithfulnessMetric):
                 accuracy = (with_full.argmax(axis=-1) == gold).astype(np.float64)
                 for what, curve in (("accuracy", accuracy), ("probability", probability)):
                     key = f"degradation_{order}_{what}{suffix}"
-                    values[key] = float(curve[1:].mean())
+                    values[key] = float(curve[1:][counted[inst.idx]].mean())
                     values[f"{key}_steps"] = curve.tolist()
                     curves_rows.setdefault(key, []).append(curve)
             per_instance[inst.idx] = values
@@ -326,6 +342,16 @@ class Degradation(FaithfulnessMetric):
             for key, rows in curves_rows.items()
         }
         return MetricResult(summary, per_instance, curves)
+
+    def _counts(self, inst: Instance) -> tuple[list[int], np.ndarray]:
+        """Tokens removed at steps j = 1..steps, and which steps count in the mean (see `lengths`)."""
+        steps = self.config.steps
+        if self.config.lengths == "content":
+            return [round(j / steps * inst.n) for j in range(1, steps + 1)], np.ones(steps, dtype=bool)
+        length = len(inst.ids)  # the official code's n: every token, the specials too
+        counts = [min(inst.n, round(j / steps * length)) for j in range(1, steps + 1)]
+        fresh = np.array([i == 0 or counts[i] != counts[i - 1] for i in range(steps)])
+        return counts, fresh
 
     def _class(self, inst: Instance) -> int | None:
         return inst.label if self.config.against == "label" else inst.target

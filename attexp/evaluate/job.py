@@ -34,9 +34,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializeAsAny, model_validator
 
-from attexp.config.schema import ComponentConfig, JobConfig, OptionalClassifierRef, Registered, Upstream
+from attexp.config.schema import (
+    ComponentConfig,
+    JobConfig,
+    OptionalClassifierRef,
+    PaperNumbers,
+    Registered,
+    Upstream,
+)
 from attexp.errors import AttexpError
 from attexp.evaluate.base import Metric
+from attexp.evaluate.report import paper_comparison, paper_report
 from attexp.evaluate.scorer import ModelScorer
 from attexp.evaluate.scoring import Run, score_runs, with_floor
 from attexp.io.artifacts import Artifact, find_artifact
@@ -66,6 +74,7 @@ class EvaluateConfig(JobConfig):
     batch_size: int = Field(64, ge=1, description="perturbed inputs per forward pass (faithfulness metrics)")
     random_floor: bool = Field(True, description="add a row of random scores as the floor of every metric")
     plots: bool = Field(True, description="write plots/*.png (and log them to wandb when enabled)")
+    paper: PaperNumbers | None = Field(None, description="a paper's numbers for this table, shown beside the measured")
 
     @model_validator(mode="after")
     def _reference_given(self) -> EvaluateConfig:
@@ -121,7 +130,11 @@ class EvaluateJob(Job):
             if scorer
             else {}
         )
-        write_json(ctx.path("metrics.json"), scores.metrics_json(config.reference, model_name, cost))
+        metrics_json = scores.metrics_json(config.reference, model_name, cost)
+        if config.paper is not None:
+            metrics_json["paper"] = paper_comparison(config.paper.model_dump(), rows)
+            table += "\n\n" + paper_report(metrics_json["paper"])
+        write_json(ctx.path("metrics.json"), metrics_json)
         write_jsonl(ctx.path("instances.jsonl"), scores.instances())
         atomic_write_text(ctx.path("table.md"), table + "\n")
         log.info("%s (reference: %s, model: %s)\n%s", config.name, config.reference, model_name, table)

@@ -5,7 +5,7 @@ floor (one-sided paired Wilcoxon signed-rank test per faithfulness column), and 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -161,3 +161,55 @@ def format_table(rows: Sequence[dict], columns: Sequence[str], decimals: int = 4
         + " |"
     )
     return "\n".join([line(columns), rule, *(line(b) for b in body)])
+
+
+def paper_comparison(
+    paper: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("explanations", "explainer")
+) -> dict[str, Any]:
+    """The paper's numbers beside the measured ones: for every (row, column) of `paper["numbers"]`, the measured
+    value of the table row whose `keys` (first match wins: the explain job's name, then its explainer type) equal
+    the paper's row name, and the difference measured - paper (None where nothing was measured).
+
+    Returns `paper` (citation, table, source, note) with `comparison`: a list of {row, column, paper, measured,
+    difference}, the form metrics.json and summary.html hold.
+    """
+    by_key: dict[str, Mapping[str, Any]] = {}
+    for key in reversed(keys):  # the first key wins
+        for row in rows:
+            if row.get(key) is not None:
+                by_key[str(row[key])] = row
+    comparison = []
+    for name, columns in paper["numbers"].items():
+        measured_row = by_key.get(name, {})
+        for column, value in columns.items():
+            measured = measured_row.get(column)
+            measured = float(measured) if _number(measured) else None
+            difference = None if measured is None else measured - float(value)
+            comparison.append(
+                {"row": name, "column": column, "paper": float(value), "measured": measured, "difference": difference}
+            )
+    return {**{k: paper.get(k) for k in ("citation", "table", "source", "note")}, "comparison": comparison}
+
+
+def paper_report(section: Mapping[str, Any], decimals: int = 4) -> str:
+    """The Markdown of a `paper_comparison`: a heading naming the paper and table, the source, and one line per
+    number (paper, measured, difference)."""
+    lines = [f"Paper: {section['citation']}, {section['table']} (numbers from {section['source']})."]
+    if section.get("note"):
+        lines.append(f"Setting: {section['note']}")
+    rows = [
+        {
+            "row": c["row"],
+            "column": c["column"],
+            "paper": c["paper"],
+            "measured": c["measured"],
+            "difference": c["difference"],
+        }
+        for c in section["comparison"]
+    ]
+    missing = [f"{c['row']}.{c['column']}" for c in section["comparison"] if c["measured"] is None]
+    table = format_table(rows, ["row", "column", "paper", "measured", "difference"], decimals)
+    text = "\n".join(lines) + "\n\n" + table
+    if missing:
+        text += f"\n\nNot measured by this run: {', '.join(missing)} (a row or column the config does not produce)."
+    return text

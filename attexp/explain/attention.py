@@ -297,8 +297,10 @@ class ALTI(_InsideExplainer):
                     for index, layer in enumerate(self.encoder.layers)
                 ]
                 stacked = torch.stack(per_layer, dim=1)  # [G, L, n, n]
-                scores[group, :n] = rollout(stacked)[:, -1, 0, :]
+                # in the model's dtype (bfloat16, float64, ...) until here; the scores are float32 like every
+                # explainer's, whatever the model's dtype
+                scores[group, :n] = rollout(stacked)[:, -1, 0, :].to(scores.dtype)
                 if matrices is not None:
-                    matrices[group, :, :n, :n] = stacked
+                    matrices[group, :, :n, :n] = stacked.to(matrices.dtype)
         extras = {"contributions": matrices} if matrices is not None else {}
         return self._explanation(scores, batch, extras)

@@ -37,6 +37,7 @@ and Adam updates element by element.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -55,16 +56,27 @@ from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder, layer_index
 from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 from attexp.registry import EXPLAINERS
 
+log = logging.getLogger(__name__)
+
 OFFICIAL_STD = 1e-5**0.5
 """The official estimator's standard deviation after one sample: sqrt(max(0, 1e-5) / 1)."""
+
+
+def default_layer(num_layers: int) -> int:
+    """IBA's default layer for a model of `num_layers` layers: two thirds of the way up, round(8 L / 12), as the
+    paper's layer 8 of BERT-base's 12, but never the last layer when there is another: after the last layer only
+    the first token reaches a BERT-family head, so the other tokens' bottlenecks could not depend on the class.
+    2 layers -> 0, 4 -> 2, 6 -> 4, 12 -> 8 (a 1-layer model has only its last layer: 0)."""
+    return max(0, min(round(8 * num_layers / 12), num_layers - 2))
 
 
 class IBAConfig(ExplainerConfig):
     """IBA for transformers (Jiang et al. 2020).
 
     layer: the bottleneck sits on this encoder layer's output (0-based, negative from the end); None (default)
-    puts it two thirds of the way up as the paper's default does for BERT-base (layer 8 of 12): round(8 L / 12),
-    e.g. 4 of MiniLM's 6 layers, 1 of a 2-layer model. beta: weight of the capacity term (1e-5). steps: Adam
+    puts it two thirds of the way up as the paper's default does for BERT-base (layer 8 of 12), never on the
+    last layer (`default_layer`): 4 of MiniLM's 6 layers, 0 of a 2-layer model. The last layer asked for
+    explicitly is run, with a warning. beta: weight of the capacity term (1e-5). steps: Adam
     steps (10). lr: Adam learning rate (1). samples: noise samples per step (10). init: initial alpha (5).
     prior: `dataset` or `official` (module docstring). prior_data: a download job whose `prior_split` rows
     (first `prior_size`, tokenised up to `prior_max_length` tokens) estimate the dataset prior; None: the
@@ -124,12 +136,31 @@ class InformationBottleneck(Explainer):
     deterministic = False  # the noise samples come from torch's RNG
     config: IBAConfig
 
-    def __init__(self, config: IBAConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
+    def __init__(
+        self,
+        config: IBAConfig,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        upstream: Mapping[str, Path],
+        *,
+        warn_last_layer: bool = True,
+    ):
         super().__init__(config, model, tokenizer, upstream)
         self.encoder = Encoder(model)
         count = self.encoder.num_layers
-        default = min(round(8 * count / 12), count - 1)
-        self.layer = default if config.layer is None else layer_index(config.layer, count, "iba: layer")
+        if config.layer is None:
+            self.layer = default_layer(count)
+        else:
+            self.layer = layer_index(config.layer, count, "iba: layer")
+        if self.layer == count - 1 and warn_last_layer:
+            log.warning(
+                "iba: the bottleneck sits after the last layer (%d of %d). BERT-family heads read only the first "
+                "token there, so every other token's capacity does not depend on the explained class: the heatmap "
+                "shows nothing about the prediction. Pick a lower layer (default: %d).",
+                self.layer,
+                count,
+                default_layer(count),
+            )
         self.prior: tuple[Tensor, Tensor] | None = None
         if config.prior == "dataset" and config.prior_data is not None:
             self.prior = self._dataset_prior()

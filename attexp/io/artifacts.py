@@ -59,9 +59,16 @@ def cache_dir_of(base_dir: Path) -> Path:
     return Path(os.environ.get("ATTEXP_CACHE_DIR") or Path(base_dir) / ".cache")
 
 
+UNSET_NEUTRAL = frozenset({"paper"})
+"""Job keys added after artifacts were written whose unset value (None) leaves the hash as it was, so that a
+finished job is not refused for a key it could not have had."""
+
+
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON of a resolved job config, without keys that do not change results."""
-    semantic = {k: v for k, v in config.items() if k not in ("wandb", "device")}
+    semantic = {
+        k: v for k, v in config.items() if k not in ("wandb", "device") and not (k in UNSET_NEUTRAL and v is None)
+    }
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 
 

@@ -305,6 +305,7 @@ def render_summary(
     notes: Sequence[str] = (),
     floor: dict[str, Any] | None = None,
     directions: Sequence[str] | None = None,
+    paper: dict[str, Any] | None = None,
 ) -> Path:
     """Write `summary.html`: the metric table (sortable), the comparison with the random floor, the plots and
     the colour legend.
@@ -314,7 +315,8 @@ def render_summary(
     shown under the title (e.g. the reference and the model); floor: metrics.json `random_floor`
     ({"name", "versus": {file: {column: {"delta", "p_value", "n", "beats"}}}}); directions: per column, which
     way is better, "higher", "lower" or "" (metrics.json `table.directions`, written by the evaluate stage; an
-    arrow marks the header). Returns the page's path.
+    arrow marks the header); paper: metrics.json `paper` (the paper's numbers beside the measured ones,
+    `attexp.evaluate.report.paper_comparison`). Returns the page's path.
     """
     if not columns:
         raise AttexpError("render_summary: no columns; pass the evaluation table's columns.")
@@ -362,6 +364,7 @@ def render_summary(
                 "floor_name": (floor or {}).get("name"),
                 "floor_columns": floor_columns,
                 "floor_rows": floor_rows,
+                "paper": paper,
                 "positive_rgb": POSITIVE_RGB,
                 "negative_rgb": NEGATIVE_RGB,
             }

@@ -139,4 +139,5 @@ class VisualizeJob(Job):
             notes=notes,
             floor=metrics.get("random_floor"),
             directions=table.get("directions"),
+            paper=metrics.get("paper"),
         )
