@@ -145,6 +145,13 @@ def _classifier(model: Any, tokenizer: Any, eager: bool) -> tuple[Any, Any, str]
     name = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     if isinstance(model, str | os.PathLike):
         where = Path(model).expanduser()
+        looks_like_path = isinstance(model, os.PathLike) or str(model).startswith(("/", ".", "~"))
+        if looks_like_path and not where.is_dir():
+            raise ConfigError(
+                f"attexp: model folder {where} does not exist. Pass a save_pretrained folder (config.json, weights, "
+                "tokenizer), a hub name such as 'distilbert/distilbert-base-uncased-finetuned-sst-2-english', or a "
+                "model object with its tokenizer."
+            )
         model, loaded = load_classifier(where if where.is_dir() else str(model), eager_attention=eager)
         name = str(where if where.is_dir() else model.config._name_or_path)
         tokenizer = loaded if tokenizer is None else tokenizer

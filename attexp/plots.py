@@ -83,6 +83,9 @@ def curve_plots(
             floor = (explainers or {}).get(name) == "random"
             style = FLOOR_STYLE if floor else {}
             ax.plot(curve["x"], curve["y"], marker="o", markersize=3, label=figure_text(name), **style)
+            band = curve.get("band")  # [low, high] per x, e.g. the spread of a random order over seeds
+            if band is not None:
+                ax.fill_between(curve["x"], band[0], band[1], alpha=0.2, color=ax.lines[-1].get_color(), linewidth=0)
         if first is None:
             continue
         ax.set_xlabel(figure_text(first.get("xlabel", "x")))

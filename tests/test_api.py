@@ -138,6 +138,8 @@ def test_explain_accepts_objects_and_a_typo_gets_the_job_message(base):
         attexp.explain(model, tokenizer, ["x"], "lig", n_step=3, max_length=32)
     with pytest.raises(ConfigError, match="Did you mean 'lig'"):
         attexp.explain(model, tokenizer, ["x"], "lgi", max_length=32)
+    with pytest.raises(ConfigError, match="does not exist"):
+        attexp.explain(base / "no-such-model", None, ["x"], "occlusion")
     with pytest.raises(ConfigError, match="base_dir"):
         attexp.explain(model, tokenizer, ["x"], "empirical", model="s.distill", max_length=32)
 

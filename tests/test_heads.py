@@ -11,6 +11,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny import make_batch, tiny_bert, word_tokenizer
@@ -222,6 +223,22 @@ def test_head_pruning_job_writes_records_table_and_plot(tmp_path, run_cli):
     table = (out / "table.md").read_text()
     assert "rate | heads_pruned | attattr | taylor | random" in table and "|   50 |            4 |" in table
     assert len((out / "head_scores.jsonl").read_text().splitlines()) == 10
+
+    # the random order is 5 seeded draws: the curve is their mean, the band their range (a test of the job's
+    # aggregation against the draws measured one by one)
+    random_curve = metrics["curves"]["random"]
+    assert random_curve["seeds"] == 5 and "random_min | random_max" in table
+    from attexp.models.loading import load_classifier
+
+    model, tokenizer = load_classifier(base / "models" / "t.train" / "model")
+    rows = [json.loads(line) for line in (base / "data" / "t.data" / "test.jsonl").read_text().splitlines()]
+    batches = H.Batches(rows, tokenizer, 64, 32, "cpu")
+    encoder_layers, encoder_heads = 2, 4
+    draws = {f"s{k}": H.random_order(encoder_layers, encoder_heads, 42 + k) for k in range(5)}
+    each = np.array(list(H.pruning_curves(model, batches, draws, config["rates"]).values()))  # [5, rates]
+    assert random_curve["y"] == pytest.approx(each.mean(axis=0).tolist())
+    assert random_curve["band"] == [pytest.approx(each.min(axis=0).tolist()), pytest.approx(each.max(axis=0).tolist())]
+    assert [r["random_band"] for r in records] == [list(b) for b in zip(*random_curve["band"], strict=True)]
 
     # a run killed while scoring heads resumes: the scored instances are kept (a torn last line is cut off)
     lines = (out / "head_scores.jsonl").read_text().splitlines()

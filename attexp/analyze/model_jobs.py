@@ -66,7 +66,9 @@ class HeadPruningConfig(_AnalysisConfig):
 
     importance_split / importance_size: where the importance comes from (200 validation instances, gold
     labels as targets). rates: percentages of all heads masked (0, 10, ..., 100). orders: which orders to
-    measure.
+    measure. random_seeds: the random order is drawn with seeds seed, seed + 1, ...; its curve is their mean, with
+    the min-max band over seeds (`random_min`, `random_max`; one seed gives a single order, so pruning the "right"
+    heads by luck would read as a finding).
     """
 
     job: Literal["head_pruning"] = "head_pruning"
@@ -74,6 +76,7 @@ class HeadPruningConfig(_AnalysisConfig):
     importance_size: int = Field(200, ge=1)
     rates: list[float] = Field(default_factory=lambda: [float(r) for r in range(0, 101, 10)], min_length=1)
     orders: list[Literal["attattr", "taylor", "random"]] = Field(default_factory=lambda: list(H.ORDERS), min_length=1)
+    random_seeds: int = Field(5, ge=1, description="random orders drawn (seeds seed, seed+1, ...); mean and band")
 
     @field_validator("rates")
     @classmethod
@@ -146,17 +149,22 @@ class HeadPruningJob(Job):
         scores = self._head_scores(config, ctx, model, tokenizer, encoder, source, device)
         attattr = torch.tensor([s["attattr"] for s in scores]).sum(dim=0)  # [L, heads]
         taylor = H.normalise_per_layer(torch.tensor([s["taylor"] for s in scores]).sum(dim=0))  # [L, heads]
-        orders = {
-            "attattr": H.pruning_order(attattr),
-            "taylor": H.pruning_order(taylor),
-            "random": H.random_order(layers, heads, config.seed),
-        }
-        orders = {name: orders[name] for name in config.orders}
+        orders = {"attattr": H.pruning_order(attattr), "taylor": H.pruning_order(taylor)}
+        orders = {name: orders[name] for name in config.orders if name != "random"}
+        draws = [f"random@{config.seed + k}" for k in range(config.random_seeds)] if "random" in config.orders else []
+        orders.update({draw: H.random_order(layers, heads, config.seed + k) for k, draw in enumerate(draws)})
 
         rows = _rows(ctx, config, config.eval_split, config.eval_limit)
         batches = H.Batches(rows, tokenizer, config.eval_batch_size, config.max_length, device)
         base = H.accuracy(model, batches)
         curves = H.pruning_curves(model, batches, orders, config.rates, progress=config.progress)
+        band = None
+        if draws:  # the random order: mean over the seeds, with its min-max band
+            runs = np.array([curves.pop(draw) for draw in draws])  # [seeds, rates]
+            curves["random"] = runs.mean(axis=0).tolist()
+            band = (runs.min(axis=0).tolist(), runs.max(axis=0).tolist())
+            random_orders = {draw: orders.pop(draw) for draw in draws}
+            orders["random"] = random_orders[draws[0]]
         total = layers * heads
         records = [
             {
@@ -165,6 +173,7 @@ class HeadPruningJob(Job):
                 "heads_pruned": H.pruned_count(rate, total),
                 "accuracy": {name: curves[name][k] for name in orders},
                 "pruned": {name: order[: H.pruned_count(rate, total)] for name, order in orders.items()},
+                **({"random_band": [band[0][k], band[1][k]]} if band else {}),
             }
             for k, rate in enumerate(config.rates)
         ]
@@ -175,10 +184,22 @@ class HeadPruningJob(Job):
             name: float(np.trapezoid(values, config.rates) / span) if span > 0 else float(np.mean(values))
             for name, values in curves.items()
         }
-        columns = ["rate", "heads_pruned", *orders]
-        table = format_table(
-            [{"rate": _number(r["rate"]), "heads_pruned": r["heads_pruned"], **r["accuracy"]} for r in records], columns
-        )
+        columns = ["rate", "heads_pruned", *orders, *(["random_min", "random_max"] if band else [])]
+        table_rows = [
+            {
+                "rate": _number(r["rate"]),
+                "heads_pruned": r["heads_pruned"],
+                **r["accuracy"],
+                **({"random_min": r["random_band"][0], "random_max": r["random_band"][1]} if band else {}),
+            }
+            for r in records
+        ]
+        table = format_table(table_rows, columns)
+        if band:
+            table += (
+                f"\n\nrandom: the mean over {config.random_seeds} random orders (seeds {config.seed}.."
+                f"{config.seed + config.random_seeds - 1}); random_min / random_max: their range at each rate."
+            )
         write_json(
             ctx.path("metrics.json"),
             {
@@ -187,14 +208,17 @@ class HeadPruningJob(Job):
                 "instances": {"importance": len(scores), "evaluation": len(rows)},
                 "importance": {"attattr": attattr.tolist(), "taylor": taylor.tolist()},
                 "curves": {
-                    name: {"x": config.rates, "y": values, "xlabel": "heads pruned (%)", "ylabel": "accuracy"}
+                    name: {
+                        "x": config.rates,
+                        "y": values,
+                        "xlabel": "heads pruned (%)",
+                        "ylabel": "accuracy",
+                        **({"band": list(band), "seeds": config.random_seeds} if name == "random" and band else {}),
+                    }
                     for name, values in curves.items()
                 },
                 "area": area,
-                "table": {
-                    "columns": columns,
-                    "rows": [[r["rate"], r["heads_pruned"], *r["accuracy"].values()] for r in records],
-                },
+                "table": {"columns": columns, "rows": [[row.get(c) for c in columns] for row in table_rows]},
             },
         )
         atomic_write_text(ctx.path("table.md"), table + "\n")
@@ -211,6 +235,7 @@ class HeadPruningJob(Job):
                             "y": values,
                             "xlabel": "heads pruned (%)",
                             "ylabel": f"accuracy on {config.eval_split}",
+                            **({"band": list(band)} if name == "random" and band else {}),
                         }
                     }
                     for name, values in curves.items()
