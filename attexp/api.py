@@ -52,6 +52,7 @@ def explain(
     batch_size: int = 16,
     max_length: int = 128,
     device: str = "auto",
+    precision: str | None = None,
     seed: int = 42,
     base_dir: str | Path | None = None,
     progress: bool = False,
@@ -67,8 +68,9 @@ def explain(
         `model="<distill job>"` is an option too), or a config dict `{"type": "lig", ...}` as in a config file.
     text_pairs: second texts of sentence pairs. labels: gold labels (needed for `target="label"`).
     target: the class to explain, "predicted", "label" or a class id. batch_size, max_length: as in the explain
-        job. seed: seeds torch like the job does (stochastic explainers). base_dir: where explainers that read an
-        upstream artifact (`empirical`, `attexplainer`) find it.
+        job. precision: "bf16" or "fp16" autocast of the prediction forward (and of the empirical explainer);
+        gradient explainers stay float32. seed: seeds torch like the job does (stochastic explainers).
+    base_dir: where explainers that read an upstream artifact (`empirical`, `attexplainer`) find it.
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
@@ -89,6 +91,7 @@ def explain(
             "batch_size": batch_size,
             "max_length": max_length,
             "device": device,
+            "precision": precision,
             "seed": seed,
             "progress": progress,
         },
@@ -121,6 +124,7 @@ def explain(
             target=config.target,
             device=torch_device,
             progress=config.progress,
+            precision=config.precision,
         )
         for record in batch
     ]

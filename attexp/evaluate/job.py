@@ -51,6 +51,7 @@ from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import EVALUATION, EXPLANATIONS
 from attexp.models.loading import load_classifier, resolve_device
+from attexp.models.precision import Precision
 from attexp.registry import JOBS, METRICS, MODELS
 from attexp.runner import Job, JobContext
 
@@ -75,6 +76,7 @@ class EvaluateConfig(JobConfig):
     random_floor: bool = Field(True, description="add a row of random scores as the floor of every metric")
     plots: bool = Field(True, description="write plots/*.png (and log them to wandb when enabled)")
     paper: PaperNumbers | None = Field(None, description="a paper's numbers for this table, shown beside the measured")
+    precision: Precision | None = Field(None, description="fp32 (None), bf16 or fp16 for the scorer's forwards")
 
     @model_validator(mode="after")
     def _reference_given(self) -> EvaluateConfig:
@@ -109,7 +111,7 @@ class EvaluateJob(Job):
                 model, tokenizer = load_classifier(_model_artifact(ctx, model_ref).dir / "model", device=device)
             else:
                 model, tokenizer = ctx.classifier(model_ref, device=device)
-            scorer = ModelScorer(model, tokenizer, device, batch_size=config.batch_size)
+            scorer = ModelScorer(model, tokenizer, device, batch_size=config.batch_size, precision=config.precision)
 
         runs: list[Run] = []
         for name, artifact in artifacts.items():

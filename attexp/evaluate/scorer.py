@@ -22,6 +22,7 @@ from attexp.errors import AttexpError
 from attexp.evaluate.base import attributions_of, by_idx, record_field
 from attexp.models.inputs import longest_first, pad_features, pad_id, structural_positions
 from attexp.models.memo import RowMemo, row_key
+from attexp.models.precision import Precision, autocast
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class ModelScorer:
         device: torch.device | str = "cpu",
         batch_size: int = 64,
         cache: bool = True,
+        precision: Precision | None = None,
     ) -> None:
         if batch_size < 1:
             raise AttexpError(f"ModelScorer: batch_size must be at least 1, got {batch_size}.")
@@ -57,6 +59,7 @@ class ModelScorer:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.cache = cache
+        self.precision = precision
         self.pad_id = pad_id(tokenizer)
         self.uses_segments = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
         self.forward_passes = 0
@@ -119,7 +122,9 @@ class ModelScorer:
         if segments is not None:
             kwargs["token_type_ids"] = segments.to(self.device)
         with torch.inference_mode():
-            probabilities = self.model(**kwargs).logits.float().softmax(dim=-1)  # [N, C]
+            with autocast(self.device, self.precision):
+                logits = self.model(**kwargs).logits
+            probabilities = logits.float().softmax(dim=-1)  # [N, C]
         self.forward_passes += 1
         self.rows += len(sequences)
         return probabilities.cpu().numpy().astype(np.float64)

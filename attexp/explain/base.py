@@ -75,10 +75,12 @@ class Explainer(abc.ABC):
     `needs_attentions` (the explainer switches the model to eager attention itself), `deterministic`
     (same input, same output, whatever the batch it sits in; stochastic methods seed from torch's RNG),
     `architectures` (the `model_type`s it supports, None for any classifier; the config loader checks it against
-    the model's config.json before any job runs).
+    the model's config.json before any job runs), `mixed_precision` (the engine runs `explain` under the job's
+    `precision` autocast; False, the default, keeps it in float32 whatever the job's precision: gradient methods).
     """
 
     architectures: ClassVar[frozenset[str] | None] = None
+    mixed_precision: ClassVar[bool] = False  # True: `explain` runs under the job's precision (autocast)
     needs_gradients: ClassVar[bool] = False
     needs_attentions: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True

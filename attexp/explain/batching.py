@@ -24,6 +24,7 @@ from tqdm import tqdm
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, Explanation
 from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
+from attexp.models.precision import Precision, autocast
 
 Target = Literal["predicted", "label"] | int
 
@@ -102,6 +103,7 @@ def explain_rows(
     skip_idx: Collection[int] = (),
     progress: bool = True,
     first_batch: int = 0,
+    precision: Precision | None = None,
 ) -> Iterator[list[dict]]:
     """Explain dataset rows batch by batch; yield each batch's finished explanation records.
 
@@ -109,7 +111,8 @@ def explain_rows(
     written by an interrupted run) are skipped. target: explain the predicted class, the gold label, or a
     fixed class id. Records follow the explanation record format: padding stripped, `seconds` = the batch's
     wall time (prediction + explanation) / B, pass counts include the one prediction forward, `batch`
-    counts from `first_batch` (pass the number of batches already written when resuming).
+    counts from `first_batch` (pass the number of batches already written when resuming). precision: autocast
+    of the prediction forward, and of `explain` for explainers that opt in (`Explainer.mixed_precision`).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
@@ -136,7 +139,7 @@ def explain_rows(
 
             _sync(device)
             began = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, precision):
                 kwargs = {"input_ids": ids, "attention_mask": mask}
                 if types is not None:
                     kwargs["token_type_ids"] = types
@@ -144,11 +147,12 @@ def explain_rows(
                 probabilities = logits.softmax(dim=-1)
                 targets = _targets(target, probabilities, batch_rows)  # [B]
             batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())
+            mixed = autocast(device, precision if explainer.mixed_precision else None)
             if explainer.needs_gradients:
-                with torch.enable_grad():
+                with torch.enable_grad(), mixed:
                     explanation = explainer.explain(batch)
             else:
-                with torch.inference_mode():
+                with torch.inference_mode(), mixed:
                     explanation = explainer.explain(batch)
             _check(explanation, batch, name)
             _sync(device)

@@ -30,6 +30,7 @@ from attexp.io.files import ResumableJsonlWriter, done_idx, merge_partials, read
 from attexp.io.records import DATASET, EXPLANATIONS
 from attexp.models.inputs import count_truncated
 from attexp.models.loading import label_names_of, resolve_device
+from attexp.models.precision import Precision
 from attexp.registry import EXPLAINERS, JOBS
 from attexp.runner import Job, JobContext
 
@@ -54,6 +55,9 @@ class ExplainConfig(JobConfig):
     batch_size: int = Field(16, ge=1, description="instances per explainer call")
     max_length: int = Field(128, ge=8, description="truncate longer inputs to this many tokens")
     limit: int | None = Field(None, ge=1, description="explain only the first `limit` instances of the split")
+    precision: Precision | None = Field(
+        None, description="fp32 (None), bf16 or fp16 for the prediction forward (gradient explainers stay fp32)"
+    )
     progress: bool = True
 
     @field_validator("target")
@@ -121,6 +125,7 @@ class ExplainJob(Job):
                 target=config.target,
                 device=device,
                 progress=config.progress and ctx.is_main,
+                precision=config.precision,
             ):
                 for r in records:  # batch ids unique across ranks and resumes: local number * world + rank
                     r["batch"] = (next_batch + r["batch"]) * ctx.world_size + ctx.rank

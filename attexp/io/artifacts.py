@@ -59,7 +59,7 @@ def cache_dir_of(base_dir: Path) -> Path:
     return Path(os.environ.get("ATTEXP_CACHE_DIR") or Path(base_dir) / ".cache")
 
 
-UNSET_NEUTRAL = frozenset({"paper"})
+UNSET_NEUTRAL = frozenset({"paper", "precision"})
 """Job keys added after artifacts were written whose unset value (None) leaves the hash as it was, so that a
 finished job is not refused for a key it could not have had."""
 

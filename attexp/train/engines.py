@@ -40,6 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 
 from attexp.errors import AttexpError
 from attexp.models.inputs import pad_features, tokenize_rows
+from attexp.models.precision import Precision, autocast, grad_scaler
 from attexp.train.settings import ClassifierSettings, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -183,17 +184,23 @@ def create_trainer(
 ) -> Engine:
     """An ignite Engine doing one optimisation step per batch; its output is the batch loss (a float).
 
-    The gradient norm is clipped to `settings.max_grad_norm` (when > 0); the scheduler steps every batch.
+    The gradient norm is clipped to `settings.max_grad_norm` (when > 0); the scheduler steps every batch. The
+    forward runs under `settings.precision`'s autocast; fp16 scales the loss (`attexp.models.precision`).
     """
+    precision = getattr(settings, "precision", None)
+    scaler = grad_scaler(device, precision)
 
     def step(engine: Engine, batch: Mapping[str, Tensor]) -> float:
         model.train()
-        loss = loss_fn(model, to_device(batch, device))
+        with autocast(device, precision):
+            loss = loss_fn(model, to_device(batch, device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if settings.max_grad_norm > 0:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+        scaler.update()
         scheduler.step()
         return loss.item()
 
@@ -213,8 +220,9 @@ def _weighted_f1(confusion: Tensor) -> Tensor:
     return (f1 * support).sum() / support.sum().clamp_min(1e-12)
 
 
-def create_evaluator(model: PreTrainedModel, device: torch.device | str) -> Engine:
-    """An ignite Engine computing `accuracy`, `f1_weighted` and `loss` (mean cross-entropy) of a classifier."""
+def create_evaluator(model: PreTrainedModel, device: torch.device | str, precision: Precision | None = None) -> Engine:
+    """An ignite Engine computing `accuracy`, `f1_weighted` and `loss` (mean cross-entropy) of a classifier
+    (forward under `precision`'s autocast, metrics in float32)."""
     num_classes = model.config.num_labels
     if num_classes < 2:
         raise AttexpError(f"the evaluator needs a classifier with at least 2 labels, got num_labels={num_classes}")
@@ -223,7 +231,8 @@ def create_evaluator(model: PreTrainedModel, device: torch.device | str) -> Engi
     def step(engine: Engine, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         model.eval()
         batch = to_device(batch, device)
-        logits = model(**model_inputs(batch)).logits.float()  # [B, C]
+        with autocast(device, precision):
+            logits = model(**model_inputs(batch)).logits.float()  # [B, C]
         return logits, batch["labels"]
 
     evaluator = Engine(step)
@@ -512,7 +521,7 @@ def fine_tune(
     outcome = fit(
         model,
         create_trainer(model, optimizer, scheduler, settings, device),
-        create_evaluator(model, device),
+        create_evaluator(model, device, settings.precision),
         train_loader,
         val_loader,
         settings,
@@ -543,13 +552,14 @@ def evaluate_classifier(
     batch_size: int,
     max_length: int,
     device: torch.device | str,
+    precision: Precision | None = None,
 ) -> dict[str, float]:
     """`{"accuracy", "f1_weighted", "loss", "n"}` of a classifier on dataset rows (e.g. the test split)."""
     if not rows:
         raise AttexpError("cannot evaluate a classifier on an empty split")
     model.to(device)
     loader = make_loader(encode_rows(rows, tokenizer, max_length), batch_size, _pad_id(tokenizer))
-    metrics = create_evaluator(model, device).run(loader).metrics
+    metrics = create_evaluator(model, device, precision).run(loader).metrics
     return {
         "accuracy": float(metrics["accuracy"]),
         "f1_weighted": float(metrics["f1_weighted"]),

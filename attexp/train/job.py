@@ -72,7 +72,9 @@ class TrainJob(Job):
             on_epoch=on_epoch,
         )
         write_jsonl(ctx.path("metrics.jsonl"), result.history)
-        test = evaluate_classifier(model, tokenizer, splits["test"], config.eval_batch_size, config.max_length, device)
+        test = evaluate_classifier(
+            model, tokenizer, splits["test"], config.eval_batch_size, config.max_length, device, config.precision
+        )
         model.save_pretrained(ctx.path("model"))
         tokenizer.save_pretrained(ctx.path("model"))
         shutil.rmtree(ctx.path("checkpoints"))  # only needed to resume an interrupted run (~3x the model)

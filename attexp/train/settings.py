@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field
 
 from attexp.config.schema import StrictModel
+from attexp.models.precision import Precision
 
 
 class LoopSettings(StrictModel):
@@ -42,6 +43,9 @@ class TrainSettings(LoopSettings):
     max_grad_norm: float = Field(1.0, gt=0)
     patience: int = Field(2, ge=1, description="epochs without a validation gain before stopping")
     max_length: int = Field(128, ge=8)
+    precision: Precision | None = Field(
+        None, description="fp32 (None), bf16 or fp16 (with loss scaling) autocast for training and validation"
+    )
 
 
 class ClassifierSettings(TrainSettings):

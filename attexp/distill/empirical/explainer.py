@@ -39,9 +39,11 @@ class EmpiricalExplainer(Explainer):
     tokenizer) and predicts the scores its teacher gave for the target the teacher explained; it takes no
     target, so `batch.targets` is not used (explain with the teacher's target policy, usually "predicted").
     Specials: scored as the teacher scored them; padding gets exactly 0.
-    The classifier itself is not run: cost per instance is 1 forward, 0 backward passes.
+    The classifier itself is not run: cost per instance is 1 forward, 0 backward passes. It runs under the
+    explain job's `precision` (`mixed_precision`): a forward of a regression model, no gradients summed.
     """
 
+    mixed_precision = True
     config: EmpiricalConfig
 
     def __init__(

@@ -1,0 +1,32 @@
+"""Mixed precision, one switch for every forward attexp runs: `precision: fp32 | bf16 | fp16` (None = fp32).
+
+`autocast(device, precision)` is torch's automatic mixed precision for that device (bf16 or fp16 matmuls,
+float32 reductions and softmax where torch keeps them), a no-op for fp32. Training with fp16 also needs loss
+scaling (`grad_scaler`), since small fp16 gradients underflow to zero; bf16 has float32's exponent range and needs
+none. Gradient explainers (IG, LIG, ...) always run in float32: attributions are sums of many small gradient
+terms, and the jobs apply precision only to prediction forwards, training, the faithfulness scorer and the
+empirical explainer (explainers opt in with `Explainer.mixed_precision`). On a CPU, bf16 autocast runs the same
+code paths (tests use it), usually slower than float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Literal
+
+import torch
+
+Precision = Literal["fp32", "bf16", "fp16"]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, precision: Precision | None) -> contextlib.AbstractContextManager:
+    """torch.autocast for `device` in `precision` (fp32 / None: no autocast)."""
+    if precision in (None, "fp32"):
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])
+
+
+def grad_scaler(device: torch.device | str, precision: Precision | None) -> torch.amp.GradScaler:
+    """A loss scaler, enabled for fp16 only (a disabled one passes losses and steps through unchanged)."""
+    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")

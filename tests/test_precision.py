@@ -1,0 +1,140 @@
+"""Mixed precision (`precision: fp32 | bf16 | fp16`): training, prediction forwards and the faithfulness scorer run
+under torch's autocast, gradient explainers stay float32. CPU bf16/fp16 autocast exercises the same code paths as
+a GPU would (issue 15)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_byom import DATA, QUIET, save_external_model
+
+from attexp import registry
+from attexp.evaluate.faithfulness import Eraser, EraserConfig
+from attexp.evaluate.scorer import ModelScorer
+from attexp.explain.batching import explain_rows
+from attexp.models.precision import autocast, grad_scaler
+
+
+def test_autocast_and_scaler_follow_the_precision():
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    with autocast("cpu", None):
+        assert (a @ b).dtype == torch.float32
+    with autocast("cpu", "fp32"):
+        assert (a @ b).dtype == torch.float32
+    with autocast("cpu", "bf16"):
+        assert (a @ b).dtype == torch.bfloat16
+    assert grad_scaler("cpu", "fp16").is_enabled() and not grad_scaler("cpu", "bf16").is_enabled()
+
+
+@pytest.fixture(scope="module")
+def external(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("precision") / "model"
+    save_external_model(folder)
+    from attexp.models.loading import load_classifier
+
+    return load_classifier(folder)
+
+
+ROWS = [
+    {"idx": 0, "text": "a warm, funny and moving film", "label": 1},
+    {"idx": 1, "text": "a dull and lifeless mess", "label": 0},
+    {"idx": 2, "text": "the plot is thin but the actors are wonderful", "label": 1},
+]
+
+
+def run(explainer_name, model, tokenizer, precision, **settings):
+    entry = registry.EXPLAINERS.get(explainer_name)
+    explainer = entry.cls(entry.config_type.model_validate({"type": explainer_name, **settings}), model, tokenizer, {})
+    batches = explain_rows(
+        explainer,
+        model,
+        tokenizer,
+        ROWS,
+        batch_size=2,
+        max_length=32,
+        target="label",
+        device="cpu",
+        progress=False,
+        precision=precision,
+    )
+    return {r["idx"]: r for batch in batches for r in batch}
+
+
+def test_bf16_predictions_are_close_and_gradient_explainers_stay_float32(external):
+    registry.load_all()
+    model, tokenizer = external
+    full = run("lig", model, tokenizer, None, n_steps=4)
+    mixed = run("lig", model, tokenizer, "bf16", n_steps=4)
+    for idx in full:
+        assert mixed[idx]["predictions"] == pytest.approx(full[idx]["predictions"], abs=0.03)
+        assert mixed[idx]["predictions"] != full[idx]["predictions"]  # the forward really ran in bf16
+        assert mixed[idx]["attributions"] == full[idx]["attributions"]  # LIG itself did not
+
+
+def test_bf16_scorer_is_close_to_float32(external):
+    model, tokenizer = external
+    records = list(run("occlusion", model, tokenizer, None).values())
+    values = {}
+    for precision in (None, "bf16"):
+        scorer = ModelScorer(model, tokenizer, "cpu", batch_size=8, precision=precision)
+        values[precision] = Eraser(EraserConfig()).compute(records, scorer=scorer).summary["comprehensiveness"]
+    assert values["bf16"] == pytest.approx(values[None], abs=0.03) and values["bf16"] != values[None]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_training_in_mixed_precision_runs_and_learns(precision, tmp_path, run_cli):
+    save_external_model(tmp_path / "model")
+    train = {
+        "job": "train",
+        "name": "s.train",
+        "data": "s.download",
+        "model": {"type": "local", "path": str(tmp_path / "model")},
+        "epochs": 2,
+        "lr": 1e-3,
+        "batch_size": 4,
+        "max_length": 32,
+        "precision": precision,
+        **QUIET,
+    }
+    config = {
+        "jobs": [
+            {"job": "download", "name": "s.download", "source": DATA},
+            train,
+            {
+                "job": "explain",
+                "name": "s.e",
+                "model": "s.train",
+                "data": "s.download",
+                "explainer": {"type": "lig"},
+                "max_length": 32,
+                "precision": precision,
+                **QUIET,
+            },
+            {
+                "job": "evaluate",
+                "name": "s.ev",
+                "explanations": ["s.e"],
+                "metrics": [{"type": "eraser"}],
+                "precision": precision,
+            },
+        ]
+    }
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    code, _, err = run_cli(path, "--base-dir", tmp_path / "base")
+    assert code == 0, err
+    history = [json.loads(line) for line in (tmp_path / "base/models/s.train/metrics.jsonl").read_text().splitlines()]
+    losses = [h["train_loss"] for h in history if "train_loss" in h]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    metrics = json.loads((tmp_path / "base/logs/s.ev/metrics.json").read_text())
+    assert torch.isfinite(torch.tensor(metrics["results"]["s.e"]["eraser.comprehensiveness"]))
+
+
+def test_precision_left_unset_keeps_the_config_hash():
+    from attexp.io.artifacts import config_hash
+
+    job = {"job": "train", "name": "t", "data": "d", "model": {"type": "tiny"}}
+    assert config_hash({**job, "precision": None}) == config_hash(job)
+    assert config_hash({**job, "precision": "bf16"}) != config_hash(job)
