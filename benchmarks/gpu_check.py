@@ -167,6 +167,10 @@ VARIANTS = {"attexp": lig_attexp, "captum per instance": lig_captum_per_instance
 
 def time_lig(model, tokenizer, device, lengths, instances, batch_size, repeats) -> list[list[str]]:
     rows_out = []
+    for precision in ("fp32", "bf16"):  # warm-up (kernels, allocator, autocast caches): not timed
+        with autocast(device, precision):
+            for fn in VARIANTS.values():
+                fn(model, tokenizer, sentences(2, lengths[0] - 2), device, batch_size, lengths[0])
     for length in lengths:
         rows = sentences(instances, length - 2, seed=length)
         for precision in ("fp32", "bf16"):
