@@ -288,6 +288,34 @@ def test_alti_runs_on_a_model_that_is_not_float32(family, dtype, tolerance, toke
     assert other.abs().sum() > 0
 
 
+@pytest.mark.parametrize(
+    "explainer",
+    [
+        lambda m, t: RawAttention(RawAttentionConfig(), m, t, {}),
+        lambda m, t: Rollout(RolloutConfig(), m, t, {}),
+        lambda m, t: AttentionAttribution(AttAttrConfig(steps=4), m, t, {}),
+    ],
+    ids=["raw_attention", "rollout", "attattr"],
+)
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-5), (torch.bfloat16, 0.03)])
+def test_inside_explainers_run_on_a_model_that_is_not_float32(explainer, dtype, tolerance, tokenizer, batch):
+    """A handler's float32 probabilities (AttAttr's alpha-scaled ones) meet a bfloat16 model's values in the
+    encoder's attention function, which casts them; AttAttr sums its gradients in float32."""
+    reference = explainer(tiny_model("bert"), tokenizer)
+    other = explainer(tiny_model("bert").to(dtype), tokenizer)
+    with torch.enable_grad():
+        expected, got = reference.explain(batch).attributions, other.explain(batch).attributions
+    assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=tolerance)
+
+
+def test_iba_runs_on_a_bfloat16_model(tokenizer, batch):
+    """IBA's bottleneck is built in float32 (alpha, noise) and cast to the model's dtype by the encoder."""
+    with torch.enable_grad():
+        out = iba(tiny_model("bert").to(torch.bfloat16), tokenizer, steps=2, samples=2).explain(batch)
+    capacity = out.extras["capacity"]
+    assert torch.isfinite(capacity).all() and capacity[batch.attention_mask.bool()].sum() > 0
+
+
 def test_alti_official_std_follows_the_official_code(tokenizer, batch):
     model = tiny_model("bert")
     explainer = ALTI(ALTIConfig(std="official", return_matrices=True), model, tokenizer, {})

@@ -137,6 +137,7 @@ class AttentionAttribution(Explainer):
                 probs = self.encoder.trace(batch.input_ids, batch.attention_mask, batch.token_type_ids).probs[layer]
         size, steps = len(batch), cfg.steps
         alphas = self.alphas(probs.device)
+        probs = probs.float()  # the sum over steps in float32, whatever the model's dtype
         gradients = torch.zeros_like(probs)  # sum over steps of dF/dA at alpha A: [B, h, T, T]
         total = size * steps
         chunk = cfg.internal_batch_size or total
@@ -147,7 +148,7 @@ class AttentionAttribution(Explainer):
             cached = inputs[instance] if cfg.prefix_cache else None
             probability = self.target_probability(batch, layer, scaled, instance, cached)
             (gradient,) = torch.autograd.grad(probability.sum(), scaled)
-            gradients.index_add_(0, instance, gradient)
+            gradients.index_add_(0, instance, gradient.float())
         return probs * gradients / steps
 
     def target_probability(

@@ -126,7 +126,8 @@ def _attention_function(
         )
     probs = active.handler(active.index_of[id(module)], query, key, value, attention_mask, scaling)  # [B,h,T,T]
     probs_dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
-    output = torch.matmul(probs_dropped, value).transpose(1, 2).contiguous()  # [B, T, h, d]
+    # a handler may hand float32 probabilities to a bfloat16/float16 model (e.g. scaled by float32 alphas)
+    output = torch.matmul(probs_dropped.to(value.dtype), value).transpose(1, 2).contiguous()  # [B, T, h, d]
     return output, probs
 
 
@@ -253,6 +254,11 @@ class Encoder:
     def num_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights (float32, bfloat16, ...)."""
+        return next(self.model.parameters()).dtype
+
     def embed(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """Token ids [B, T] -> the first layer's input [B, T, H]."""
         kwargs = {"input_ids": input_ids}
@@ -271,7 +277,9 @@ class Encoder:
         )
 
     def run(self, hidden: Tensor, mask: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
-        """Run layers start..stop-1 (the model's own modules): hidden [B, T, H] -> [B, T, H]."""
+        """Run layers start..stop-1 (the model's own modules): hidden [B, T, H] -> [B, T, H]. `hidden` is cast to
+        the model's dtype (an explainer may build it in float32, e.g. IBA's noisy bottleneck)."""
+        hidden = hidden.to(self.dtype)
         for layer in self.layers[start:stop]:
             hidden = layer.module(hidden, mask)
         return hidden
@@ -283,6 +291,7 @@ class Encoder:
         run for position 0 alone. `probs` [B, heads, T, T] (only row 0 is read) replaces the attention.
         """
         layer = self.layers[index]
+        hidden = hidden.to(self.dtype)
         size, width, _ = hidden.shape
         first = hidden[:, :1]
         if probs is None:
@@ -290,7 +299,8 @@ class Encoder:
             probs = eager_probabilities(query, self._split(layer.key(hidden)), mask, self.scaling)  # [B, h, 1, T]
         else:
             probs = probs[:, :, :1]
-        context = torch.matmul(probs, self._split(layer.value(hidden)))  # [B, h, 1, d]
+        value = self._split(layer.value(hidden))
+        context = torch.matmul(probs.to(value.dtype), value)  # [B, h, 1, d]
         context = context.transpose(1, 2).reshape(size, 1, -1)  # [B, 1, H]
         return layer.feed_forward(layer.norm(layer.output(context) + first))
 
