@@ -217,25 +217,22 @@ def _model_artifact(ctx: JobContext, name: str) -> Artifact:
 
 
 def _tokenizer_of(artifact: Artifact, ctx: JobContext) -> Any:
-    """The tokenizer of the model an explanations file explained (for its special-token ids), or None."""
+    """The tokenizer of the model an explanations file explained (for its special-token ids), or None. Only the
+    tokenizer is loaded: the random floor runs no model."""
+    from transformers import AutoTokenizer
+
     ref = _explained_model(artifact)
     try:
         if ref is None:
             raise AttexpError("no model named")
-        _, tokenizer = ctx.classifier(ref) if not isinstance(ref, str) else (None, _train_tokenizer(ref, ctx))
-        return tokenizer
+        if isinstance(ref, str):
+            where, kwargs = _model_artifact(ctx, ref).dir / "model", {}
+        else:
+            where, kwargs = MODELS.get(ref.type).cls(ref).pretrained(ctx.cache_dir, root=ctx.base_dir)
+        return AutoTokenizer.from_pretrained(where, **kwargs)
     except (AttexpError, OSError) as err:
         log.warning("random floor: no tokenizer found for %s (%s); specials get random scores too", artifact.name, err)
         return None
-
-
-def _train_tokenizer(name: str, ctx: JobContext) -> Any:
-    found = find_artifact(ctx.base_dir, name)
-    if found is None or not (found.dir / "model").is_dir():
-        raise AttexpError(f"no train artifact {name!r}")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(found.dir / "model")
 
 
 def _plots(rows: list[dict], curves: dict[str, dict], ctx: JobContext) -> list[str]:
