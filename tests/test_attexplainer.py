@@ -30,10 +30,11 @@ from attexp.distill.attexplainer import (
     play,
     start_game,
 )
+from attexp.distill.attexplainer.job import TrainAgentConfig
 from attexp.io.artifacts import MANIFEST, new_manifest
 from attexp.io.files import read_json, read_jsonl, write_json, write_jsonl
 from attexp.io.records import CLASSIFIER, DATASET
-from attexp.models.inputs import Batch, structural_positions, tokenize_rows
+from attexp.models.inputs import Batch, pad_features, structural_positions, tokenize_rows
 
 FILLER = "the a movie film plot actors was is were very and but this that it".split()
 KEY = "good"
@@ -581,3 +582,18 @@ def test_checkpoint_state_round_trips_without_pickle(tmp_path):
     restored = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.1)
     restored.load_state_dict(back["optimizer"])
     assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+def test_victim_in_bf16_autocast_answers_as_in_float32(key_classifier):
+    """Agent training's `precision`: the classifier's forwards in the games run under autocast; what the game
+    reads (probabilities, mean attention) comes back float32 and close to the float32 answers."""
+    model, tokenizer = key_classifier
+    texts, _ = sentences(np.random.default_rng(2), 8)
+    batch = pad_features(tokenize_rows(tokenizer, [{"text": t} for t in texts], 32), tokenizer.pad_token_id)
+    exact, mixed = Victim(model), Victim(model, precision="bf16")
+    p32, a32 = exact(*batch)
+    p16, a16 = mixed(*batch)
+    assert p16.dtype == a16.dtype == torch.float32
+    assert (p16 - p32).abs().max() < 0.05 and (a16 - a32).abs().max() < 0.05
+    assert not torch.equal(p16, p32)  # the forwards did run in bfloat16
+    assert TrainAgentConfig(name="a", model="m", data="d", precision="bf16").precision == "bf16"

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from attexp.distill.empirical.model import HEAD_SETTINGS, EmpiricalExplainerModel
+from attexp.distill.empirical.explainer import EmpiricalConfig, EmpiricalExplainer
+from attexp.distill.empirical.model import (
+    HEAD_SETTINGS,
+    EmpiricalExplainerModel,
+    SharedExplainerModel,
+    layer_list,
+    load_explainer,
+)
 from attexp.distill.empirical.training import (
     DistillSettings,
+    build_explainer,
     distill,
     encode_records,
     evaluate_explainer,
+    masked_pearson,
     token_type_ids_from_sep,
 )
 from attexp.errors import AttexpError
+from attexp.explain.batching import explain_rows
 from attexp.models.sources import TinyModel, TinyModelConfig
 from attexp.train.engines import pad_collate
 
@@ -153,3 +166,148 @@ def test_distill_learns_synthetic_attributions_and_resumes(classifier, tmp_path)
     assert scores == sorted(scores, reverse=True)
     # the classifier itself is untouched by distillation
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Modes: student (the first layers only) and shared (the frozen classifier + a branch over its hidden states)
+
+
+def test_student_keeps_the_first_layers_and_round_trips(classifier, tmp_path):
+    model, tokenizer = classifier
+    student = EmpiricalExplainerModel.from_classifier(model, layers=1).eval()
+    assert student.mode == "student" and student.student_layers == 1
+    assert len(layer_list(student.encoder)) == 1 and model.config.num_hidden_layers == 2  # the classifier keeps 2
+    first = layer_list(model.base_model)[0].state_dict()
+    for (name, a), b in zip(first.items(), layer_list(student.encoder)[0].state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    batch = padded_batch(tokenizer, ["a good movie", "the film was dull and bad"])
+    with torch.no_grad():
+        hidden = model.eval().base_model(**batch, output_hidden_states=True).hidden_states[1]  # after layer 1
+        assert torch.allclose(student.encoder(**batch).last_hidden_state, hidden, atol=1e-6)
+    student.save_pretrained(tmp_path / "student")
+    loaded = load_explainer(tmp_path / "student", classifier=None, device="cpu")
+    assert loaded.mode == "student" and len(layer_list(loaded.encoder)) == 1
+    with torch.no_grad():
+        assert torch.equal(student(**batch), loaded(**batch))
+    with pytest.raises(AttexpError, match="student_layers=3: the classifier has 2 layers"):
+        EmpiricalExplainerModel.from_classifier(model, layers=3)
+
+
+def test_shared_predicts_as_the_classifier_and_saves_only_its_branch(classifier, tmp_path):
+    model, tokenizer = classifier
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    shared = SharedExplainerModel(model, branch_layers=1)
+    shared.train()
+    assert not model.training  # the frozen classifier's dropout stays off while the branch trains
+    assert all(not p.requires_grad for p in model.parameters()) and all(
+        p.requires_grad for p in shared.branch_parameters()
+    )
+    batch = padded_batch(tokenizer, ["a good movie", "the film was a dull and bad story"])
+    shared.eval()
+    with torch.no_grad():
+        logits, scores = shared.predict_and_explain(batch["input_ids"], batch["attention_mask"])
+        assert torch.equal(logits, model(**batch).logits)
+    assert torch.all(scores[batch["attention_mask"] == 0] == 0) and scores.shape == batch["input_ids"].shape
+    shared.save_pretrained(tmp_path / "shared")
+    saved = load_file(tmp_path / "shared" / "explainer_head.safetensors")
+    assert saved and not any(k.startswith("classifier.") for k in saved)
+    loaded = load_explainer(tmp_path / "shared", model, device="cpu")
+    assert isinstance(loaded, SharedExplainerModel) and not loaded.training
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch), scores)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.classifier.weight.add_(0.01)
+    with pytest.raises(AttexpError, match="trained on another classifier"):
+        load_explainer(tmp_path / "shared", other)
+    with pytest.raises(AttexpError, match="load_explainer"):
+        EmpiricalExplainerModel.from_pretrained(tmp_path / "shared")
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+
+def test_masked_pearson_matches_numpy():
+    torch.manual_seed(0)
+    scores, targets = torch.randn(3, 7), torch.randn(3, 7)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    got = masked_pearson(scores, targets, mask)
+    for i, n in enumerate(mask.sum(dim=1).tolist()):
+        expected = np.corrcoef(scores[i, :n].numpy(), targets[i, :n].numpy())[0, 1]
+        assert got[i].item() == pytest.approx(expected, abs=1e-5)
+    # padding values do not matter
+    noisy = scores.clone()
+    noisy[mask == 0] = 100.0
+    torch.testing.assert_close(masked_pearson(noisy, targets, mask), got)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"mode": "student", "student_layers": 1},
+        {"mode": "shared", "branch_layers": 1},
+        {"mode": "shared", "branch_layers": 0, "correlation_weight": 1.0},
+    ],
+    ids=["student", "shared", "shared-0-layers-correlation"],
+)
+def test_every_mode_learns_synthetic_attributions(classifier, tmp_path, settings):
+    model, tokenizer = classifier
+    train, val = records(tokenizer, sentences(192, 1)), records(tokenizer, sentences(48, 2))
+    config = DistillSettings(epochs=8, batch_size=16, lr=3e-3, max_length=32, progress=False, patience=5, **settings)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(0)
+    before = evaluate_explainer(build_explainer(model, config), val, 32, "cpu")["mse"]
+    result = distill(model, train, val, config, tmp_path, "cpu")
+    assert result.model.mode == settings["mode"]
+    assert result.best_val_mse < 0.3 * before, (before, result.best_val_mse)
+    if settings.get("branch_layers") != 0:  # a linear map of the frozen tiny classifier's states ranks less well
+        batch = padded_batch(tokenizer, ["good great dull bad"])
+        with torch.no_grad():
+            scores = result.model(batch["input_ids"], batch["attention_mask"])[0, 1:-1].tolist()
+        assert scores == sorted(scores, reverse=True)
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+
+def test_mode_settings_are_checked():
+    with pytest.raises(ValueError, match="student_layers is a setting of mode 'student'"):
+        DistillSettings(student_layers=2)
+    with pytest.raises(ValueError, match="branch_layers is a setting of mode 'shared'"):
+        DistillSettings(mode="student", branch_layers=2)
+    with pytest.raises(ValueError, match="head 'flat' is emp-exp's decoder for mode 'copy'"):
+        DistillSettings(mode="shared", head="flat")
+
+
+def test_shared_explainer_uses_the_prediction_forward(classifier, tmp_path):
+    """Through the explain engine: a shared explainer's records carry the classifier's own predictions, and the
+    instance cost is the one prediction forward (a copy explainer's is two)."""
+    model, tokenizer = classifier
+    model.eval()
+    rows = [{"idx": i, "text": t, "label": 0} for i, t in enumerate(sentences(10, 3))]
+    per_mode = {}
+    for mode, explainer_model in {
+        "shared": SharedExplainerModel(model, branch_layers=1),
+        "copy": EmpiricalExplainerModel.from_classifier(model),
+    }.items():
+        explainer_model.save_pretrained(tmp_path / mode / "model")
+        config = EmpiricalConfig(model=mode)
+        explainer = EmpiricalExplainer(config, model, tokenizer, {mode: tmp_path / mode})
+        assert explainer.predicts == (mode == "shared")
+        per_mode[mode] = [
+            r
+            for batch in explain_rows(
+                explainer,
+                model,
+                tokenizer,
+                rows,
+                batch_size=4,
+                max_length=32,
+                target="predicted",
+                device="cpu",
+                progress=False,
+            )
+            for r in batch
+        ]
+    for shared, copied in zip(per_mode["shared"], per_mode["copy"], strict=True):
+        assert shared["idx"] == copied["idx"]
+        assert shared["logits"] == pytest.approx(copied["logits"], abs=1e-5)  # the classifier's own forward
+        assert (shared["forward_passes"], copied["forward_passes"]) == (1, 2)
+        assert shared["backward_passes"] == copied["backward_passes"] == 0
+        assert len(shared["attributions"]) == len(shared["input_ids"])

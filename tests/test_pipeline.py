@@ -19,6 +19,7 @@ from pathlib import Path
 import filelock
 import pytest
 from conftest import FIXTURES, ROOT
+from transformers import AutoConfig
 
 from attexp.io.artifacts import config_hash
 from attexp.io.files import ResumableJsonlWriter, read_jsonl
@@ -158,6 +159,17 @@ def test_convergence_curve_places_lig_steps_and_the_empirical_explainer(base, ru
     assert results["rt.explain.lig.tiny.test"]["mse"] == pytest.approx(0.0)
     assert results["rt.explain.empirical.tiny.test"]["cost.forward_passes"] < lig[1]["cost.forward_passes"]
     assert (logs / "plots" / "cost_vs_spearman.png").read_bytes()[:4] == b"\x89PNG"
+    # the student and shared empirical explainers beside the paper's copy
+    shared = read_jsonl(base / "explanations/rt.explain.empirical.tiny.shared.test/records.jsonl")
+    lig8 = read_jsonl(base / "explanations/rt.explain.lig.tiny.test/records.jsonl")
+    assert all(r["forward_passes"] == 1 for r in shared), "the prediction forward gives the explanation"
+    for a, b in zip(shared, lig8, strict=True):  # the classifier's own predictions
+        assert a["idx"] == b["idx"] and a["predictions"] == pytest.approx(b["predictions"], abs=1e-5)
+    assert manifest(base, "models", "rt.distill.tiny.student")["mode"] == "student"
+    student = AutoConfig.from_pretrained(base / "models/rt.distill.tiny.student/model")
+    assert student.num_hidden_layers == 1
+    for name in ("student", "shared"):
+        assert -1 <= results[f"rt.explain.empirical.tiny.{name}.test"]["spearman"] <= 1
 
 
 def test_visualize_pages_link_and_escape(base):

@@ -77,6 +77,10 @@ class Explainer(abc.ABC):
     `architectures` (the `model_type`s it supports, None for any classifier; the config loader checks it against
     the model's config.json before any job runs), `mixed_precision` (the engine runs `explain` under the job's
     `precision` autocast; False, the default, keeps it in float32 whatever the job's precision: gradient methods).
+    `predicts` (instance attribute): the explainer gives the prediction with the explanation from one forward of
+    the classifier, `predict_and_explain(input_ids, attention_mask, token_type_ids) -> (logits [B, C],
+    Explanation)`, and the engine uses that forward instead of its own prediction forward (e.g. a `shared`
+    empirical explainer). Such an explainer explains the class it was trained to explain, whatever the target.
     """
 
     architectures: ClassVar[frozenset[str] | None] = None
@@ -85,6 +89,7 @@ class Explainer(abc.ABC):
     needs_attentions: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True
     registered_name: ClassVar[str]
+    predicts: bool = False
 
     def __init__(self, config: ExplainerConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
         self.config = config

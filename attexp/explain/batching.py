@@ -139,21 +139,28 @@ def explain_rows(
 
             _sync(device)
             began = time.perf_counter()
-            with torch.inference_mode(), autocast(device, precision):
-                kwargs = {"input_ids": ids, "attention_mask": mask}
-                if types is not None:
-                    kwargs["token_type_ids"] = types
-                logits = model(**kwargs).logits.float()  # [B, C]
-                probabilities = logits.softmax(dim=-1)
-                targets = _targets(target, probabilities, batch_rows)  # [B]
-            batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())
             mixed = autocast(device, precision if explainer.mixed_precision else None)
-            if explainer.needs_gradients:
-                with torch.enable_grad(), mixed:
-                    explanation = explainer.explain(batch)
-            else:
+            if explainer.predicts:  # one forward gives the prediction and the explanation
                 with torch.inference_mode(), mixed:
-                    explanation = explainer.explain(batch)
+                    logits, explanation = explainer.predict_and_explain(ids, mask, types)
+                logits = logits.float()  # [B, C]
+                targets = _targets(target, logits.softmax(dim=-1), batch_rows)  # [B]
+                batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())
+            else:
+                with torch.inference_mode(), autocast(device, precision):
+                    kwargs = {"input_ids": ids, "attention_mask": mask}
+                    if types is not None:
+                        kwargs["token_type_ids"] = types
+                    logits = model(**kwargs).logits.float()  # [B, C]
+                    probabilities = logits.softmax(dim=-1)
+                    targets = _targets(target, probabilities, batch_rows)  # [B]
+                batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())
+                if explainer.needs_gradients:
+                    with torch.enable_grad(), mixed:
+                        explanation = explainer.explain(batch)
+                else:
+                    with torch.inference_mode(), mixed:
+                        explanation = explainer.explain(batch)
             _check(explanation, batch, name)
             _sync(device)
             seconds = (time.perf_counter() - began) / len(chosen)

@@ -59,15 +59,25 @@ def cache_dir_of(base_dir: Path) -> Path:
     return Path(os.environ.get("ATTEXP_CACHE_DIR") or Path(base_dir) / ".cache")
 
 
-UNSET_NEUTRAL = frozenset({"paper", "precision"})
-"""Job keys added after artifacts were written whose unset value (None) leaves the hash as it was, so that a
+UNSET_NEUTRAL = {
+    "paper": None,
+    "precision": None,
+    # distill: the empirical explainer's mode and loss (the values before they existed)
+    "mode": "copy",
+    "student_layers": None,
+    "branch_layers": None,
+    "correlation_weight": 0.0,
+}
+"""Job keys added after artifacts were written, and the value that leaves the hash as it was, so that a
 finished job is not refused for a key it could not have had."""
 
 
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON of a resolved job config, without keys that do not change results."""
     semantic = {
-        k: v for k, v in config.items() if k not in ("wandb", "device") and not (k in UNSET_NEUTRAL and v is None)
+        k: v
+        for k, v in config.items()
+        if k not in ("wandb", "device") and not (k in UNSET_NEUTRAL and v == UNSET_NEUTRAL[k])
     }
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 

@@ -9,7 +9,7 @@ declarations, and the job passes its config straight to the training loop: nothi
 - `TrainSettings`: gradient-descent epochs with AdamW, linear warmup and decay, gradient clipping and early
   stopping (the classifier and the empirical explainer);
 - `ClassifierSettings`: + the batch size of evaluation passes;
-- `DistillSettings`: + the empirical explainer's head (5 epochs by default, as emp-exp trains);
+- `DistillSettings`: + the empirical explainer's mode, head and loss (5 epochs by default, as emp-exp trains);
 - `AgentTrainSettings`: the agent's game batches, time budget, checkpoint and log intervals.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from attexp.config.schema import StrictModel
 from attexp.models.precision import Precision
@@ -56,19 +56,48 @@ class ClassifierSettings(TrainSettings):
 
 
 class DistillSettings(TrainSettings):
-    """Training an empirical explainer: early stopping on validation MSE. head: `token` (a per-token regression
-    head) or `flat` (emp-exp's decoder over the padded max_length x hidden states, for parity)."""
+    """Training an empirical explainer (`attexp.distill.empirical.model`): early stopping on validation MSE.
 
+    mode: `copy` (the paper's: a fine-tuned copy of the classifier's encoder), `student` (a copy of its first
+    `student_layers` layers only: cheaper than one forward) or `shared` (the frozen classifier and a branch of
+    `branch_layers` transformer layers over its hidden states: one forward gives prediction and explanation).
+    head: `token` (a per-token regression head) or `flat` (emp-exp's decoder over the padded max_length x hidden
+    states, for parity; `copy` only). correlation_weight: weight of a per-instance (1 - Pearson correlation)
+    term added to the MSE, which rewards each instance's ranking whatever the scale of its scores.
+    """
+
+    mode: Literal["copy", "student", "shared"] = "copy"
     head: Literal["token", "flat"] = "token"
     epochs: int = Field(5, ge=1)
+    student_layers: int | None = Field(
+        None, ge=1, description="student mode: layers kept (default: a third of the classifier's, at least 1)"
+    )
+    branch_layers: int | None = Field(
+        None, ge=0, description="shared mode: transformer layers of the branch (default 1)"
+    )
+    correlation_weight: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> DistillSettings:
+        if self.head == "flat" and self.mode != "copy":
+            raise ValueError(f"head 'flat' is emp-exp's decoder for mode 'copy'; mode {self.mode!r} takes head 'token'")
+        if self.student_layers is not None and self.mode != "student":
+            raise ValueError(f"student_layers is a setting of mode 'student', not of mode {self.mode!r}")
+        if self.branch_layers is not None and self.mode != "shared":
+            raise ValueError(f"branch_layers is a setting of mode 'shared', not of mode {self.mode!r}")
+        return self
 
 
 class AgentTrainSettings(LoopSettings):
     """Training an AttExplainer agent: `batch_size` instances per game batch, at most `episodes` batches and
     `max_seconds` of training (None: no limit; counted over resumes), a checkpoint every `checkpoint_every` and a
-    log line every `log_every` batches."""
+    log line every `log_every` batches. `precision` autocasts the classifier's forwards (the games' cost); the
+    agent's own small network trains in float32."""
 
     episodes: int = Field(1000, ge=1)
+    precision: Precision | None = Field(
+        None, description="fp32 (None), bf16 or fp16 autocast of the classifier's forwards in the games"
+    )
     max_seconds: float | None = Field(None, gt=0)
     checkpoint_every: int = Field(20, ge=1)
     log_every: int = Field(10, ge=1)

@@ -1,26 +1,44 @@
 // Empirical Explainers' convergence curve (Schwarzenberg et al. 2021, Figure 2) for one Empirical-Explainer job
 // set `j` (from empexp.jobs): explain the test split with LIG at k = 1..K integration steps, score each against
-// the K-step reference (MSE, Spearman, top-5 overlap) together with the empirical explainer, which costs one
-// forward pass. logs/<dataset>.evaluate.convergence.<variant>/plots/cost_vs_spearman.png is the curve: LIG's
-// points joined in order of cost, the empirical explainer a single point beside them, the random floor dashed.
+// the K-step reference (MSE, Spearman, top-5 overlap, ERASER comprehensiveness/sufficiency on the classifier,
+// seconds per instance) together with the empirical explainers, which cost one forward pass or less.
+// logs/<dataset>.evaluate.convergence.<variant>/plots/cost_vs_spearman.png is the curve: LIG's points joined in
+// order of cost, each empirical explainer a single point beside them, the random floor dashed.
+//
+// modes: empirical explainers distilled beside j.distill (the paper's `copy` mode), by name -> distill settings
+// (see DistillSettings: mode, student_layers, branch_layers, correlation_weight). Each adds a distill job
+// `<dataset>.distill.<variant>.<name>` and its explain job `<dataset>.explain.empirical.<variant>.<name>.test`.
 local defaults = import 'defaults.libsonnet';
 
 {
-  pipeline(j, variant, dataset='rt', steps=[1, 2, 3, 5, 10, 15]):: {
+  modes: {
+    student: { mode: 'student' },
+    shared: { mode: 'shared' },
+  },
+
+  pipeline(j, variant, dataset='rt', steps=[1, 2, 3, 5, 8, 12, 15], modes=self.modes):: {
     local lig_at(k) = j.explain_test {
       name: dataset + '.explain.lig' + k + '.' + variant + '.test',
       explainer+: { n_steps: k },
     },
     local curve = [lig_at(k) for k in steps],
+    local distill(name) = j.distill + modes[name] { name: j.distill.name + '.' + name },
+    local explain(name) = j.explain_empirical {
+      name: dataset + '.explain.empirical.' + variant + '.' + name + '.test',
+      explainer: { type: 'empirical', model: distill(name).name },
+    },
+    local extra = std.objectFields(modes),
     local evaluate = defaults {
       job: 'evaluate',
       name: dataset + '.evaluate.convergence.' + variant,
-      explanations: [job.name for job in curve] + [j.explain_test.name, j.explain_empirical.name],
+      explanations: [job.name for job in curve] + [j.explain_test.name, j.explain_empirical.name]
+                    + [explain(name).name for name in extra],
       reference: j.explain_test.name,
       model: j.train.name,
-      metrics: [{ type: 'mse' }, { type: 'spearman' }, { type: 'topk_overlap', k: 5 }, { type: 'cost' }],
+      metrics: [{ type: 'mse' }, { type: 'spearman' }, { type: 'topk_overlap', k: 5 }, { type: 'eraser' },
+                { type: 'cost' }],
     },
     jobs: [j.download, j.train, j.explain_train, j.explain_validation, j.explain_test, j.distill, j.explain_empirical]
-          + curve + [evaluate],
+          + [distill(name) for name in extra] + [explain(name) for name in extra] + curve + [evaluate],
   },
 }

@@ -34,6 +34,7 @@ from torch import Tensor
 from attexp.config.schema import StrictModel
 from attexp.distill.attexplainer.features import attention_features, mean_attention
 from attexp.models.encoder import Encoder
+from attexp.models.precision import Precision, autocast
 
 Task = Literal["explain", "attack"]
 
@@ -59,12 +60,15 @@ class Victim:
 
     Runs the model layer by layer through `attexp.models.encoder.Encoder` (no hook on the model, any attention
     implementation), so the attention probabilities are the eager ones whatever the model was loaded with.
-    `queries` counts the instances run (one per row per forward).
+    `queries` counts the instances run (one per row per forward). `precision`: autocast of the classifier's
+    forwards (the agent's own network, 5k parameters, stays float32); probabilities and attention come back
+    float32 either way.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, precision: Precision | None = None) -> None:
         self.model = model
         self.encoder = Encoder(model)
+        self.precision = precision
         self.queries = 0
 
     @torch.no_grad()
@@ -72,8 +76,10 @@ class Victim:
         self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """ids, mask, types [B, T] -> probabilities [B, C], layer- and head-mean attention [B, T, T]."""
-        trace = self.encoder.trace(input_ids, attention_mask, token_type_ids)
-        probabilities = self.encoder.classify(trace.output).float().softmax(dim=-1)
+        with autocast(input_ids.device, self.precision):
+            trace = self.encoder.trace(input_ids, attention_mask, token_type_ids)
+            logits = self.encoder.classify(trace.output)
+        probabilities = logits.float().softmax(dim=-1)
         self.queries += int(input_ids.shape[0])
         return probabilities, mean_attention(trace.probs).float()
 

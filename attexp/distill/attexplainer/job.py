@@ -78,7 +78,7 @@ class TrainAgentJob(Job):
         device = resolve_device(config.device)
         model, tokenizer = ctx.classifier(config.model, device=device)
         mask_token_id(tokenizer)  # fail before training if the tokenizer cannot mask
-        victim = Victim(model)
+        victim = Victim(model, precision=config.precision)
         agent = Agent(config.agent, config.game, device=device, seed=config.seed)
 
         def on_log(metrics: dict) -> None:

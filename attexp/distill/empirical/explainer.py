@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import torch
 
 from attexp.config.schema import Upstream
-from attexp.distill.empirical.model import EmpiricalExplainerModel
+from attexp.distill.empirical.model import SharedExplainerModel, load_explainer
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
@@ -39,8 +39,11 @@ class EmpiricalExplainer(Explainer):
     tokenizer) and predicts the scores its teacher gave for the target the teacher explained; it takes no
     target, so `batch.targets` is not used (explain with the teacher's target policy, usually "predicted").
     Specials: scored as the teacher scored them; padding gets exactly 0.
-    The classifier itself is not run: cost per instance is 1 forward, 0 backward passes. It runs under the
-    explain job's `precision` (`mixed_precision`): a forward of a regression model, no gradients summed.
+    Cost per instance: `copy` and `student` explainers run their own encoder after the prediction forward
+    (1 forward, 0 backward passes; a student's forward is its fraction of the classifier's layers); a `shared`
+    explainer gives the prediction and the explanation from the prediction forward itself (`predict_and_explain`:
+    0 passes beyond it). It runs under the explain job's `precision` (`mixed_precision`): a forward of a
+    regression model, no gradients summed.
     """
 
     mixed_precision = True
@@ -51,10 +54,26 @@ class EmpiricalExplainer(Explainer):
     ) -> None:
         super().__init__(config, model, tokenizer, upstream)
         folder = self.upstream_dir(config.model, "model") / "model"
-        self.explainer_model = EmpiricalExplainerModel.from_pretrained(folder, device=self.device)
-        self.explainer_model.eval()
+        self.explainer_model = load_explainer(folder, model, device=self.device)
+        self.predicts = isinstance(self.explainer_model, SharedExplainerModel)
+
+    def predict_and_explain(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, Explanation]:
+        """`shared` mode: the classifier's logits [B, C] and the explanation, from one classifier forward."""
+        with torch.inference_mode():
+            logits, scores = self.explainer_model.predict_and_explain(input_ids, attention_mask, token_type_ids)
+        size = input_ids.shape[0]
+        explanation = Explanation(
+            attributions=zero_padding(scores.float(), attention_mask),
+            forward_passes=[0] * size,
+            backward_passes=[0] * size,
+        )
+        return logits, explanation
 
     def explain(self, batch: Batch) -> Explanation:
+        if self.predicts:  # called outside explain_rows (e.g. by a benchmark): the forward it would share
+            return self.predict_and_explain(batch.input_ids, batch.attention_mask, batch.token_type_ids)[1]
         with torch.inference_mode():
             # scores [B, T]
             scores = self.explainer_model(batch.input_ids, batch.attention_mask, batch.token_type_ids)

@@ -1,12 +1,16 @@
 """The distill stage: train an empirical explainer (Schwarzenberg et al. 2021) on an explainer's records.
 
-An empirical explainer is a copy of the fine-tuned classifier's encoder with a per-token regression head,
-trained with MSE over real tokens to predict an expensive explainer's attributions in one forward pass.
+An empirical explainer is trained with MSE over real tokens (plus an optional correlation term) to predict an
+expensive explainer's attributions in one forward pass. `mode` picks its design: `copy` (the paper's: a copy
+of the fine-tuned classifier's encoder with a per-token regression head), `student` (the copy cut to its first
+`student_layers` layers) or `shared` (a branch over the frozen classifier's hidden states: the prediction
+forward gives the explanation too; only the branch is saved, and it runs only on the classifier it was
+trained on).
 `train` and `validation` name explain jobs over the training and validation splits (same classifier,
 same explainer); early stopping watches the validation MSE. `head: "flat"` selects emp-exp's decoder
 (a linear map from the padded max_length x hidden states to max_length scores) for parity.
 
-Output (`models/<name>/`): `model/` (`EmpiricalExplainerModel.save_pretrained` + tokenizer),
+Output (`models/<name>/`): `model/` (the explainer's `save_pretrained` + tokenizer),
 `metrics.jsonl` per epoch (`checkpoints/` while running, to resume a killed job), the teacher and the best
 validation MSE in the manifest.
 The explain stage uses it through the `empirical` explainer (`{"type": "empirical", "model": <this job>}`).
@@ -83,6 +87,7 @@ class DistillJob(Job):
         )
         ctx.manifest_extra.update(
             teacher=train_art.manifest.get("explainer"),
+            mode=config.mode,
             head=config.head,
             device=str(device),
             best_epoch=result.best_epoch,

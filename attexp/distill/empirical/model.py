@@ -1,9 +1,19 @@
-"""The empirical explainer: a copy of the classifier's encoder trained to predict an expensive explainer's scores.
+"""The empirical explainer: a model trained to predict an expensive explainer's scores in one forward pass.
 
 Schwarzenberg, Feldhus and Möller (2021), "Efficient Explanations from Empirical Explainers" (BlackboxNLP;
 code DFKI-NLP/emp-exp), distil the token attributions of an expensive explainer (e.g. Integrated Gradients
-with many steps) into a model that produces them in one forward pass. The explainer starts from the
-fine-tuned classifier's encoder (the classifier already represents the task) and adds a regression head:
+with many steps) into a model that produces them in one forward pass. Three designs (`mode`):
+
+- `copy` (the paper's): a copy of the fine-tuned classifier's encoder (the classifier already represents the
+  task), fine-tuned with a regression head. Explaining costs one forward of a full encoder after the
+  classifier's own prediction forward: two forwards in all.
+- `student`: the same with only the classifier's first `student_layers` layers kept (`truncated_copy`):
+  explaining costs a fraction of one forward.
+- `shared` (`SharedExplainerModel`): the classifier itself, frozen, and a small branch reading its hidden
+  states (a learned mix of every layer, `branch_layers` transformer layers, the regression head). One forward
+  of the classifier gives the prediction and the explanation; its predictions are unchanged.
+
+Heads of `copy` and `student`:
 
 - `head="token"` (default): dropout + Linear(hidden, 1) applied to every token's final hidden state.
 - `head="flat"`: emp-exp's decoder, dropout + Linear(max_length * hidden, max_length) over the flattened hidden
@@ -17,7 +27,9 @@ Scores at padding positions are exactly 0 in both cases.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -60,11 +72,24 @@ class EmpiricalExplainerModel(nn.Module):
 
     @classmethod
     def from_classifier(
-        cls, classifier: PreTrainedModel, head: Literal["token", "flat"] = "token", max_length: int = 128
+        cls,
+        classifier: PreTrainedModel,
+        head: Literal["token", "flat"] = "token",
+        max_length: int = 128,
+        layers: int | None = None,
     ) -> EmpiricalExplainerModel:
-        """A new explainer whose encoder is a copy of `classifier.base_model` (the classifier is left untouched)."""
-        encoder = copy.deepcopy(classifier.base_model)
+        """A new explainer whose encoder is a copy of `classifier.base_model` (the classifier is left untouched);
+        with `layers`, only its first `layers` transformer layers (the `student` mode)."""
+        encoder = copy.deepcopy(classifier.base_model) if layers is None else truncated_copy(classifier, layers)
         return cls(encoder, head=head, max_length=max_length)
+
+    @property
+    def mode(self) -> str:
+        return "copy" if self.student_layers is None else "student"
+
+    @property
+    def student_layers(self) -> int | None:
+        return getattr(self.encoder.config, "attexp_student_of", None) and self.encoder.config.num_hidden_layers
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """Scores [B, T] for input_ids [B, T]; exactly 0 where `attention_mask` is 0."""
@@ -95,6 +120,7 @@ class EmpiricalExplainerModel(nn.Module):
         )
         settings = {
             "format_version": FORMAT_VERSION,
+            "mode": self.mode,
             "head": self.head_type,
             "max_length": self.max_length,
             "dropout": self.dropout_p,
@@ -104,23 +130,194 @@ class EmpiricalExplainerModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: Path, device: torch.device | str | None = None) -> EmpiricalExplainerModel:
-        """Load a saved explainer in eval mode (encoder via `AutoModel.from_pretrained`)."""
-        directory = Path(directory)
-        if not (directory / HEAD_SETTINGS).is_file() or not (directory / HEAD_WEIGHTS).is_file():
+        """Load a saved `copy` or `student` explainer in eval mode (encoder via `AutoModel.from_pretrained`)."""
+        settings = read_settings(directory)
+        if settings.get("mode", "copy") == "shared":
             raise AttexpError(
-                f"{directory} is not a saved empirical explainer (expected {HEAD_SETTINGS} and {HEAD_WEIGHTS} next "
-                "to the encoder's config.json). Run the distill job that writes it first."
-            )
-        settings = json.loads((directory / HEAD_SETTINGS).read_text())
-        if settings.get("format_version") != FORMAT_VERSION:
-            raise AttexpError(
-                f"{directory / HEAD_SETTINGS} has format_version {settings.get('format_version')!r}; this attexp "
-                f"reads version {FORMAT_VERSION}. Re-run the distill job with this version."
+                f"{directory} holds a shared-mode explainer, which runs on its classifier: load it with "
+                "load_explainer(directory, classifier)"
             )
         transformers.logging.set_verbosity_error()
         encoder = AutoModel.from_pretrained(directory)
         model = cls(encoder, head=settings["head"], max_length=settings["max_length"], dropout=settings["dropout"])
-        model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS))
+        model.head.load_state_dict(load_file(Path(directory) / HEAD_WEIGHTS))
         if device is not None:
             model.to(device)
         return model.eval()
+
+
+def read_settings(directory: Path) -> dict:
+    """The head settings of a saved empirical explainer, checked (format version, files present)."""
+    directory = Path(directory)
+    if not (directory / HEAD_SETTINGS).is_file() or not (directory / HEAD_WEIGHTS).is_file():
+        raise AttexpError(
+            f"{directory} is not a saved empirical explainer (expected {HEAD_SETTINGS} and {HEAD_WEIGHTS}). "
+            "Run the distill job that writes it first."
+        )
+    settings = json.loads((directory / HEAD_SETTINGS).read_text())
+    if settings.get("format_version") != FORMAT_VERSION:
+        raise AttexpError(
+            f"{directory / HEAD_SETTINGS} has format_version {settings.get('format_version')!r}; this attexp "
+            f"reads version {FORMAT_VERSION}. Re-run the distill job with this version."
+        )
+    return settings
+
+
+def layer_list(model: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of transformer layers: the one `nn.ModuleList` as long as `config.num_hidden_layers`
+    (BERT's `encoder.layer`, DistilBERT's `transformer.layer`, ModernBERT's `layers`, ...)."""
+    count = model.config.num_hidden_layers
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if len(stacks) != 1:
+        raise AttexpError(
+            f"cannot find the layer stack of a {model.config.model_type!r} model ({len(stacks)} module lists of "
+            f"{count} layers); use mode 'copy' or 'shared' for it"
+        )
+    return stacks[0]
+
+
+def truncated_copy(classifier: PreTrainedModel, layers: int) -> PreTrainedModel:
+    """A copy of `classifier.base_model` keeping only its first `layers` transformer layers (the config says so,
+    so `save_pretrained` / `AutoModel.from_pretrained` round-trip it)."""
+    total = classifier.config.num_hidden_layers
+    if not 1 <= layers <= total:
+        raise AttexpError(f"student_layers={layers}: the classifier has {total} layers; choose 1 to {total}")
+    encoder = copy.deepcopy(classifier.base_model)
+    stack = layer_list(encoder)
+    del stack[layers:]
+    encoder.config.num_hidden_layers = layers
+    encoder.config.attexp_student_of = total  # marks a student; saved with the config
+    return encoder
+
+
+def classifier_fingerprint(classifier: nn.Module) -> str:
+    """sha256 over the classifier's parameter names, shapes, dtypes and values: which classifier a shared
+    explainer's branch was trained on."""
+    digest = hashlib.sha256()
+    for name, param in classifier.named_parameters():
+        tensor = param.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+class ScalarMix(nn.Module):
+    """A learned softmax-weighted sum of every layer's hidden states, times a learned scale (ELMo's mix)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(count))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, layers: Sequence[Tensor]) -> Tensor:
+        weights = self.weights.softmax(dim=0)
+        return self.gamma * sum(w * h for w, h in zip(weights, layers, strict=True))
+
+
+class SharedExplainerModel(nn.Module):
+    """The `shared` mode: the frozen classifier and a branch reading its hidden states.
+
+    One classifier forward (`output_hidden_states=True`) gives the logits and, through the branch, the scores:
+    `ScalarMix` over the embedding output and every layer's output -> `branch_layers` fresh transformer layers
+    (the classifier's width, heads and feed-forward size; padding masked) -> dropout -> Linear(hidden, 1).
+    The classifier is never trained (its parameters are frozen and it stays in eval mode, dropout off), so its
+    predictions are those of the classifier alone. Only the branch is saved; loading checks that the
+    classifier it is given is the one it was trained on (`classifier_fingerprint`).
+    """
+
+    def __init__(self, classifier: PreTrainedModel, branch_layers: int = 1, dropout: float | None = None) -> None:
+        super().__init__()
+        config = classifier.config
+        hidden = config.hidden_size
+        self.classifier = classifier
+        for param in classifier.parameters():
+            param.requires_grad_(False)
+        self.branch_layers = branch_layers
+        self.dropout_p = float(getattr(config, "hidden_dropout_prob", 0.1) if dropout is None else dropout)
+        self.mix = ScalarMix(config.num_hidden_layers + 1)
+        self.branch = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                hidden,
+                config.num_attention_heads,
+                dim_feedforward=getattr(config, "intermediate_size", 4 * hidden),
+                dropout=self.dropout_p,
+                activation="gelu",
+                batch_first=True,
+            )
+            for _ in range(branch_layers)
+        )
+        self.dropout = nn.Dropout(self.dropout_p)
+        self.head = nn.Linear(hidden, 1)
+        self.fingerprint = classifier_fingerprint(classifier)
+
+    mode = "shared"
+    head_type = "token"
+
+    def train(self, mode: bool = True) -> SharedExplainerModel:
+        super().train(mode)
+        self.classifier.eval()  # frozen: its dropout stays off, its predictions unchanged
+        return self
+
+    def branch_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("classifier.")]
+
+    def predict_and_explain(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Logits [B, C] of the classifier and scores [B, T] (exactly 0 at padding) from one classifier forward."""
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        with torch.no_grad():
+            out = self.classifier(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs
+            )
+        hidden = self.mix([h.detach() for h in out.hidden_states])  # [B, T, H]
+        padding = attention_mask == 0
+        for layer in self.branch:
+            hidden = layer(hidden, src_key_padding_mask=padding)
+        scores = self.head(self.dropout(hidden)).squeeze(-1)  # [B, T]
+        return out.logits, scores * attention_mask.to(scores.dtype)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """Scores [B, T]; exactly 0 where `attention_mask` is 0."""
+        return self.predict_and_explain(input_ids, attention_mask, token_type_ids)[1]
+
+    def save_pretrained(self, directory: Path) -> None:
+        """Write the branch weights and settings (not the classifier: it is the explained model itself)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        branch = {
+            k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("classifier.")
+        }
+        save_file(branch, directory / HEAD_WEIGHTS)
+        settings = {
+            "format_version": FORMAT_VERSION,
+            "mode": "shared",
+            "branch_layers": self.branch_layers,
+            "dropout": self.dropout_p,
+            "hidden_size": self.classifier.config.hidden_size,
+            "classifier_sha256": self.fingerprint,
+        }
+        (directory / HEAD_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def load_explainer(
+    directory: Path, classifier: PreTrainedModel, device: torch.device | str | None = None
+) -> EmpiricalExplainerModel | SharedExplainerModel:
+    """Load a saved empirical explainer of any mode in eval mode; a `shared` one runs on `classifier`, which
+    must be the classifier it was trained on."""
+    settings = read_settings(directory)
+    if settings.get("mode", "copy") != "shared":
+        return EmpiricalExplainerModel.from_pretrained(directory, device=device)
+    model = SharedExplainerModel(classifier, settings["branch_layers"], settings["dropout"])
+    if model.fingerprint != settings["classifier_sha256"]:
+        raise AttexpError(
+            f"the shared empirical explainer in {directory} was trained on another classifier than the one being "
+            "explained (its weights differ): a shared explainer reads its own classifier's hidden states. Explain "
+            "the classifier its distill job read, or distil one for this classifier."
+        )
+    missing, unexpected = model.load_state_dict(load_file(Path(directory) / HEAD_WEIGHTS), strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise AttexpError(f"{directory / HEAD_WEIGHTS} does not match a shared explainer of its settings")
+    if device is not None:
+        model.to(device)
+    return model.eval()

@@ -2,9 +2,11 @@
 
 The training pairs are the explain stage's records: their `input_ids` are fed as they are (the classifier's
 tokenization, specials included) and their `attributions` are the regression targets. The loss is the mean
-squared error over real tokens only, padding masked out. The loop is the train stage's (`attexp.train.engines`):
-the same trainer factory with a different loss, validation each epoch, early stopping on validation MSE, the
-best model kept by ignite's `Checkpoint`, and the same resume-at-the-next-epoch behaviour.
+squared error over real tokens only, padding masked out, plus `correlation_weight` times the mean over
+instances of (1 - the Pearson correlation of scores and targets over the instance's real tokens). The loop is
+the train stage's (`attexp.train.engines`): the same trainer factory with a different loss, validation each
+epoch, early stopping on validation MSE, the best model kept by ignite's `Checkpoint`, and the same
+resume-at-the-next-epoch behaviour. `build_explainer` makes the explainer of the settings' `mode`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ignite.utils import manual_seed
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from attexp.distill.empirical.model import EmpiricalExplainerModel
+from attexp.distill.empirical.model import EmpiricalExplainerModel, SharedExplainerModel
 from attexp.errors import AttexpError
 from attexp.train.engines import create_optimizer, create_trainer, fit, make_loader, model_inputs, to_device
 from attexp.train.settings import DistillSettings
@@ -33,7 +35,7 @@ from attexp.train.settings import DistillSettings
 class DistillResult:
     """Outcome of `distill`: the trained explainer (best epoch's weights, eval mode) and the epoch history."""
 
-    model: EmpiricalExplainerModel
+    model: EmpiricalExplainerModel | SharedExplainerModel
     best_epoch: int
     best_val_mse: float
     stopped_early: bool
@@ -48,9 +50,33 @@ def masked_mse(scores: Tensor, targets: Tensor, attention_mask: Tensor) -> Tenso
     return ((scores - targets) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def explainer_loss(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
-    """The trainer's loss for `create_trainer`: masked MSE between predicted and target attributions."""
-    return masked_mse(model(**model_inputs(batch)), batch["attributions"], batch["attention_mask"])
+def masked_pearson(scores: Tensor, targets: Tensor, attention_mask: Tensor, eps: float = 1e-12) -> Tensor:
+    """Pearson correlation per instance over its real tokens: [B, T] x 3 -> [B] (0 where either side is
+    constant)."""
+    mask = attention_mask.to(scores.dtype)
+    count = mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+    x = (scores - (scores * mask).sum(dim=1, keepdim=True) / count) * mask
+    y = (targets - (targets * mask).sum(dim=1, keepdim=True) / count) * mask
+    # clamped inside the root: its gradient at 0 (a constant instance) would be infinite
+    return (x * y).sum(dim=1) / (x.pow(2).sum(dim=1) * y.pow(2).sum(dim=1)).clamp_min(eps).sqrt()
+
+
+def distill_loss(correlation_weight: float = 0.0) -> Callable[[torch.nn.Module, Mapping[str, Tensor]], Tensor]:
+    """The trainer's loss for `create_trainer`: masked MSE between predicted and target attributions, plus
+    `correlation_weight` x mean(1 - per-instance Pearson correlation)."""
+
+    def loss(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
+        scores, targets, mask = model(**model_inputs(batch)), batch["attributions"], batch["attention_mask"]
+        value = masked_mse(scores, targets, mask)
+        if correlation_weight:
+            value = value + correlation_weight * (1.0 - masked_pearson(scores.float(), targets, mask)).mean()
+        return value
+
+    return loss
+
+
+explainer_loss = distill_loss()
+"""The paper's loss: masked MSE."""
 
 
 class MaskedMSE(Metric):
@@ -74,7 +100,9 @@ class MaskedMSE(Metric):
         return (self._squared_error / self._tokens).item()
 
 
-def create_explainer_evaluator(model: EmpiricalExplainerModel, device: torch.device | str) -> Engine:
+def create_explainer_evaluator(
+    model: EmpiricalExplainerModel | SharedExplainerModel, device: torch.device | str
+) -> Engine:
     """An ignite Engine computing `mse`, the validation MSE over real tokens."""
 
     @torch.no_grad()
@@ -126,8 +154,30 @@ def encode_records(
     return features
 
 
-def _pad_id(model: PreTrainedModel | EmpiricalExplainerModel) -> int:
-    config = model.encoder.config if isinstance(model, EmpiricalExplainerModel) else model.config
+def _encoder_config(model: PreTrainedModel | EmpiricalExplainerModel | SharedExplainerModel) -> Any:
+    if isinstance(model, EmpiricalExplainerModel):
+        return model.encoder.config
+    return model.classifier.config if isinstance(model, SharedExplainerModel) else model.config
+
+
+def build_explainer(
+    classifier: PreTrainedModel, settings: DistillSettings
+) -> EmpiricalExplainerModel | SharedExplainerModel:
+    """A fresh explainer of `settings.mode` built from `classifier` (see `attexp.distill.empirical.model`)."""
+    if settings.mode == "shared":
+        return SharedExplainerModel(
+            classifier, branch_layers=1 if settings.branch_layers is None else settings.branch_layers
+        )
+    layers = None
+    if settings.mode == "student":
+        layers = settings.student_layers or max(1, classifier.config.num_hidden_layers // 3)
+    return EmpiricalExplainerModel.from_classifier(
+        classifier, head=settings.head, max_length=settings.max_length, layers=layers
+    )
+
+
+def _pad_id(model: PreTrainedModel | EmpiricalExplainerModel | SharedExplainerModel) -> int:
+    config = _encoder_config(model)
     return int(config.pad_token_id) if config.pad_token_id is not None else 0
 
 
@@ -141,7 +191,7 @@ def distill(
     on_epoch: Callable[[dict], None] | None = None,
     sep_token_id: int | None = None,
 ) -> DistillResult:
-    """Train an `EmpiricalExplainerModel` (copied from `classifier`) to predict the records' attributions.
+    """Train an explainer of `settings.mode` (built from `classifier`) to predict the records' attributions.
 
     Early stopping and model selection use the validation MSE over real tokens; `on_epoch` receives
     `{"epoch", "train_loss", "val_mse", "seconds"}`. Records store no token types: pass the tokenizer's
@@ -155,7 +205,7 @@ def distill(
             f"{len(val_records)}); split the explanation records of the explain job into both"
         )
     manual_seed(settings.seed)
-    explainer = EmpiricalExplainerModel.from_classifier(classifier, head=settings.head, max_length=settings.max_length)
+    explainer = build_explainer(classifier, settings)
     explainer.to(device)
     pad = _pad_id(classifier)
     if getattr(classifier.config, "type_vocab_size", 1) < 2:
@@ -171,7 +221,9 @@ def distill(
     optimizer, scheduler = create_optimizer(explainer, settings, len(train_loader) * settings.epochs)
     outcome = fit(
         explainer,
-        create_trainer(explainer, optimizer, scheduler, settings, device, loss_fn=explainer_loss),
+        create_trainer(
+            explainer, optimizer, scheduler, settings, device, loss_fn=distill_loss(settings.correlation_weight)
+        ),
         create_explainer_evaluator(explainer, device),
         train_loader,
         val_loader,
@@ -196,7 +248,7 @@ def distill(
 
 
 def evaluate_explainer(
-    explainer: EmpiricalExplainerModel,
+    explainer: EmpiricalExplainerModel | SharedExplainerModel,
     records: Sequence[Mapping[str, Any]],
     batch_size: int,
     device: torch.device | str,
@@ -206,7 +258,7 @@ def evaluate_explainer(
     if not records:
         raise AttexpError("cannot evaluate an explainer on no records")
     explainer.to(device)
-    if getattr(explainer.encoder.config, "type_vocab_size", 1) < 2:
+    if getattr(_encoder_config(explainer), "type_vocab_size", 1) < 2:
         sep_token_id = None
     features = encode_records(records, max(len(r["input_ids"]) for r in records), sep_token_id)  # no length cap
     loader = make_loader(features, batch_size, _pad_id(explainer))
