@@ -79,16 +79,51 @@ def test_paper_config_passes_dry_run_offline_and_writes_nothing(config, tmp_path
     assert "'type': 'hub'" in out or '"type": "hub"' in out  # the paper's own checkpoints
 
 
-@pytest.mark.parametrize("config", PAPERS, ids=lambda p: p.stem)
+# ALTI's stand-in run is the default suite's; the others take a minute or more each and run with -m slow
+STAND_INS = [pytest.param(p, id=p.stem, marks=() if p.stem.startswith("alti.") else pytest.mark.slow) for p in PAPERS]
+
+
+@pytest.mark.parametrize("config", STAND_INS)
 def test_paper_config_runs_on_the_tiny_stand_in_with_the_paper_table_beside(config, tmp_path, run_cli):
     base = tmp_path / "base"
     code, out, err = run_cli(config, "--base-dir", base, "--ext-var", "standin=tiny")
     assert code == 0, err
-    evaluations = sorted((base / "logs").glob("*/metrics.json"))
+    evaluations = sorted((base / "logs").glob("*/metrics.json"))  # every table of a paper config has its block
     assert evaluations
     for path in evaluations:
         paper = json.loads(path.read_text())["paper"]
         assert paper["citation"] and paper["source"] and "stand-in" in paper["note"]
+        if not paper["comparison"]:  # the paper's numbers could not be read: the table says so
+            assert "could not be read" in paper["note"]
+            assert "No numbers of the paper" in (path.parent / "table.md").read_text()
         assert all(c["measured"] is not None for c in paper["comparison"]), path  # every paper number has a row
         assert "Paper: " in (path.parent / "table.md").read_text()
     assert "Open:" in out
+
+
+def test_a_paper_block_without_numbers_must_say_why():
+    from attexp.config.schema import PaperNumbers
+
+    block = {"citation": "c", "table": "t", "source": "s"}
+    with pytest.raises(ValueError, match="say in note why"):
+        PaperNumbers(**block)
+    assert PaperNumbers(**block, note="the table could not be read").numbers == {}
+
+
+def test_analysis_jobs_put_the_paper_beside_their_table(tmp_path):
+    """head_pruning and triggers take a `paper:` block; its rows are their tables' rates and ranks."""
+    from attexp.analyze.model_jobs import HeadPruningConfig, _with_paper
+
+    paper = {"citation": "c", "table": "t", "source": "s", "numbers": {"10": {"attattr": 0.8, "taylor": 0.7}}}
+    config = HeadPruningConfig(name="p", model="m", data="d", paper=paper)
+    rows = [{"rate": 0, "attattr": 0.9}, {"rate": 10, "attattr": 0.85}]
+    metrics: dict = {}
+    table = _with_paper(config, metrics, "TABLE", rows, "rate")
+    comparison = {(c["row"], c["column"]): c for c in metrics["paper"]["comparison"]}
+    assert comparison[("10", "attattr")]["measured"] == 0.85
+    assert comparison[("10", "attattr")]["difference"] == pytest.approx(0.05)
+    assert comparison[("10", "taylor")]["measured"] is None
+    assert table.startswith("TABLE\n\nPaper: c, t") and "Not measured by this run: 10.taylor" in table
+    untouched: dict = {}
+    assert _with_paper(HeadPruningConfig(name="p", model="m", data="d"), untouched, "TABLE", rows, "rate") == "TABLE"
+    assert untouched == {}

@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from attexp.analyze import heads as H
 from attexp.analyze import triggers as TR
-from attexp.config.schema import ClassifierRef, JobConfig, Upstream
+from attexp.config.schema import ClassifierRef, JobConfig, PaperNumbers, Upstream
 from attexp.errors import AttexpError
-from attexp.evaluate.report import format_table
+from attexp.evaluate.report import format_table, paper_comparison, paper_report
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
 from attexp.io.records import DATASET, HEAD_PRUNING, TRIGGERS
@@ -59,6 +59,19 @@ class _AnalysisConfig(JobConfig):
     max_length: int = Field(128, ge=8)
     plots: bool = True
     progress: bool = True
+    paper: PaperNumbers | None = Field(
+        None,
+        description="a paper's numbers for this table (rows: head_pruning's rates, triggers' ranks), shown beside "
+        "the measured ones in table.md and metrics.json",
+    )
+
+
+def _with_paper(config: _AnalysisConfig, metrics: dict, table: str, rows: list[dict], key: str) -> str:
+    """Add the `paper:` comparison to metrics.json's content and return the table with its report appended."""
+    if config.paper is None:
+        return table
+    metrics["paper"] = paper_comparison(config.paper.model_dump(), rows, keys=(key,))
+    return table + "\n\n" + paper_report(metrics["paper"])
 
 
 class HeadPruningConfig(_AnalysisConfig):
@@ -200,27 +213,26 @@ class HeadPruningJob(Job):
                 f"\n\nrandom: the mean over {config.random_seeds} random orders (seeds {config.seed}.."
                 f"{config.seed + config.random_seeds - 1}); random_min / random_max: their range at each rate."
             )
-        write_json(
-            ctx.path("metrics.json"),
-            {
-                "model": config.model,
-                "model_accuracy": base,
-                "instances": {"importance": len(scores), "evaluation": len(rows)},
-                "importance": {"attattr": attattr.tolist(), "taylor": taylor.tolist()},
-                "curves": {
-                    name: {
-                        "x": config.rates,
-                        "y": values,
-                        "xlabel": "heads pruned (%)",
-                        "ylabel": "accuracy",
-                        **({"band": list(band), "seeds": config.random_seeds} if name == "random" and band else {}),
-                    }
-                    for name, values in curves.items()
-                },
-                "area": area,
-                "table": {"columns": columns, "rows": [[row.get(c) for c in columns] for row in table_rows]},
+        metrics = {
+            "model": config.model,
+            "model_accuracy": base,
+            "instances": {"importance": len(scores), "evaluation": len(rows)},
+            "importance": {"attattr": attattr.tolist(), "taylor": taylor.tolist()},
+            "curves": {
+                name: {
+                    "x": config.rates,
+                    "y": values,
+                    "xlabel": "heads pruned (%)",
+                    "ylabel": "accuracy",
+                    **({"band": list(band), "seeds": config.random_seeds} if name == "random" and band else {}),
+                }
+                for name, values in curves.items()
             },
-        )
+            "area": area,
+            "table": {"columns": columns, "rows": [[row.get(c) for c in columns] for row in table_rows]},
+        }
+        table = _with_paper(config, metrics, table, table_rows, "rate")
+        write_json(ctx.path("metrics.json"), metrics)
         atomic_write_text(ctx.path("table.md"), table + "\n")
         log.info("%s: accuracy %.4f unpruned; by pruning rate:\n%s", config.name, base, table)
         plots = []
@@ -367,21 +379,20 @@ class TriggersJob(Job):
         ]
         table = format_table(table_rows, columns)
         accuracy = float((clean == labels).mean()) if len(rows) else math.nan
-        write_json(
-            ctx.path("metrics.json"),
-            {
-                "model": config.model,
-                "accuracy": accuracy,
-                "accuracy_per_class": before,
-                "patterns": len(patterns),
-                "patterns_above_threshold": len(valid),
-                "triggers": len(records),
-                "top": [
-                    {k: r[k] for k in ("idx", "trigger", "score", "drop", "drop_per_class", "mean_drop")} for r in best
-                ],
-                "table": {"columns": columns, "rows": [[row.get(c) for c in columns] for row in table_rows]},
-            },
-        )
+        metrics = {
+            "model": config.model,
+            "accuracy": accuracy,
+            "accuracy_per_class": before,
+            "patterns": len(patterns),
+            "patterns_above_threshold": len(valid),
+            "triggers": len(records),
+            "top": [
+                {k: r[k] for k in ("idx", "trigger", "score", "drop", "drop_per_class", "mean_drop")} for r in best
+            ],
+            "table": {"columns": columns, "rows": [[row.get(c) for c in columns] for row in table_rows]},
+        }
+        table = _with_paper(config, metrics, table, table_rows, "rank")
+        write_json(ctx.path("metrics.json"), metrics)
         atomic_write_text(ctx.path("table.md"), table + "\n")
         log.info("%s: accuracy per class %s; top triggers by accuracy drop:\n%s", config.name, before, table)
         plots = self._plot(best, ctx) if config.plots and best else []

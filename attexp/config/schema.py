@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
 
 class StrictModel(BaseModel):
@@ -74,15 +74,25 @@ class PaperNumbers(StrictModel):
 
     citation: the paper. table: which table or figure. source: where each number was read (the paper's section,
     a repository file). numbers: {row: {column: value}}: a row is a row of the job's table (an explain job's name,
-    or an explainer type; for the analyses the row names of their tables), a column one of its columns.
+    or an explainer type; for the analyses the row names of their tables), a column one of its columns; empty
+    where the paper's numbers could not be read, and then `note` says so (the run's table stands alone).
     note: what differs between the paper's setting and this config, if anything.
     """
 
     citation: str
     table: str
     source: str
-    numbers: dict[str, dict[str, float]] = Field(min_length=1)
+    numbers: dict[str, dict[str, float]] = Field(default_factory=dict)
     note: str | None = None
+
+    @model_validator(mode="after")
+    def _numbers_or_why_not(self) -> PaperNumbers:
+        if not self.numbers and not self.note:
+            raise ValueError(
+                "numbers is empty: give the paper's numbers, or say in note why there are none (e.g. the table "
+                "could not be read)"
+            )
+        return self
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,8 @@ def paper_comparison(
 def paper_report(section: Mapping[str, Any], decimals: int = 4) -> str:
     """The Markdown of a `paper_comparison`: a heading naming the paper and table, the source, and one line per
     number (paper, measured, difference)."""
-    lines = [f"Paper: {section['citation']}, {section['table']} (numbers from {section['source']})."]
+    where = "numbers from" if section["comparison"] else "source:"
+    lines = [f"Paper: {section['citation']}, {section['table']} ({where} {section['source']})."]
     if section.get("note"):
         lines.append(f"Setting: {section['note']}")
     rows = [
@@ -207,6 +208,8 @@ def paper_report(section: Mapping[str, Any], decimals: int = 4) -> str:
         }
         for c in section["comparison"]
     ]
+    if not section["comparison"]:
+        return "\n".join(lines) + "\n\nNo numbers of the paper to compare with (see the setting above)."
     missing = [f"{c['row']}.{c['column']}" for c in section["comparison"] if c["measured"] is None]
     table = format_table(rows, ["row", "column", "paper", "measured", "difference"], decimals)
     text = "\n".join(lines) + "\n\n" + table

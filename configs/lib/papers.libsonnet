@@ -18,7 +18,9 @@ local rt = import 'rotten_tomatoes.libsonnet';
 
   // The data and classifier jobs of a reproduction: the paper's hub download, or the stand-in's download and its
   // train job. `checkpoints`: {short name: hub model id}. Returns {jobs, data, model(name), limit(n)}.
-  setup(prefix, source, checkpoints, download={}):: (
+  // `finetune`: train settings when the paper released no fine-tuned checkpoint: each checkpoint is then the hub
+  // model a train job fine-tunes as the paper did (`<prefix>.train.<name>`).
+  setup(prefix, source, checkpoints, download={}, finetune=null):: (
     local standin = $.standin;
     local stand = if standin == 'tiny' then models.tiny else models.minilm;
     local train = defaults {
@@ -29,10 +31,17 @@ local rt = import 'rotten_tomatoes.libsonnet';
       max_length: 128,
     } + (if standin == 'tiny' then { epochs: 2, batch_size: 32, lr: 1e-3, progress: false }
          else { epochs: 2, batch_size: 32, lr: 5e-5 });
-    if standin == '' then {
-      jobs: [defaults { job: 'download', name: prefix + '.download', source: source } + download],
+    local finetuned(name) = defaults {
+      job: 'train',
+      name: prefix + '.train.' + name,
       data: prefix + '.download',
-      model(name):: models.hub(checkpoints[name]),
+      model: models.hub(checkpoints[name]),
+    } + finetune;
+    if standin == '' then {
+      jobs: [defaults { job: 'download', name: prefix + '.download', source: source } + download]
+            + (if finetune == null then [] else [finetuned(name) for name in std.objectFields(checkpoints)]),
+      data: prefix + '.download',
+      model(name):: if finetune == null then models.hub(checkpoints[name]) else finetuned(name).name,
       limit(n):: n,
     } else {
       jobs: [defaults {
@@ -44,7 +53,7 @@ local rt = import 'rotten_tomatoes.libsonnet';
       data: prefix + '.download',
       // one stand-in classifier for every checkpoint: the rows of each checkpoint keep their names
       model(name):: train.name,
-      limit(n):: if standin == 'tiny' then 40 else std.min(n, 1057),
+      limit(n):: if standin == 'tiny' then 40 else if n == null then 1057 else std.min(n, 1057),
     }
   ),
 
