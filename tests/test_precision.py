@@ -138,3 +138,25 @@ def test_precision_left_unset_keeps_the_config_hash():
     job = {"job": "train", "name": "t", "data": "d", "model": {"type": "tiny"}}
     assert config_hash({**job, "precision": None}) == config_hash(job)
     assert config_hash({**job, "precision": "bf16"}) != config_hash(job)
+
+
+@pytest.mark.parametrize("name", ["lig", "saliency", "input_x_gradient"])
+def test_a_gradient_explainer_asked_for_mixed_precision_runs_in_it(external, name):
+    """`mixed_precision: true` on a Captum explainer: the attributions move (bf16 ran) but stay close."""
+    registry.load_all()
+    model, tokenizer = external
+    full = run(name, model, tokenizer, "bf16")
+    mixed = run(name, model, tokenizer, "bf16", mixed_precision=True)
+    for idx in full:
+        a, b = torch.tensor(full[idx]["attributions"]), torch.tensor(mixed[idx]["attributions"])
+        assert not torch.equal(a, b)
+        assert (a - b).abs().mean() < 0.1 * a.abs().mean() + 1e-6
+
+
+def test_explainer_mixed_precision_left_false_keeps_the_config_hash():
+    from attexp.io.artifacts import config_hash
+
+    job = {"job": "explain", "name": "e", "explainer": {"type": "lig", "n_steps": 20}}
+    off = {**job, "explainer": {**job["explainer"], "mixed_precision": False}}
+    on = {**job, "explainer": {**job["explainer"], "mixed_precision": True}}
+    assert config_hash(off) == config_hash(job) != config_hash(on)

@@ -71,11 +71,20 @@ UNSET_NEUTRAL = {
 """Job keys added after artifacts were written, and the value that leaves the hash as it was, so that a
 finished job is not refused for a key it could not have had."""
 
+UNSET_NEUTRAL_EXPLAINER = {"mixed_precision": False}
+"""The same for keys of a job's `explainer` block."""
+
+
+def _neutral(value: Any, unset: dict[str, Any]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if not (k in unset and v == unset[k])}
+
 
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON of a resolved job config, without keys that do not change results."""
     semantic = {
-        k: v
+        k: _neutral(v, UNSET_NEUTRAL_EXPLAINER) if k == "explainer" else v
         for k, v in config.items()
         if k not in ("wandb", "device") and not (k in UNSET_NEUTRAL and v == UNSET_NEUTRAL[k])
     }

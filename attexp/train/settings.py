@@ -63,7 +63,9 @@ class DistillSettings(TrainSettings):
     `branch_layers` transformer layers over its hidden states: one forward gives prediction and explanation).
     head: `token` (a per-token regression head) or `flat` (emp-exp's decoder over the padded max_length x hidden
     states, for parity; `copy` only). correlation_weight: weight of a per-instance (1 - Pearson correlation)
-    term added to the MSE, which rewards each instance's ranking whatever the scale of its scores.
+    term added to the MSE, which rewards each instance's ranking whatever the scale of its scores. The fresh parts
+    of `shared` and `student` want a higher `lr` than a fine-tuned copy: on MiniLM, shared at 1e-3 and student at
+    2e-4, both with correlation_weight 1 (configs/lib/convergence.libsonnet; benchmarks/README.md).
     """
 
     mode: Literal["copy", "student", "shared"] = "copy"
