@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lig-steps", type=int, nargs="*", default=[1, 2], help="LIG-k points of the curve to time")
     args = parser.parse_args()
     base = args.base_dir
 
@@ -80,7 +81,13 @@ def main() -> None:
     variants: dict[str, Explainer] = {"predict": PredictOnly(None, model, tokenizer, {})}
     variants["lig"] = LayerIntegratedGradientsExplainer(LIGConfig(**ref_manifest["explainer"]), model, tokenizer, {})
     labels = {"predict": "prediction only", "lig": f"LIG-{ref_manifest['explainer']['n_steps']} (reference)"}
+    for k in args.lig_steps:  # the curve's cheap end, timed beside the empirical explainers
+        lig_k = LIGConfig(**{**ref_manifest["explainer"], "n_steps": k})
+        variants[f"lig{k}"] = LayerIntegratedGradientsExplainer(lig_k, model, tokenizer, {})
+        labels[f"lig{k}"] = f"LIG-{k}"
     for job in metrics["results"]:
+        if not (base / "explanations" / job / "config.json").is_file():
+            continue  # the random floor the evaluate stage adds
         config = json.loads((base / "explanations" / job / "config.json").read_text())
         if config["explainer"]["type"] != "empirical":
             continue
@@ -128,7 +135,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         extra = seconds[name] - predict
-        found = results.get(reference if name == "lig" else name, {})
+        job = next((j for j in results if j.startswith(f"{reference.split('.explain.')[0]}.explain.{name}.")), None)
+        found = results.get(reference if name == "lig" else job if name.startswith("lig") else name, {}) or {}
 
         def value(key: str, found: dict = found) -> str:
             return f"{found[key]:.3f}" if key in found else "-"
