@@ -211,8 +211,10 @@ def test_shared_predicts_as_the_classifier_and_saves_only_its_branch(classifier,
     shared.save_pretrained(tmp_path / "shared")
     saved = load_file(tmp_path / "shared" / "explainer_head.safetensors")
     assert saved and not any(k.startswith("classifier.") for k in saved)
-    loaded = load_explainer(tmp_path / "shared", model, device="cpu")
+    fresh = copy.deepcopy(model).requires_grad_(True)  # a caller's classifier, trainable
+    loaded = load_explainer(tmp_path / "shared", fresh, device="cpu")
     assert isinstance(loaded, SharedExplainerModel) and not loaded.training
+    assert all(p.requires_grad for p in fresh.parameters()), "loading to explain does not freeze the caller's model"
     with torch.no_grad():
         assert torch.equal(loaded(**batch), scores)
     other = copy.deepcopy(model)

@@ -81,6 +81,7 @@ class EmpiricalExplainerModel(nn.Module):
         """A new explainer whose encoder is a copy of `classifier.base_model` (the classifier is left untouched);
         with `layers`, only its first `layers` transformer layers (the `student` mode)."""
         encoder = copy.deepcopy(classifier.base_model) if layers is None else truncated_copy(classifier, layers)
+        encoder.requires_grad_(True)  # trained whole, even when the classifier it came from is frozen
         return cls(encoder, head=head, max_length=max_length)
 
     @property
@@ -225,13 +226,16 @@ class SharedExplainerModel(nn.Module):
     classifier it is given is the one it was trained on (`classifier_fingerprint`).
     """
 
-    def __init__(self, classifier: PreTrainedModel, branch_layers: int = 1, dropout: float | None = None) -> None:
+    def __init__(
+        self, classifier: PreTrainedModel, branch_layers: int = 1, dropout: float | None = None, freeze: bool = True
+    ) -> None:
         super().__init__()
         config = classifier.config
         hidden = config.hidden_size
         self.classifier = classifier
-        for param in classifier.parameters():
-            param.requires_grad_(False)
+        if freeze:  # for training; loading to explain leaves the caller's classifier as it is
+            for param in classifier.parameters():
+                param.requires_grad_(False)
         self.branch_layers = branch_layers
         self.dropout_p = float(getattr(config, "hidden_dropout_prob", 0.1) if dropout is None else dropout)
         self.mix = ScalarMix(config.num_hidden_layers + 1)
@@ -308,7 +312,7 @@ def load_explainer(
     settings = read_settings(directory)
     if settings.get("mode", "copy") != "shared":
         return EmpiricalExplainerModel.from_pretrained(directory, device=device)
-    model = SharedExplainerModel(classifier, settings["branch_layers"], settings["dropout"])
+    model = SharedExplainerModel(classifier, settings["branch_layers"], settings["dropout"], freeze=False)
     if model.fingerprint != settings["classifier_sha256"]:
         raise AttexpError(
             f"the shared empirical explainer in {directory} was trained on another classifier than the one being "
