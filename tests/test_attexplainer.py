@@ -31,7 +31,8 @@ from attexp.distill.attexplainer import (
     start_game,
 )
 from attexp.distill.attexplainer.job import TrainAgentConfig
-from attexp.io.artifacts import MANIFEST, new_manifest
+from attexp.distill.attexplainer.training import train as training_train
+from attexp.io.artifacts import MANIFEST, config_hash, new_manifest
 from attexp.io.files import read_json, read_jsonl, write_json, write_jsonl
 from attexp.io.records import CLASSIFIER, DATASET
 from attexp.models.inputs import Batch, pad_features, structural_positions, tokenize_rows
@@ -267,6 +268,35 @@ def test_agent_learns_to_mask_the_token_the_decision_hangs_on_first(key_classifi
     assert game.success.float().mean() > 0.8 and game.steps.float().mean() < 2.0
 
 
+def test_learning_curve_shows_the_agent_overtaking_the_random_policy(key_classifier, tmp_path):
+    """train() with eval_every: the greedy agent on held-out games before, during and after training, against a
+    random policy on the same games; on the key task the trained agent ends far above random (and the untrained
+    one does not), and the random policy never moves onto a special token."""
+    from attexp.distill.attexplainer.training import RandomPolicy, evaluate_policy
+    from attexp.train.settings import AgentTrainSettings
+
+    model, tokenizer = key_classifier
+    texts, _ = sentences(np.random.default_rng(1), 364, p_key=1.0)
+    features = tokenize_rows(tokenizer, [{"text": t} for t in texts], 32)
+    victim = Victim(model)
+    agent = small_agent()
+    settings = AgentTrainSettings(batch_size=16, episodes=45, eval_every=15, progress=False, checkpoint_every=100)
+    result = training_train(
+        agent, victim, tokenizer, features[:300], settings, tmp_path / "ck", "cpu", eval_features=features[300:]
+    )
+    assert [p["episode"] for p in result.learning_curve] == [0, 15, 30, 45]
+    first, last, random = result.learning_curve[0], result.learning_curve[-1], result.random_policy
+    assert last["success_rate"] > 0.8 and last["steps"] < 2.0, last
+    assert last["steps"] < random["steps"] and last["mask_rate"] < random["mask_rate"], (last, random)
+    assert first["steps"] > last["steps"], (first, last)
+    # the random policy: reproducible by seed, and only ever on allowed positions
+    again = evaluate_policy(RandomPolicy(42), victim, tokenizer, features[300:], agent.game, 16, "cpu")
+    assert again == random
+    game = start_game(agent, victim, tokenizer, features[300:316], "cpu")
+    moves = RandomPolicy(0).act(game.observe())
+    assert game.allowed[torch.arange(16), moves].all()
+
+
 def test_save_and_load_round_trip(tmp_path):
     agent = Agent(AgentSettings(hidden=16), GameSettings(task="attack", bins=8), seed=3)
     agent.save(tmp_path / "agent", extra={"victim": "m"})
@@ -488,6 +518,41 @@ def test_time_budget_stops_training_and_metrics_reach_the_tracker(base_with_vict
     assert manifest["stopped_by"] == "max_seconds" and manifest["episodes"] < 1000
     assert manifest["training_cpu_seconds"] > 0
     assert logged and {"reward", "success_rate", "mask_rate"} <= set(logged[0][0]) and logged[0][1] == 1
+
+
+def test_learning_curve_of_the_job_survives_a_kill(base_with_victim, run_cli, tmp_path, monkeypatch):
+    """eval_every: the curve (and the random policy, computed once) is in the checkpoint, so a killed and
+    resumed job continues it: points at 0, 2 and 4 game batches, in learning_curve.jsonl and the manifest."""
+    from attexp.distill.attexplainer import training
+
+    config = tmp_path / "agent.json"
+    config.write_text(json.dumps(agent_job(name="syn.agent.curve", eval_every=2, eval_size=8)))
+    real_play, calls = training.play, {"n": 0}
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # random policy, agent at 0, batches 1-2, agent at 2, then batch 3 is killed
+            raise RuntimeError("simulated kill")
+        return real_play(*args, **kwargs)
+
+    monkeypatch.setattr(training, "play", counted)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run_cli(config, "--base-dir", base_with_victim)
+    calls["n"] = 100
+    code, _, err = run_cli(config, "--base-dir", base_with_victim)
+    assert code == 0, err
+    assert calls["n"] == 103  # batches 3 and 4 and the agent at 4: nothing played twice
+    folder = base_with_victim / "models" / "syn.agent.curve"
+    manifest = read_json(folder / MANIFEST)
+    assert manifest["resumed_from_episode"] == 2 and manifest["heldout"] == 8
+    assert [p["episode"] for p in manifest["learning_curve"]] == [0, 2, 4]
+    assert read_jsonl(folder / "learning_curve.jsonl") == [
+        {"idx": i, **p} for i, p in enumerate(manifest["learning_curve"])
+    ]
+    assert {"success_rate", "mask_rate", "reward", "steps"} <= set(manifest["random_policy"])
+    # the default (no curve) leaves existing train_agent configs' hashes as they were
+    job = agent_job()
+    assert config_hash({**job, "eval_every": None, "eval_size": 64}) == config_hash(job)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from tiny import make_batch, tiny_bert, word_tokenizer
 
 from attexp.analyze import heads as H
@@ -127,27 +128,29 @@ def test_hooks_are_removed_after_an_exception(tiny):
         pass
 
 
-def test_taylor_scores_are_the_gate_gradients(tiny):
-    """|dL/dgate| per instance equals |<context_h, dL/dcontext_h>| summed over tokens, computed by hand."""
-    model, _, batch = tiny
-    encoder = Encoder(model)
-    scores = H.taylor_head_scores(encoder, batch)  # [B, L, heads]
-    assert scores.shape == (3, 3, 4) and hooks(model) == 0
-    captured = {}
+def head_products(model, single, objective) -> torch.Tensor:
+    """<context_h(t), d objective/dcontext_h(t)> of layer 1 for a one-instance batch, by hand: [T, heads]."""
+    encoder, captured = Encoder(model), {}
 
     def keep(module, args):
         args[0].retain_grad()
         captured["context"] = args[0]
 
     handle = encoder.layers[1].output.register_forward_pre_hook(keep)
-    single = make_batch_of(batch, 1)
-    logits = model(**single.model_inputs()).logits
-    torch.nn.functional.cross_entropy(logits, single.targets).backward()
+    objective(model(**single.model_inputs()).logits).backward()
     handle.remove()
     context = captured["context"]  # [1, T, heads * d]
-    size = encoder.head_size
-    products = (context * context.grad).view(*context.shape[:2], 4, size).sum(dim=(1, 3)).abs()[0]  # [heads]
-    torch.testing.assert_close(scores[1, 1], products.detach(), atol=1e-5, rtol=1e-4)
+    return (context * context.grad).view(*context.shape[:2], encoder.num_heads, encoder.head_size).sum(dim=3)[0]
+
+
+def test_taylor_scores_are_the_gate_gradients(tiny):
+    """|dL/dgate| per instance equals |<context_h, dL/dcontext_h>| summed over tokens, computed by hand."""
+    model, _, batch = tiny
+    scores = H.taylor_head_scores(Encoder(model), batch)  # [B, L, heads]
+    assert scores.shape == (3, 3, 4) and hooks(model) == 0
+    single = make_batch_of(batch, 1)
+    products = head_products(model, single, lambda logits: F.cross_entropy(logits, single.targets))
+    torch.testing.assert_close(scores[1, 1], products.sum(dim=0).abs().detach(), atol=1e-5, rtol=1e-4)
 
 
 def make_batch_of(batch, i):
@@ -192,6 +195,65 @@ def test_zero_rate_reproduces_the_accuracy_and_full_rate_masks_everything(tiny):
     assert curves["a"][0] == curves["b"][0] == pytest.approx(float(reference))
     assert curves["a"][2] == curves["b"][2]  # 100%: the same mask for every order
     assert hooks(model) == 0
+
+
+def test_official_taylor_is_the_per_token_logit_sum_gradient(tiny):
+    """The AttAttr code's Taylor baseline: sum_t |<context_h(t), d(sum of logits)/dcontext_h(t)>| over real
+    tokens, by hand with a retained gradient; it is not Michel et al.'s cross-entropy criterion."""
+    model, _, batch = tiny
+    encoder = Encoder(model)
+    scores = H.taylor_head_scores(encoder, batch, "official")  # [B, L, heads]
+    assert scores.shape == (3, 3, 4) and hooks(model) == 0
+    single = make_batch_of(batch, 1)
+    per_token = head_products(model, single, lambda logits: logits.sum()).abs()  # [T, heads]
+    real = single.attention_mask[0].bool()
+    torch.testing.assert_close(scores[1, 1], per_token[real].sum(dim=0).detach(), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(scores, H.taylor_head_scores(encoder, batch, "michel"))
+    with pytest.raises(AttexpError, match="unknown Taylor definition"):
+        H.taylor_head_scores(encoder, batch, "taylor")
+    tokens = batch.input_ids.shape[1]
+    with (
+        pytest.raises(AttexpError, match=rf"pass gates of shape \[3, {tokens}, 3, 4\]"),
+        H.head_gates(encoder, torch.ones(3, tokens - 1, 3, 4)),
+    ):
+        model(**batch.model_inputs())
+
+
+def test_head_pruning_job_measures_only_the_orders_asked_for(tmp_path, run_cli):
+    """orders: [taylor] with the official criterion computes no attribution; its order follows that criterion."""
+    base = make_base(tmp_path / "base")
+    config = {
+        "job": "head_pruning",
+        "name": "t.prune.official",
+        "model": "t.train",
+        "data": "t.data",
+        "importance_size": 10,
+        "rates": [0, 50, 100],
+        "orders": ["taylor"],
+        "taylor": "official",
+        "max_length": 32,
+        "plots": False,
+        "progress": False,
+    }
+    path = tmp_path / "prune.json"
+    path.write_text(json.dumps(config))
+    code, _, err = run_cli(path, "--base-dir", base)
+    assert code == 0, err
+    out = base / "logs" / "t.prune.official"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["importance"]) == ["taylor"] and list(metrics["curves"]) == ["taylor"]
+    scores = [json.loads(line) for line in (out / "head_scores.jsonl").read_text().splitlines()]
+    assert all(s["attattr"] is None for s in scores)
+    from attexp.models.loading import load_classifier
+
+    model, tokenizer = load_classifier(base / "models" / "t.train" / "model")
+    rows = [json.loads(line) for line in (base / "data" / "t.data" / "validation.jsonl").read_text().splitlines()]
+    batches = H.Batches(rows[:10], tokenizer, 8, 32, "cpu")
+    by_hand = sum(H.taylor_head_scores(Encoder(model), b, "official").sum(dim=0) for b in batches.batches)
+    torch.testing.assert_close(torch.tensor(metrics["importance"]["taylor"]), H.normalise_per_layer(by_hand))
+    # the default criterion leaves a job's config hash as it was before the key existed
+    without = {k: v for k, v in config.items() if k != "taylor"}
+    assert config_hash({**config, "taylor": "michel"}) == config_hash(without)
 
 
 def test_head_pruning_job_writes_records_table_and_plot(tmp_path, run_cli):

@@ -14,9 +14,14 @@ Importance of head h of layer l, over N instances with their gold labels as targ
 
 - `attattr` (Hao et al.): sum over instances of max_{i,j} Attr_h(A)[i, j], the largest entry of the head's
   Self-Attention Attribution map (m Riemann steps, `attexp.explain.attattr`), over real tokens only;
-- `taylor` (Michel et al.): sum over instances of |sum_t <context_h(t), dL/dcontext_h(t)>| with L the
-  cross-entropy of the gold label (the gradient of L with respect to a gate of 1 on the head; the absolute
-  value is taken per instance, as their Eq. 2 writes E_x|.|), then L2-normalised within each layer.
+- `taylor` (Michel et al.; the baseline the AttAttr paper names): sum over instances of
+  |sum_t <context_h(t), dL/dcontext_h(t)>| with L the cross-entropy of the gold label (the gradient of L with
+  respect to a gate of 1 on the head; the absolute value is taken per instance, as their Eq. 2 writes E_x|.|),
+  then L2-normalised within each layer. `taylor="official"` reproduces the AttAttr code's baseline
+  (prune_head_with_taylor.py) instead: it differentiates the *sum of the logits* over the classes (no label, no
+  loss: a direction that moves no class probability) and takes the absolute value per token,
+  sum_t |<context_h(t), dF/dcontext_h(t)>|, before the same normalisation. The paper describes Michel et al.'s
+  criterion, so that is the default.
 
 Pruning: heads are masked in ascending order of importance (least important first; ties: lower layer, then
 lower head first), at rates 0, 10, ..., 100% of all heads (k = round(rate * L * H / 100), half up; the official
@@ -44,35 +49,38 @@ from attexp.models.encoder import Encoder
 from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 
 ORDERS = ("attattr", "taylor", "random")
+TAYLOR_DEFINITIONS = ("michel", "official")
 
 
 @contextmanager
 def head_gates(encoder: Encoder, gates: Tensor) -> Iterator[None]:
-    """Scale each head's output by a gate inside the block: gates [L, heads] (all instances) or [B, L, heads].
+    """Scale each head's output by a gate inside the block: gates [L, heads] (all instances), [B, L, heads]
+    (per instance) or [B, T, L, heads] (per instance and token).
 
     A forward pre-hook on every layer's attention output projection multiplies the head slices of its input
     [B, T, heads * d] by the gates (0 masks a head, 1 keeps it); gradients flow into `gates` when it requires
     them. The hooks are removed when the block ends, whatever happens inside it.
     """
     layers, heads, size = encoder.num_layers, encoder.num_heads, encoder.head_size
-    if gates.shape[-2:] != (layers, heads) or gates.dim() not in (2, 3):
+    if gates.shape[-2:] != (layers, heads) or gates.dim() not in (2, 3, 4):
         raise AttexpError(
             f"head gates of shape {tuple(gates.shape)} do not fit a model with {layers} layers of {heads} heads; "
-            f"expected [{layers}, {heads}] or [B, {layers}, {heads}]."
+            f"expected [{layers}, {heads}], [B, {layers}, {heads}] or [B, T, {layers}, {heads}]."
         )
     handles = []
 
     def hook_for(index: int):
         def scale(module: torch.nn.Module, args: tuple) -> tuple:
             context, *rest = args  # [B, T, heads * d]
-            gate = gates[..., index, :].to(context.dtype)  # [heads] or [B, heads]
-            factor = gate.repeat_interleave(size, dim=-1)  # [heads * d] or [B, heads * d]
+            gate = gates[..., index, :].to(context.dtype)  # [heads], [B, heads] or [B, T, heads]
+            factor = gate.repeat_interleave(size, dim=-1)  # [(B, (T,)) heads * d]
+            if factor.dim() >= 2 and tuple(factor.shape[:-1]) != tuple(context.shape[: factor.dim() - 1]):
+                expected = [*context.shape[: factor.dim() - 1], layers, heads]
+                raise AttexpError(
+                    f"head gates of shape {tuple(gates.shape)}, but the model ran a batch of shape "
+                    f"{tuple(context.shape[:2])}; pass gates of shape {expected}."
+                )
             if factor.dim() == 2:
-                if factor.shape[0] != context.shape[0]:
-                    raise AttexpError(
-                        f"per-instance head gates for {factor.shape[0]} instances, but the model ran a batch of "
-                        f"{context.shape[0]}; pass gates of shape [{context.shape[0]}, {layers}, {heads}]."
-                    )
                 factor = factor[:, None, :]  # [B, 1, heads * d]
             return (context * factor, *rest)
 
@@ -114,20 +122,30 @@ def attattr_head_maxima(explainer: AttentionAttribution, batch: Batch) -> Tensor
     return maps.masked_fill(~pairs, float("-inf")).amax(dim=(-2, -1))  # [B, L, heads]
 
 
-def taylor_head_scores(encoder: Encoder, batch: Batch) -> Tensor:
-    """Per instance, |dL/dgate| for every head at gate 1 (Michel et al. 2019): [B, L, heads].
+def taylor_head_scores(encoder: Encoder, batch: Batch, definition: str = "michel") -> Tensor:
+    """Per instance, each head's Taylor importance at gate 1: [B, L, heads].
 
-    dL/dgate_h = sum_t <context_h(t), dL/dcontext_h(t)> with L the cross-entropy of `batch.targets`;
-    each instance's loss reaches only its own gates, so one backward pass gives all instances' scores.
+    `definition="michel"` (Michel et al. 2019): |dL/dgate_h| = |sum_t <context_h(t), dL/dcontext_h(t)>| with L the
+    cross-entropy of `batch.targets`. `"official"` (the AttAttr code's baseline): sum_t |<context_h(t),
+    dF/dcontext_h(t)>| with F the sum of the logits over the classes, the absolute value taken per token. Each
+    instance's objective reaches only its own gates, so one backward pass gives all instances' scores.
     """
-    gates = torch.ones(
-        len(batch), encoder.num_layers, encoder.num_heads, device=batch.input_ids.device, requires_grad=True
-    )
+    if definition not in TAYLOR_DEFINITIONS:
+        raise AttexpError(f"unknown Taylor definition {definition!r}; choose one of {TAYLOR_DEFINITIONS}.")
+    per_token = definition == "official"
+    shape = (len(batch), *((batch.input_ids.shape[1],) if per_token else ()), encoder.num_layers, encoder.num_heads)
+    gates = torch.ones(shape, device=batch.input_ids.device, requires_grad=True)
     with torch.enable_grad(), head_gates(encoder, gates):
-        logits = encoder.model(**batch.model_inputs()).logits  # [B, C]
-        loss = F.cross_entropy(logits.float(), batch.targets, reduction="sum")
-        (gradient,) = torch.autograd.grad(loss, gates)
-    return gradient.abs()
+        logits = encoder.model(**batch.model_inputs()).logits.float()  # [B, C]
+        if per_token:
+            objective = logits.sum()
+        else:
+            objective = F.cross_entropy(logits, batch.targets, reduction="sum")
+        (gradient,) = torch.autograd.grad(objective, gates)
+    if not per_token:
+        return gradient.abs()
+    real = batch.attention_mask.to(gradient.dtype)[:, :, None, None]  # [B, T, 1, 1]: padding rows add nothing
+    return (gradient.abs() * real).sum(dim=1)
 
 
 def normalise_per_layer(importance: Tensor) -> Tensor:

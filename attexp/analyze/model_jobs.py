@@ -79,9 +79,10 @@ class HeadPruningConfig(_AnalysisConfig):
 
     importance_split / importance_size: where the importance comes from (200 validation instances, gold
     labels as targets). rates: percentages of all heads masked (0, 10, ..., 100). orders: which orders to
-    measure. random_seeds: the random order is drawn with seeds seed, seed + 1, ...; its curve is their mean, with
-    the min-max band over seeds (`random_min`, `random_max`; one seed gives a single order, so pruning the "right"
-    heads by luck would read as a finding).
+    measure (only their importance is computed). taylor: which Taylor criterion (`michel`, the paper's; or
+    `official`, the AttAttr code's). random_seeds: the random order is drawn with seeds seed, seed + 1, ...; its
+    curve is their mean, with the min-max band over seeds (`random_min`, `random_max`; one seed gives a single
+    order, so pruning the "right" heads by luck would read as a finding).
     """
 
     job: Literal["head_pruning"] = "head_pruning"
@@ -90,6 +91,11 @@ class HeadPruningConfig(_AnalysisConfig):
     rates: list[float] = Field(default_factory=lambda: [float(r) for r in range(0, 101, 10)], min_length=1)
     orders: list[Literal["attattr", "taylor", "random"]] = Field(default_factory=lambda: list(H.ORDERS), min_length=1)
     random_seeds: int = Field(5, ge=1, description="random orders drawn (seeds seed, seed+1, ...); mean and band")
+    taylor: Literal["michel", "official"] = Field(
+        "michel",
+        description="the Taylor baseline: Michel et al.'s gold-label cross-entropy criterion (the paper's), or "
+        "'official', the AttAttr code's (gradient of the sum of the logits, |.| per token); see attexp.analyze.heads",
+    )
 
     @field_validator("rates")
     @classmethod
@@ -160,10 +166,12 @@ class HeadPruningJob(Job):
         layers, heads = encoder.num_layers, encoder.num_heads
         source = _rows(ctx, config, config.importance_split, config.importance_size)
         scores = self._head_scores(config, ctx, model, tokenizer, encoder, source, device)
-        attattr = torch.tensor([s["attattr"] for s in scores]).sum(dim=0)  # [L, heads]
-        taylor = H.normalise_per_layer(torch.tensor([s["taylor"] for s in scores]).sum(dim=0))  # [L, heads]
-        orders = {"attattr": H.pruning_order(attattr), "taylor": H.pruning_order(taylor)}
-        orders = {name: orders[name] for name in config.orders if name != "random"}
+        importance = {}  # [L, heads] per measured order
+        if "attattr" in config.orders:
+            importance["attattr"] = torch.tensor([s["attattr"] for s in scores]).sum(dim=0)
+        if "taylor" in config.orders:
+            importance["taylor"] = H.normalise_per_layer(torch.tensor([s["taylor"] for s in scores]).sum(dim=0))
+        orders = {name: H.pruning_order(importance[name]) for name in config.orders if name != "random"}
         draws = [f"random@{config.seed + k}" for k in range(config.random_seeds)] if "random" in config.orders else []
         orders.update({draw: H.random_order(layers, heads, config.seed + k) for k, draw in enumerate(draws)})
 
@@ -217,7 +225,7 @@ class HeadPruningJob(Job):
             "model": config.model,
             "model_accuracy": base,
             "instances": {"importance": len(scores), "evaluation": len(rows)},
-            "importance": {"attattr": attattr.tolist(), "taylor": taylor.tolist()},
+            "importance": {name: values.tolist() for name, values in importance.items()},
             "curves": {
                 name: {
                     "x": config.rates,
@@ -271,15 +279,19 @@ class HeadPruningJob(Job):
             todo = [row for row in source if row["idx"] not in writer.done]
             if writer.done:
                 log.info("%s: resuming, %d of %d instances scored", config.name, len(writer.done), len(source))
-            explainer = _attattr(config, model, tokenizer)
+            explainer = _attattr(config, model, tokenizer) if "attattr" in config.orders else None
             batches = H.Batches(todo, tokenizer, config.batch_size, config.max_length, device)
             bar = tqdm(total=len(todo), desc="head importance", unit="row", disable=not config.progress)
             for batch, rows in zip(batches.batches, batches.rows, strict=True):
-                maxima = H.attattr_head_maxima(explainer, batch).cpu()  # [B, L, heads]
-                taylor = H.taylor_head_scores(encoder, batch).cpu()  # [B, L, heads]
+                # [B, L, heads] each; an order that is not measured is not computed (null)
+                maxima = H.attattr_head_maxima(explainer, batch).cpu().tolist() if explainer else [None] * len(rows)
+                taylor = (
+                    H.taylor_head_scores(encoder, batch, config.taylor).cpu().tolist()
+                    if "taylor" in config.orders
+                    else [None] * len(rows)
+                )
                 writer.write(
-                    {"idx": row["idx"], "attattr": maxima[i].tolist(), "taylor": taylor[i].tolist()}
-                    for i, row in enumerate(rows)
+                    {"idx": row["idx"], "attattr": maxima[i], "taylor": taylor[i]} for i, row in enumerate(rows)
                 )
                 bar.update(len(rows))
             bar.close()

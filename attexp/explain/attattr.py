@@ -23,10 +23,13 @@ Token scores (the paper attributes edges, not tokens; attexp documents its aggre
 tokens i) and averages over the attributed layers, so each layer's share keeps completeness;
 `aggregate="cls"` keeps only the edges from [CLS] (i = 0), the position the classifier reads.
 
-Parity with the official code: zero baseline, the predicted class's probability as F (attexp explains
-`batch.targets`, which the explain stage sets to the prediction by default), and the left Riemann rule
+Parity with the official code: zero baseline, a class's probability as F and the left Riemann rule
 (alpha = 0, 1/m, ..., (m-1)/m) are the official code's; the paper's Eq. (3) is the right rule
-(alpha = 1/m, ..., 1): `rule="right"`. The official code defaults to m = 64 (16 x 4 batches); attexp to 20.
+(alpha = 1/m, ..., 1): `rule="right"`. The class is the prediction in its attribution-map and trigger scripts
+(generate_attrscore.py, run_adver_connection.py; attexp explains `batch.targets`, which the explain stage sets to
+the prediction by default) and the gold label in its head-pruning script (prune_head_with_attr.py; attexp's
+`head_pruning` job does the same). Its attribution-map script defaults to m = 64 (16 x 4 batches), its pruning
+script to m = 20; attexp to 20.
 """
 
 from __future__ import annotations

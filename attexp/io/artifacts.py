@@ -67,6 +67,11 @@ UNSET_NEUTRAL = {
     "student_layers": None,
     "branch_layers": None,
     "correlation_weight": 0.0,
+    # head_pruning: the Taylor criterion
+    "taylor": "michel",
+    # train_agent: the learning curve
+    "eval_every": None,
+    "eval_size": 64,
 }
 """Job keys added after artifacts were written, and the value that leaves the hash as it was, so that a
 finished job is not refused for a key it could not have had."""

@@ -93,8 +93,9 @@ class DistillSettings(TrainSettings):
 class AgentTrainSettings(LoopSettings):
     """Training an AttExplainer agent: `batch_size` instances per game batch, at most `episodes` batches and
     `max_seconds` of training (None: no limit; counted over resumes), a checkpoint every `checkpoint_every` and a
-    log line every `log_every` batches. `precision` autocasts the classifier's forwards (the games' cost); the
-    agent's own small network trains in float32."""
+    log line every `log_every` batches; with `eval_every`, a learning curve of the greedy agent on `eval_size`
+    held-out instances against a random policy on the same games. `precision` autocasts the classifier's forwards
+    (the games' cost); the agent's own small network trains in float32."""
 
     episodes: int = Field(1000, ge=1)
     precision: Precision | None = Field(
@@ -103,3 +104,10 @@ class AgentTrainSettings(LoopSettings):
     max_seconds: float | None = Field(None, gt=0)
     checkpoint_every: int = Field(20, ge=1)
     log_every: int = Field(10, ge=1)
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        description="the learning curve: every N game batches (and before the first and after the last), the greedy "
+        "agent plays the first `eval_size` validation instances; a uniformly random policy plays the same games once",
+    )
+    eval_size: int = Field(64, ge=1, description="held-out instances of the learning curve")

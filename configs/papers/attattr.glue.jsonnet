@@ -12,7 +12,9 @@
 // bert-base-cased fine-tuned per task (no checkpoint on the hub; the repo's defaults: lr 5e-5, 3 epochs, batch
 // 32, 128 tokens, warmup 0.1, seed 42); head importance from the first 200 dev examples with the gold label,
 // m = 20 Riemann steps from a zero baseline; accuracy on the whole dev set (MNLI: dev_matched) with 0, 10, ...,
-// 100% of the 144 heads masked, no retraining. Triggers: patterns from the first 500 training examples, kept
+// 100% of the 144 heads masked, no retraining. The code's Taylor baseline differentiates the sum of the logits
+// (not a loss) and takes |.| per token; the paper names Michel et al.'s criterion (gold-label cross-entropy, |.|
+// per instance), the default: the `.taylor_official` jobs add the code's. Triggers: patterns from the first 500 training examples, kept
 // above 0.02, inserted into every dev example; accuracy per gold class. GLUE's test labels are hidden, so
 // attexp's `test` is the dev set (as in the paper) and a slice of train is the fine-tuning's validation.
 // The pruning curves are figures whose values could not be read; the one number found is the trigger attack's on
@@ -71,6 +73,13 @@ local prune(task) = analysis(task) {
     note: "the figure's values could not be read (the repository holds no result files)" + standin_note,
   },
 };
+// the Taylor baseline as the paper's code computes it (the gradient of the sum of the logits, |.| per token; the
+// paper describes Michel et al.'s cross-entropy criterion, which `prune` uses): its order only, no attribution
+local prune_official(task) = prune(task) {
+  name: super.name + '.taylor_official',
+  orders: ['taylor'],
+  taylor: 'official',
+};
 local triggers = analysis('mnli') {
   job: 'triggers',
   name: prefix + '.triggers.mnli' + suffix,
@@ -95,5 +104,6 @@ local triggers = analysis('mnli') {
 {
   jobs: papers.unique(std.flattenArrays([setups[t].jobs for t in std.objectFields(tasks)]))
         + papers.unique([prune(t) for t in std.objectFields(tasks)])
+        + papers.unique([prune_official(t) for t in std.objectFields(tasks)])
         + [triggers],
 }

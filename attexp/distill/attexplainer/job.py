@@ -46,7 +46,10 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
     game batches to play at most. max_seconds (None): stop after this much training time (over resumes).
     limit: use only the first `limit` rows of the split. max_length (64): truncate inputs to this many tokens.
     game: the rules (task, done_threshold, max_steps, bins); agent: the DQN hyperparameters (paper defaults).
-    checkpoint_every (20) / log_every (10): game batches between checkpoints / logged means.
+    checkpoint_every (20) / log_every (10): game batches between checkpoints / logged means. eval_every (None) /
+    eval_size (64): the learning curve, the greedy agent on the first `eval_size` validation instances every
+    `eval_every` batches against a random policy on the same games (`learning_curve.jsonl`, the manifest's
+    `learning_curve` and `random_policy`).
     """
 
     job: Literal["train_agent"] = "train_agent"
@@ -84,6 +87,15 @@ class TrainAgentJob(Job):
         def on_log(metrics: dict) -> None:
             ctx.log_metrics(metrics, step=int(metrics["episode"]))
 
+        held_out = None
+        if config.eval_every is not None:  # the learning curve's games: held-out, the same at every point
+            held_out = data.read(DATASET, "validation.jsonl")[: config.eval_size]
+            if not held_out:
+                raise AttexpError(
+                    f"train_agent {config.name!r}: eval_every needs validation rows, and {config.data!r} has none. "
+                    f"Give the download job a validation split, or remove eval_every."
+                )
+            held_out = tokenize_rows(tokenizer, held_out, config.max_length)
         result = train(
             agent,
             victim,
@@ -93,6 +105,7 @@ class TrainAgentJob(Job):
             ctx.path("checkpoints"),
             device,
             on_log=on_log,
+            eval_features=held_out,
         )
         agent.save(ctx.path("agent"), extra={"victim": config.model, "episodes": result.episodes})
         write_jsonl(ctx.path("rewards.jsonl"), ({"idx": i, **row} for i, row in enumerate(result.history)))
@@ -119,6 +132,14 @@ class TrainAgentJob(Job):
             rewards_curve=curve,
             final=final,
         )
+        if result.learning_curve:  # greedy agent on held-out games against the random policy on the same games
+            ctx.manifest_extra.update(
+                learning_curve=result.learning_curve, random_policy=result.random_policy, heldout=len(held_out)
+            )
+            write_jsonl(
+                ctx.path("learning_curve.jsonl"),
+                ({"idx": i, **point} for i, point in enumerate(result.learning_curve)),
+            )
         ctx.tracker.summary({f"final_{k}": v for k, v in final.items()})
 
 

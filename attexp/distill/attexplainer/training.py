@@ -8,7 +8,11 @@ samples `batch_size` instances of similar length (seeded by the run's seed and t
 run draws the same batches it would have drawn), plays them to the end while the agent stores every transition
 and takes a learn step every `learn_every` game steps, and returns the batch's statistics. Handlers attached in
 one place log them, checkpoint the run every `checkpoint_every` batches, stop at `episodes` batches or after
-`max_seconds` (counted over resumes), and draw a progress bar.
+`max_seconds` (counted over resumes), and draw a progress bar. With `eval_every` and held-out instances, the
+learning curve: the greedy agent plays them before the first batch, every `eval_every` batches and after the last
+(`evaluate_policy`), against a uniformly random policy (`RandomPolicy`) that plays the same games once; both are
+kept in the checkpoint, so a resumed run continues the same curve. The training rewards (`history`) are not a
+learning curve: they include the exploration moves and come from ever-changing batches.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
+from torch import Tensor
 
 from attexp.distill.attexplainer.agent import Agent
 from attexp.distill.attexplainer.game import MaskingGame, Victim
@@ -80,9 +85,42 @@ def play(agent: Agent, game: MaskingGame, train: bool = False) -> dict[str, floa
     return summary
 
 
+class RandomPolicy:
+    """The baseline of the learning curve: every move uniform among the allowed positions (seeded)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, observation: Any, explore: bool = False) -> Tensor:
+        allowed = observation.allowed.cpu().numpy()
+        return torch.tensor([int(self.rng.choice(np.flatnonzero(row))) for row in allowed], dtype=torch.long)
+
+
+def evaluate_policy(
+    policy: Agent | RandomPolicy,
+    victim: Victim,
+    tokenizer: Any,
+    features: Sequence[dict[str, list[int]]],
+    settings: Any,
+    batch_size: int,
+    device: torch.device | str,
+) -> dict[str, float]:
+    """Play `features` in batches of `batch_size` (length-sorted) with `policy`, greedy and without learning;
+    the instance-weighted means of success rate, mask rate, reward and steps."""
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    totals: dict[str, float] = {}
+    for start in range(0, len(order), batch_size):
+        chunk = [features[i] for i in order[start : start + batch_size]]
+        summary = play(policy, start_game(settings, victim, tokenizer, chunk, device))
+        for key in ("success_rate", "mask_rate", "reward", "steps"):
+            totals[key] = totals.get(key, 0.0) + summary[key] * len(chunk)
+    return {key: round(value / len(features), 4) for key, value in totals.items()}
+
+
 @dataclass
 class TrainResult:
-    """What `train` did: batches played, wall-clock and CPU seconds spent (all runs), per-batch statistics."""
+    """What `train` did: batches played, wall-clock and CPU seconds spent (all runs), per-batch statistics, and
+    the learning curve (greedy agent on held-out games) with the random policy's result on the same games."""
 
     episodes: int
     seconds: float
@@ -90,6 +128,8 @@ class TrainResult:
     resumed_from: int
     stopped_by: str
     history: list[dict[str, float]] = field(default_factory=list)
+    learning_curve: list[dict[str, float]] = field(default_factory=list)
+    random_policy: dict[str, float] | None = None
 
 
 def train(
@@ -101,8 +141,10 @@ def train(
     checkpoint_dir: Path,
     device: torch.device | str,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    eval_features: Sequence[dict[str, list[int]]] | None = None,
 ) -> TrainResult:
-    """Train `agent` on games over `features` (encoded instances); resumes from `checkpoint_dir/last.*`."""
+    """Train `agent` on games over `features` (encoded instances); resumes from `checkpoint_dir/last.*`.
+    `eval_features` (with `settings.eval_every`): the held-out instances of the learning curve."""
     checkpoint = Path(checkpoint_dir) / CHECKPOINT
     pickled = Path(checkpoint_dir) / PICKLED
     if pickled.exists():
@@ -111,14 +153,39 @@ def train(
             f"Delete it ({pickled}) to train from the start; checkpoints are now written as safetensors + JSON."
         )
     history: list[dict[str, float]] = []
+    curve: dict[str, Any] = {"points": [], "random": None}
     done_before, seconds_before, cpu_before = 0, 0.0, 0.0
     if checkpoints.exists(checkpoint):
         state = checkpoints.load_state(checkpoint, device=agent.device)
         agent.load_state_dict(state["agent"])
         done_before, seconds_before, history = int(state["episode"]), float(state["seconds"]), list(state["history"])
         cpu_before = float(state.get("cpu_seconds", 0.0))
+        curve = {"points": list(state.get("learning_curve", [])), "random": state.get("random_policy")}
         log.info("resuming agent training after %d game batches (%.0f s)", done_before, seconds_before)
     clock = {"episode": done_before, "seconds": seconds_before, "cpu_seconds": cpu_before}
+    evaluating = bool(settings.eval_every and eval_features)
+
+    def evaluate(episode: int) -> None:
+        """A point of the learning curve (and, once, the random policy on the same games)."""
+        if curve["points"] and curve["points"][-1]["episode"] == episode:
+            return
+        if curve["random"] is None:
+            random_policy = RandomPolicy(settings.seed)
+            curve["random"] = evaluate_policy(
+                random_policy, victim, tokenizer, eval_features, agent.game, settings.batch_size, device
+            )
+            log.info("learning curve: random policy %s", curve["random"])
+        point = {
+            "episode": episode,
+            **evaluate_policy(agent, victim, tokenizer, eval_features, agent.game, settings.batch_size, device),
+        }
+        curve["points"].append(point)
+        log.info("learning curve: %s", point)
+        if on_log is not None:
+            on_log({"episode": episode, **{f"heldout_{k}": v for k, v in point.items() if k != "episode"}})
+
+    if evaluating and not curve["points"]:
+        evaluate(done_before)  # the untrained agent: the curve's first point
     started, cpu_started = time.perf_counter(), time.process_time()
     stopped = {"by": "episodes"}
 
@@ -154,8 +221,10 @@ def train(
         if on_log is not None and clock["episode"] % settings.log_every == 0:
             on_log(_mean(history[-settings.log_every :], clock["episode"], clock["seconds"]))
         out_of_time = settings.max_seconds is not None and clock["seconds"] >= settings.max_seconds
+        if evaluating and (clock["episode"] % settings.eval_every == 0 or out_of_time):
+            evaluate(clock["episode"])
         if clock["episode"] % settings.checkpoint_every == 0 or out_of_time:
-            save_checkpoint(checkpoint, agent, clock, history)
+            save_checkpoint(checkpoint, agent, clock, history, curve)
         if out_of_time:
             stopped["by"] = "max_seconds"
             engine.terminate()
@@ -170,15 +239,32 @@ def train(
         engine.run(batches(), max_epochs=1, epoch_length=remaining)
     elif out_of_time:
         stopped["by"] = "max_seconds"
+    if evaluating:
+        evaluate(clock["episode"])  # the last point: where training stopped
     agent.net.eval()
-    return TrainResult(clock["episode"], clock["seconds"], clock["cpu_seconds"], done_before, stopped["by"], history)
+    return TrainResult(
+        clock["episode"],
+        clock["seconds"],
+        clock["cpu_seconds"],
+        done_before,
+        stopped["by"],
+        history,
+        curve["points"],
+        curve["random"],
+    )
 
 
-def save_checkpoint(path: Path, agent: Agent, clock: dict[str, float], history: list[dict]) -> None:
-    """Atomically write the resumable training state (agent, optimizer, counters, clocks, history)."""
+def save_checkpoint(
+    path: Path, agent: Agent, clock: dict[str, float], history: list[dict], curve: dict[str, Any] | None = None
+) -> None:
+    """Atomically write the resumable training state (agent, optimizer, counters, clocks, history, learning
+    curve)."""
+    curve = curve or {"points": [], "random": None}
     state = {
         "agent": agent.state_dict(),
         "history": history,
+        "learning_curve": curve["points"],
+        "random_policy": curve["random"],
         **{k: clock[k] for k in ("episode", "seconds", "cpu_seconds")},
     }
     checkpoints.save_state(path, state)
