@@ -99,6 +99,11 @@ def test_paper_config_runs_on_the_tiny_stand_in_with_the_paper_table_beside(conf
         assert all(c["measured"] is not None for c in paper["comparison"]), path  # every paper number has a row
         assert "Paper: " in (path.parent / "table.md").read_text()
     assert "Open:" in out
+    # the stand-in classifier learned something (a chance-level one would make every table shape-only)
+    trained = sorted((base / "models").glob("*.train.tiny/manifest.json"))
+    assert trained
+    for manifest in trained:
+        assert json.loads(manifest.read_text())["test"]["accuracy"] > 0.55, manifest
 
 
 def test_a_paper_block_without_numbers_must_say_why():

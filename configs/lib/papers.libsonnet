@@ -29,7 +29,8 @@ local rt = import 'rotten_tomatoes.libsonnet';
       data: prefix + '.download',
       model: stand,
       max_length: 128,
-    } + (if standin == 'tiny' then { epochs: 2, batch_size: 32, lr: 1e-3, progress: false }
+    // tiny: 2,000 sentences x 4 epochs is the least that learns (about 0.67 test accuracy; 400 x 2 stayed at 0.5)
+    } + (if standin == 'tiny' then { epochs: 4, batch_size: 32, lr: 1e-3, progress: false }
          else { epochs: 2, batch_size: 32, lr: 5e-5 });
     local finetuned(name) = defaults {
       job: 'train',
@@ -48,7 +49,7 @@ local rt = import 'rotten_tomatoes.libsonnet';
         job: 'download',
         name: prefix + '.download',
         source: rt.source,
-        [if standin == 'tiny' then 'limit']: { train: 400, validation: 50, test: 40 },
+        [if standin == 'tiny' then 'limit']: { train: 2000, validation: 50, test: 40 },
       }, train],
       data: prefix + '.download',
       // one stand-in classifier for every checkpoint: the rows of each checkpoint keep their names
