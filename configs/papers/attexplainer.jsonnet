@@ -69,6 +69,9 @@ local agent(name, task) = defaults {
   agent: { lr: 1e-4, batch_size: 256, replay_capacity: 10000, target_sync: 100, gamma: 0.9, learn_every: 10 },
   checkpoint_every: 10,
   log_every: 10,
+  // the learning curve: the greedy agent on held-out validation games against a random policy on the same games
+  eval_every: if tiny then 2 else if standin == 'minilm' then 10 else 100,
+  eval_size: if tiny then 8 else if standin == 'minilm' then 64 else 256,
   progress: false,
 };
 local samples = if tiny then 10 else 100;  // the tiny stand-in (the tests) keeps the perturbation methods cheap
