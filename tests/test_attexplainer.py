@@ -297,6 +297,31 @@ def test_learning_curve_shows_the_agent_overtaking_the_random_policy(key_classif
     assert game.allowed[torch.arange(16), moves].all()
 
 
+def test_learning_curve_games_are_not_training_time(key_classifier, tmp_path, monkeypatch):
+    """The curve's evaluations (here made to take 2 s each) count neither in `seconds` nor toward max_seconds."""
+    import time
+
+    from attexp.distill.attexplainer import training
+    from attexp.train.settings import AgentTrainSettings
+
+    model, tokenizer = key_classifier
+    texts, _ = sentences(np.random.default_rng(1), 24, p_key=1.0)
+    features = tokenize_rows(tokenizer, [{"text": t} for t in texts], 32)
+    real = training.evaluate_policy
+
+    def slow(*args, **kwargs):
+        time.sleep(2.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_policy", slow)
+    settings = AgentTrainSettings(batch_size=8, episodes=2, eval_every=1, max_seconds=1.5, progress=False)
+    result = training_train(
+        small_agent(), Victim(model), tokenizer, features[:16], settings, tmp_path, "cpu", eval_features=features[16:]
+    )
+    assert result.episodes == 2 and result.stopped_by == "episodes"  # 6 s of curve did not use up 1.5 s
+    assert result.seconds < 1.5 and [p["episode"] for p in result.learning_curve] == [0, 1, 2]
+
+
 def test_save_and_load_round_trip(tmp_path):
     agent = Agent(AgentSettings(hidden=16), GameSettings(task="attack", bins=8), seed=3)
     agent.save(tmp_path / "agent", extra={"victim": "m"})

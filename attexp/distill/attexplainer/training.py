@@ -12,7 +12,8 @@ one place log them, checkpoint the run every `checkpoint_every` batches, stop at
 learning curve: the greedy agent plays them before the first batch, every `eval_every` batches and after the last
 (`evaluate_policy`), against a uniformly random policy (`RandomPolicy`) that plays the same games once; both are
 kept in the checkpoint, so a resumed run continues the same curve. The training rewards (`history`) are not a
-learning curve: they include the exploration moves and come from ever-changing batches.
+learning curve: they include the exploration moves and come from ever-changing batches. The curve's games do not
+count as training time (`max_seconds`, the reported seconds).
 """
 
 from __future__ import annotations
@@ -165,10 +166,13 @@ def train(
     clock = {"episode": done_before, "seconds": seconds_before, "cpu_seconds": cpu_before}
     evaluating = bool(settings.eval_every and eval_features)
 
+    paused = {"seconds": 0.0, "cpu_seconds": 0.0}  # time spent on the curve: not training time (max_seconds)
+
     def evaluate(episode: int) -> None:
         """A point of the learning curve (and, once, the random policy on the same games)."""
         if curve["points"] and curve["points"][-1]["episode"] == episode:
             return
+        wall, cpu = time.perf_counter(), time.process_time()
         if curve["random"] is None:
             random_policy = RandomPolicy(settings.seed)
             curve["random"] = evaluate_policy(
@@ -180,13 +184,15 @@ def train(
             **evaluate_policy(agent, victim, tokenizer, eval_features, agent.game, settings.batch_size, device),
         }
         curve["points"].append(point)
+        paused["seconds"] += time.perf_counter() - wall
+        paused["cpu_seconds"] += time.process_time() - cpu
         log.info("learning curve: %s", point)
         if on_log is not None:
             on_log({"episode": episode, **{f"heldout_{k}": v for k, v in point.items() if k != "episode"}})
 
+    started, cpu_started = time.perf_counter(), time.process_time()
     if evaluating and not curve["points"]:
         evaluate(done_before)  # the untrained agent: the curve's first point
-    started, cpu_started = time.perf_counter(), time.process_time()
     stopped = {"by": "episodes"}
 
     by_length = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
@@ -209,8 +215,8 @@ def train(
     @engine.on(Events.ITERATION_COMPLETED)
     def bookkeeping(engine: Engine) -> None:
         clock["episode"] += 1
-        clock["seconds"] = seconds_before + time.perf_counter() - started
-        clock["cpu_seconds"] = cpu_before + time.process_time() - cpu_started
+        clock["seconds"] = seconds_before + time.perf_counter() - started - paused["seconds"]
+        clock["cpu_seconds"] = cpu_before + time.process_time() - cpu_started - paused["cpu_seconds"]
         stats = {
             "episode": clock["episode"],
             **engine.state.output,
