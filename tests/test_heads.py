@@ -219,27 +219,29 @@ def test_official_taylor_is_the_per_token_logit_sum_gradient(tiny):
         model(**batch.model_inputs())
 
 
-def test_head_pruning_job_measures_only_the_orders_asked_for(tmp_path, run_cli):
-    """orders: [taylor] with the official criterion computes no attribution; its order follows that criterion."""
-    base = make_base(tmp_path / "base")
+def run_pruning(tmp_path: Path, run_cli, base: Path, **settings) -> Path:
+    """Run a head_pruning job on `make_base`'s tiny BERT (`settings` over the small defaults); its folder."""
     config = {
         "job": "head_pruning",
-        "name": "t.prune.official",
         "model": "t.train",
         "data": "t.data",
         "importance_size": 10,
-        "rates": [0, 50, 100],
-        "orders": ["taylor"],
-        "taylor": "official",
         "max_length": 32,
-        "plots": False,
         "progress": False,
+        **settings,
     }
-    path = tmp_path / "prune.json"
+    path = tmp_path / f"{config['name']}.json"
     path.write_text(json.dumps(config))
     code, _, err = run_cli(path, "--base-dir", base)
     assert code == 0, err
-    out = base / "logs" / "t.prune.official"
+    return base / "logs" / config["name"]
+
+
+def test_head_pruning_job_measures_only_the_orders_asked_for(tmp_path, run_cli):
+    """orders: [taylor] with the official criterion computes no attribution; its order follows that criterion."""
+    base = make_base(tmp_path / "base")
+    config = {"name": "t.prune.official", "rates": [0, 50, 100], "orders": ["taylor"], "taylor": "official"}
+    out = run_pruning(tmp_path, run_cli, base, **config, plots=False)
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["importance"]) == ["taylor"] and list(metrics["curves"]) == ["taylor"]
     scores = [json.loads(line) for line in (out / "head_scores.jsonl").read_text().splitlines()]
@@ -252,28 +254,15 @@ def test_head_pruning_job_measures_only_the_orders_asked_for(tmp_path, run_cli):
     by_hand = sum(H.taylor_head_scores(Encoder(model), b, "official").sum(dim=0) for b in batches.batches)
     torch.testing.assert_close(torch.tensor(metrics["importance"]["taylor"]), H.normalise_per_layer(by_hand))
     # the default criterion leaves a job's config hash as it was before the key existed
-    without = {k: v for k, v in config.items() if k != "taylor"}
-    assert config_hash({**config, "taylor": "michel"}) == config_hash(without)
+    job = {"job": "head_pruning", "model": "t.train", "data": "t.data", **config}
+    without = {k: v for k, v in job.items() if k != "taylor"}
+    assert config_hash({**job, "taylor": "michel"}) == config_hash(without)
 
 
 def test_head_pruning_job_writes_records_table_and_plot(tmp_path, run_cli):
     base = make_base(tmp_path / "base")
-    config = {
-        "job": "head_pruning",
-        "name": "t.prune",
-        "model": "t.train",
-        "data": "t.data",
-        "importance_size": 10,
-        "steps": 3,
-        "rates": [0, 25, 50, 75, 100],
-        "max_length": 32,
-        "progress": False,
-    }
-    path = tmp_path / "prune.json"
-    path.write_text(json.dumps(config))
-    code, _, err = run_cli(path, "--base-dir", base)
-    assert code == 0, err
-    out = base / "logs" / "t.prune"
+    config = {"name": "t.prune", "steps": 3, "rates": [0, 25, 50, 75, 100]}
+    out = run_pruning(tmp_path, run_cli, base, **config)
     for name in ("records.jsonl", "head_scores.jsonl", "metrics.json", "table.md", "plots/curve_pruning_curve.png"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
@@ -311,8 +300,7 @@ def test_head_pruning_job_writes_records_table_and_plot(tmp_path, run_cli):
     (out / "head_scores.jsonl.partial").write_text(json.dumps(first) + "\n" + lines[1] + "\n" + lines[2][:20])
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
-    code, _, err = run_cli(path, "--base-dir", base)
-    assert code == 0, err
+    assert run_pruning(tmp_path, run_cli, base, **config) == out  # the same job again: it resumes
     scores = [json.loads(line) for line in (out / "head_scores.jsonl").read_text().splitlines()]
     assert sorted(s["idx"] for s in scores) == list(range(10)) and scores[0]["attattr"][0][0] == 1000.0
     metrics = json.loads((out / "metrics.json").read_text())
