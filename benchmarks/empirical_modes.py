@@ -126,7 +126,7 @@ def main() -> None:
     print(
         f"{len(rows)} instances of {data}, batch {args.batch_size}, {torch.get_num_threads()} torch threads, "
         f"fastest of {args.repeats}; agreement and ERASER from {args.evaluation} "
-        f"({results[reference].get('instances')} instances)\n"
+        f"({(results.get(reference) or next(iter(results.values()))).get('instances')} instances)\n"
     )
     print(
         "| explainer | Spearman vs reference | MSE | top-5 overlap | comprehensiveness | sufficiency "

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
 from attexp.distill.empirical.explainer import EmpiricalConfig, EmpiricalExplainer
 from attexp.distill.empirical.model import (
@@ -227,6 +228,46 @@ def test_shared_predicts_as_the_classifier_and_saves_only_its_branch(classifier,
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
 
 
+def tiny_distilbert(vocab_size: int) -> DistilBertForSequenceClassification:
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=48, num_labels=2)
+    return DistilBertForSequenceClassification(config).eval()
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_shared_branch_starts_as_the_classifier_top_layers(classifier, family):
+    """branch_init 'top_layers' (the default where the layout allows it): run on the hidden states entering the
+    classifier's top layers, the fresh branch reproduces the classifier's last hidden states."""
+    bert, tokenizer = classifier
+    model = bert if family == "bert" else tiny_distilbert(tokenizer.vocab_size)
+    batch = padded_batch(tokenizer, ["a good movie", "the film was a dull and bad story"])
+    real = batch["attention_mask"] == 1
+    with torch.no_grad():
+        states = model(**batch, output_hidden_states=True).hidden_states
+    for layers in (1, 2):
+        shared = SharedExplainerModel(model, branch_layers=layers).eval()
+        assert shared.branch_init == "top_layers"
+        hidden = states[-1 - layers]
+        with torch.no_grad():
+            for layer in shared.branch:
+                hidden = layer(hidden, src_key_padding_mask=~real)
+        torch.testing.assert_close(hidden[real], states[-1][real], atol=2e-5, rtol=1e-4)
+        fresh = SharedExplainerModel(model, branch_layers=layers, branch_init="random").eval()
+        assert fresh.branch_init == "random"
+        with torch.no_grad():
+            other = fresh.branch[0](states[-1 - layers], src_key_padding_mask=~real)
+        assert not torch.allclose(other[real], states[-layers][real], atol=1e-2)
+
+
+def test_shared_branch_init_is_checked(classifier):
+    model, _ = classifier  # two layers
+    assert SharedExplainerModel(model, branch_layers=3).branch_init == "random"  # nothing to copy: fresh
+    with pytest.raises(AttexpError, match="branch_layers=3 but the classifier has 2 layers.*branch_init: 'random'"):
+        SharedExplainerModel(model, branch_layers=3, branch_init="top_layers")
+    with pytest.raises(ValueError, match="branch_init is a setting of mode 'shared'"):
+        DistillSettings(branch_init="random")
+
+
 def test_masked_pearson_matches_numpy():
     torch.manual_seed(0)
     scores, targets = torch.randn(3, 7), torch.randn(3, 7)
@@ -277,6 +318,14 @@ def test_mode_settings_are_checked():
         DistillSettings(mode="shared", head="flat")
 
 
+def explain_all(explainer, model, tokenizer, rows: list[dict], target) -> list[dict]:
+    """The explain engine's records for `rows`, in batches of 4."""
+    batches = explain_rows(
+        explainer, model, tokenizer, rows, batch_size=4, max_length=32, target=target, device="cpu", progress=False
+    )
+    return [record for batch in batches for record in batch]
+
+
 def test_shared_explainer_uses_the_prediction_forward(classifier, tmp_path):
     """Through the explain engine: a shared explainer's records carry the classifier's own predictions, and the
     instance cost is the one prediction forward (a copy explainer's is two)."""
@@ -292,24 +341,73 @@ def test_shared_explainer_uses_the_prediction_forward(classifier, tmp_path):
         config = EmpiricalConfig(model=mode)
         explainer = EmpiricalExplainer(config, model, tokenizer, {mode: tmp_path / mode})
         assert explainer.predicts == (mode == "shared")
-        per_mode[mode] = [
-            r
-            for batch in explain_rows(
-                explainer,
-                model,
-                tokenizer,
-                rows,
-                batch_size=4,
-                max_length=32,
-                target="predicted",
-                device="cpu",
-                progress=False,
-            )
-            for r in batch
-        ]
+        per_mode[mode] = explain_all(explainer, model, tokenizer, rows, "predicted")
     for shared, copied in zip(per_mode["shared"], per_mode["copy"], strict=True):
         assert shared["idx"] == copied["idx"]
         assert shared["logits"] == pytest.approx(copied["logits"], abs=1e-5)  # the classifier's own forward
         assert (shared["forward_passes"], copied["forward_passes"]) == (1, 2)
         assert shared["backward_passes"] == copied["backward_passes"] == 0
         assert len(shared["attributions"]) == len(shared["input_ids"])
+
+
+def signed_records(tokenizer, texts: list[str], seed: int) -> list[dict]:
+    """Records explained for a random class each: class 1's scores are SCORED, class 0's their negatives (as a
+    teacher's scores for the two logits of a binary classifier roughly are)."""
+    rng = random.Random(seed)
+    out = []
+    for record in records(tokenizer, texts):
+        target = rng.randint(0, 1)
+        sign = 1.0 if target == 1 else -1.0
+        out.append(dict(record, target=target, attributions=[sign * a for a in record["attributions"]]))
+    return out
+
+
+def test_class_head_learns_what_a_single_output_cannot(classifier, tmp_path):
+    """The teacher's scores flip sign with the explained class, which the input does not show: a one-output
+    head can only learn their mean (about 0); the per-class head is told the class and learns both."""
+    model, tokenizer = classifier
+    train, val = signed_records(tokenizer, sentences(192, 1), 1), signed_records(tokenizer, sentences(48, 2), 2)
+    common = dict(mode="shared", epochs=8, batch_size=16, lr=3e-3, max_length=32, progress=False, patience=5)
+    results = {}
+    for head in ("token", "class"):
+        results[head] = distill(model, train, val, DistillSettings(head=head, **common), tmp_path / head, "cpu")
+    assert results["class"].best_val_mse < 0.3 * results["token"].best_val_mse
+    explainer = results["class"].model.eval()
+    batch = padded_batch(tokenizer, ["good great dull bad"] * 2)
+    with torch.no_grad():
+        scores = explainer(batch["input_ids"], batch["attention_mask"], targets=torch.tensor([1, 0]))[:, 1:-1]
+    assert scores[0].tolist() == sorted(scores[0].tolist(), reverse=True)  # class 1: good > great > dull > bad
+    assert scores[1].tolist() == sorted(scores[1].tolist())  # class 0: the reverse
+    results["class"].model.save_pretrained(tmp_path / "saved")
+    loaded = load_explainer(tmp_path / "saved", model)
+    with torch.no_grad():
+        assert torch.equal(
+            loaded(batch["input_ids"], batch["attention_mask"], targets=torch.tensor([1, 0]))[:, 1:-1], scores
+        )
+        logits, predicted = loaded.predict_and_explain(batch["input_ids"], batch["attention_mask"])
+        by_argmax = loaded(batch["input_ids"], batch["attention_mask"], targets=logits.argmax(dim=-1))
+    assert torch.equal(predicted, by_argmax)  # no targets: the predicted class
+    unlabelled = [{k: v for k, v in r.items() if k != "target"} for r in train]
+    with pytest.raises(AttexpError, match="records have no 'target'"):
+        distill(model, unlabelled, val, DistillSettings(head="class", **common), tmp_path / "none", "cpu")
+    with pytest.raises(ValueError, match="head 'class' .* is a head of mode 'shared'"):
+        DistillSettings(mode="copy", head="class")
+
+
+def test_class_head_explains_the_engines_target(classifier, tmp_path):
+    """Through the explain engine, a per-class shared explainer returns the column of the target policy's class."""
+    model, tokenizer = classifier
+    torch.manual_seed(0)
+    explainer_model = SharedExplainerModel(model, branch_layers=1, head="class").eval()
+    explainer_model.save_pretrained(tmp_path / "class" / "model")
+    explainer = EmpiricalExplainer(EmpiricalConfig(model="class"), model, tokenizer, {"class": tmp_path / "class"})
+    rows = [{"idx": i, "text": t, "label": i % 2} for i, t in enumerate(sentences(6, 4))]
+    by_target = {}
+    for target in (0, 1, "label"):
+        by_target[target] = {r["idx"]: r for r in explain_all(explainer, model, tokenizer, rows, target)}
+    for row in rows:
+        fixed = [by_target[c][row["idx"]]["attributions"] for c in (0, 1)]
+        assert fixed[0] != pytest.approx(fixed[1], abs=1e-4)  # the two classes' columns differ
+        chosen = by_target["label"][row["idx"]]
+        assert chosen["target"] == row["label"]
+        assert chosen["attributions"] == pytest.approx(fixed[row["label"]], abs=1e-6)

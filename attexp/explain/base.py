@@ -78,9 +78,9 @@ class Explainer(abc.ABC):
     the model's config.json before any job runs), `mixed_precision` (the engine runs `explain` under the job's
     `precision` autocast; False, the default, keeps it in float32 whatever the job's precision: gradient methods).
     `predicts` (instance attribute): the explainer gives the prediction with the explanation from one forward of
-    the classifier, `predict_and_explain(input_ids, attention_mask, token_type_ids) -> (logits [B, C],
+    the classifier, `predict_and_explain(input_ids, attention_mask, token_type_ids, targets) -> (logits [B, C],
     Explanation)`, and the engine uses that forward instead of its own prediction forward (e.g. a `shared`
-    empirical explainer). Such an explainer explains the class it was trained to explain, whatever the target.
+    empirical explainer); `targets` is the engine's target policy as a function of the logits ([B, C] -> [B]).
     """
 
     architectures: ClassVar[frozenset[str] | None] = None

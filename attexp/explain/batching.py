@@ -141,8 +141,12 @@ def explain_rows(
             began = time.perf_counter()
             mixed = autocast(device, precision if explainer.mixed_precision else None)
             if explainer.predicts:  # one forward gives the prediction and the explanation
+
+                def targets_of(logits: Tensor, rows: Sequence[dict] = batch_rows) -> Tensor:
+                    return _targets(target, logits.float().softmax(dim=-1), rows)
+
                 with torch.inference_mode(), mixed:
-                    logits, explanation = explainer.predict_and_explain(ids, mask, types)
+                    logits, explanation = explainer.predict_and_explain(ids, mask, types, targets_of)
                 logits = logits.float()  # [B, C]
                 targets = _targets(target, logits.softmax(dim=-1), batch_rows)  # [B]
                 batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())

@@ -66,6 +66,7 @@ UNSET_NEUTRAL = {
     "mode": "copy",
     "student_layers": None,
     "branch_layers": None,
+    "branch_init": None,
     "correlation_weight": 0.0,
     # head_pruning: the Taylor criterion
     "taylor": "michel",

@@ -141,7 +141,8 @@ class Layer:
     module: the whole layer (`module(hidden [B,T,H], mask) -> [B,T,H]`); attention: the module that calls the
     attention function (owns query/key/value); output: the attention output projection (heads -> hidden);
     norm: the LayerNorm applied to output + residual; feed_forward: LayerNorm output -> layer output (the
-    feed-forward block with its residual and second LayerNorm).
+    feed-forward block with its residual and second LayerNorm), whose parts are `ffn_in` (hidden -> intermediate,
+    before the activation), `ffn_out` (intermediate -> hidden) and `ffn_norm` (the LayerNorm after its residual).
     """
 
     module: nn.Module
@@ -152,6 +153,9 @@ class Layer:
     output: nn.Linear
     norm: nn.LayerNorm
     feed_forward: Callable[[Tensor], Tensor]
+    ffn_in: nn.Linear
+    ffn_out: nn.Linear
+    ffn_norm: nn.LayerNorm
 
 
 def _bert_layer(layer: nn.Module) -> Layer:
@@ -165,6 +169,9 @@ def _bert_layer(layer: nn.Module) -> Layer:
         output=attention.output.dense,
         norm=attention.output.LayerNorm,
         feed_forward=lambda x: layer.output(layer.intermediate(x), x),
+        ffn_in=layer.intermediate.dense,
+        ffn_out=layer.output.dense,
+        ffn_norm=layer.output.LayerNorm,
     )
 
 
@@ -179,6 +186,9 @@ def _distilbert_layer(layer: nn.Module) -> Layer:
         output=attention.out_lin,
         norm=layer.sa_layer_norm,
         feed_forward=lambda x: layer.output_layer_norm(layer.ffn(x) + x),
+        ffn_in=layer.ffn.lin1,
+        ffn_out=layer.ffn.lin2,
+        ffn_norm=layer.output_layer_norm,
     )
 
 

@@ -73,7 +73,8 @@ def pad_collate(features: Sequence[Mapping[str, Any]], pad_token_id: int) -> dic
     """Stack features into a batch padded to its longest sequence.
 
     Always gives `input_ids` and `attention_mask` [B, T]; `token_type_ids` [B, T] when the features have them;
-    `labels` [B] from `label`; `attributions` [B, T] (float, 0 on padding) for explainer distillation.
+    `labels` [B] from `label`; `attributions` [B, T] (float, 0 on padding) and `targets` [B] (the class each
+    was explained for, when every feature has a `target`) for explainer distillation.
     """
     ids, mask, types = pad_features(features, pad_token_id)  # each [B, T]
     batch = {"input_ids": ids, "attention_mask": mask}
@@ -86,6 +87,8 @@ def pad_collate(features: Sequence[Mapping[str, Any]], pad_token_id: int) -> dic
             batch["attributions"][row, : len(feature["attributions"])] = torch.tensor(feature["attributions"])
     if "label" in first:
         batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.long)
+    if all("target" in f for f in features):
+        batch["targets"] = torch.tensor([f["target"] for f in features], dtype=torch.long)
     return batch
 
 

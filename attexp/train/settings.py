@@ -60,16 +60,19 @@ class DistillSettings(TrainSettings):
 
     mode: `copy` (the paper's: a fine-tuned copy of the classifier's encoder), `student` (a copy of its first
     `student_layers` layers only: cheaper than one forward) or `shared` (the frozen classifier and a branch of
-    `branch_layers` transformer layers over its hidden states: one forward gives prediction and explanation).
-    head: `token` (a per-token regression head) or `flat` (emp-exp's decoder over the padded max_length x hidden
-    states, for parity; `copy` only). correlation_weight: weight of a per-instance (1 - Pearson correlation)
-    term added to the MSE, which rewards each instance's ranking whatever the scale of its scores. The fresh parts
+    `branch_layers` transformer layers over its hidden states, copies of its top layers to start with unless
+    `branch_init: 'random'`: one forward gives prediction and explanation).
+    head: `token` (a per-token regression head), `flat` (emp-exp's decoder over the padded max_length x hidden
+    states, for parity; `copy` only) or `class` (`shared` only: a per-token score for every class, the target's
+    read out, so the explainer explains whichever class is asked, as its teacher does).
+    correlation_weight: weight of a per-instance (1 - Pearson correlation) term added to the MSE, which rewards
+    each instance's ranking whatever the scale of its scores. The fresh parts
     of `shared` and `student` want a higher `lr` than a fine-tuned copy: on MiniLM, shared at 1e-3 and student at
     2e-4, both with correlation_weight 1 (configs/lib/convergence.libsonnet; benchmarks/README.md).
     """
 
     mode: Literal["copy", "student", "shared"] = "copy"
-    head: Literal["token", "flat"] = "token"
+    head: Literal["token", "flat", "class"] = "token"
     epochs: int = Field(5, ge=1)
     student_layers: int | None = Field(
         None, ge=1, description="student mode: layers kept (default: a third of the classifier's, at least 1)"
@@ -77,16 +80,24 @@ class DistillSettings(TrainSettings):
     branch_layers: int | None = Field(
         None, ge=0, description="shared mode: transformer layers of the branch (default 1)"
     )
+    branch_init: Literal["top_layers", "random"] | None = Field(
+        None,
+        description="shared mode: start the branch as a copy of the classifier's top layers or fresh (default: a "
+        "copy where the classifier's layout allows it)",
+    )
     correlation_weight: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _mode_settings(self) -> DistillSettings:
         if self.head == "flat" and self.mode != "copy":
             raise ValueError(f"head 'flat' is emp-exp's decoder for mode 'copy'; mode {self.mode!r} takes head 'token'")
+        if self.head == "class" and self.mode != "shared":
+            raise ValueError(f"head 'class' (a score per class) is a head of mode 'shared', not of mode {self.mode!r}")
         if self.student_layers is not None and self.mode != "student":
             raise ValueError(f"student_layers is a setting of mode 'student', not of mode {self.mode!r}")
-        if self.branch_layers is not None and self.mode != "shared":
-            raise ValueError(f"branch_layers is a setting of mode 'shared', not of mode {self.mode!r}")
+        for key in ("branch_layers", "branch_init"):
+            if getattr(self, key) is not None and self.mode != "shared":
+                raise ValueError(f"{key} is a setting of mode 'shared', not of mode {self.mode!r}")
         return self
 
 

@@ -6,17 +6,20 @@
 // order of cost, each empirical explainer a single point beside them, the random floor dashed.
 //
 // modes: empirical explainers distilled beside j.distill (the paper's `copy` mode), by name -> distill settings
-// (see DistillSettings: mode, student_layers, branch_layers, correlation_weight). Each adds a distill job
-// `<dataset>.distill.<variant>.<name>` and its explain job `<dataset>.explain.empirical.<variant>.<name>.test`.
+// (see DistillSettings: mode, head, student_layers, branch_layers, branch_init, correlation_weight). Each adds a
+// distill job `<dataset>.distill.<variant>.<name>` and its explain job
+// `<dataset>.explain.empirical.<variant>.<name>.test`.
 local defaults = import 'defaults.libsonnet';
 
 {
   // The fresh parts (the shared branch, the student's head) learn at a higher rate than a fine-tuned copy; the
   // correlation term and these rates were chosen on MiniLM (benchmarks/README.md, "The empirical explainer's
-  // modes"): shared 1 branch layer at lr 1e-3 beat 2 layers and lr 5e-5/5e-4.
+  // modes"): shared 1 branch layer at lr 1e-3 beat 2 layers and lr 5e-5/5e-4. The shared branch's per-class head
+  // (a score per class, the target's read out) and its start as a copy of the classifier's top layer (the
+  // default branch_init) were chosen on the validation sentences (benchmarks/README.md, "Which branch").
   modes: {
     student: { mode: 'student', lr: 2e-4, correlation_weight: 1.0, epochs: 10, patience: 3 },
-    shared: { mode: 'shared', lr: 1e-3, correlation_weight: 1.0, epochs: 10, patience: 3 },
+    shared: { mode: 'shared', head: 'class', lr: 1e-3, correlation_weight: 1.0, epochs: 10, patience: 3 },
   },
 
   pipeline(j, variant, dataset='rt', steps=[1, 2, 3, 5, 8, 12, 15], modes=self.modes):: {

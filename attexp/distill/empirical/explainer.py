@@ -8,7 +8,7 @@ like any other explainer, so its cost and faithfulness are measured the same way
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,8 +36,10 @@ class EmpiricalExplainer(Explainer):
     """Empirical explainer (Schwarzenberg et al., 2021): one forward pass of a distilled model per batch.
 
     The distilled model reads the same token ids as the classifier (it was built from the classifier and its
-    tokenizer) and predicts the scores its teacher gave for the target the teacher explained; it takes no
-    target, so `batch.targets` is not used (explain with the teacher's target policy, usually "predicted").
+    tokenizer) and predicts the scores its teacher gave. With a one-output head (`token`, `flat`) those are the
+    scores of the class the teacher explained and `batch.targets` is not used (explain with the teacher's target
+    policy, usually "predicted"); a `shared` explainer with `head: 'class'` scores every class and returns the
+    column of each instance's target.
     Specials: scored as the teacher scored them; padding gets exactly 0.
     Cost per instance: `copy` and `student` explainers run their own encoder after the prediction forward
     (1 forward, 0 backward passes; a student's forward is its fraction of the classifier's layers); a `shared`
@@ -58,11 +60,19 @@ class EmpiricalExplainer(Explainer):
         self.predicts = isinstance(self.explainer_model, SharedExplainerModel)
 
     def predict_and_explain(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        targets: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Explanation]:
-        """`shared` mode: the classifier's logits [B, C] and the explanation, from one classifier forward."""
+        """`shared` mode: the classifier's logits [B, C] and the explanation, from one classifier forward;
+        `targets` ([B], or a function of the logits; None: the predicted class) as in
+        `SharedExplainerModel.predict_and_explain`."""
         with torch.inference_mode():
-            logits, scores = self.explainer_model.predict_and_explain(input_ids, attention_mask, token_type_ids)
+            logits, scores = self.explainer_model.predict_and_explain(
+                input_ids, attention_mask, token_type_ids, targets
+            )
         size = input_ids.shape[0]
         explanation = Explanation(
             attributions=zero_padding(scores.float(), attention_mask),
@@ -73,7 +83,8 @@ class EmpiricalExplainer(Explainer):
 
     def explain(self, batch: Batch) -> Explanation:
         if self.predicts:  # called outside explain_rows (e.g. by a benchmark): the forward it would share
-            return self.predict_and_explain(batch.input_ids, batch.attention_mask, batch.token_type_ids)[1]
+            inputs = (batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.targets)
+            return self.predict_and_explain(*inputs)[1]
         with torch.inference_mode():
             # scores [B, T]
             scores = self.explainer_model(batch.input_ids, batch.attention_mask, batch.token_type_ids)

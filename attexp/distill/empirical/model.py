@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel
 
 from attexp.errors import AttexpError
+from attexp.models.encoder import Encoder
 
 HEAD_WEIGHTS = "explainer_head.safetensors"
 HEAD_SETTINGS = "explainer_head.json"
@@ -215,19 +216,43 @@ class ScalarMix(nn.Module):
         return self.gamma * sum(w * h for w, h in zip(weights, layers, strict=True))
 
 
+def feed_forward_size(config: transformers.PretrainedConfig) -> int:
+    """The classifier's feed-forward width: `intermediate_size` (BERT, RoBERTa, ELECTRA), `hidden_dim`
+    (DistilBERT), else 4 x the hidden size."""
+    for key in ("intermediate_size", "hidden_dim"):
+        if isinstance(getattr(config, key, None), int):
+            return int(getattr(config, key))
+    return 4 * int(config.hidden_size)
+
+
 class SharedExplainerModel(nn.Module):
     """The `shared` mode: the frozen classifier and a branch reading its hidden states.
 
     One classifier forward (`output_hidden_states=True`) gives the logits and, through the branch, the scores:
-    `ScalarMix` over the embedding output and every layer's output -> `branch_layers` fresh transformer layers
+    `ScalarMix` over the embedding output and every layer's output -> `branch_layers` transformer layers
     (the classifier's width, heads and feed-forward size; padding masked) -> dropout -> Linear(hidden, 1).
+    `branch_init="top_layers"` starts the branch's layers as copies of the classifier's top `branch_layers`
+    layers (BERT-family layouts, `attexp.models.encoder`); `"random"` starts them fresh; `None` copies where the
+    classifier's layout allows it, else starts fresh. Copying learns faster and agrees more with the teacher
+    (benchmarks/README.md, "Which branch").
+    `head="token"`: Linear(hidden, 1), the scores of the class the teacher explained, whatever the target asked;
+    `head="class"`: Linear(hidden, num_labels), one score per token and class, and the explanation is the column
+    of each instance's target (the predicted class unless given): a teacher's scores for one class are often the
+    other's with the sign flipped, which a single output must infer from the hidden states and a per-class
+    output is told.
     The classifier is never trained (its parameters are frozen and it stays in eval mode, dropout off), so its
     predictions are those of the classifier alone. Only the branch is saved; loading checks that the
     classifier it is given is the one it was trained on (`classifier_fingerprint`).
     """
 
     def __init__(
-        self, classifier: PreTrainedModel, branch_layers: int = 1, dropout: float | None = None, freeze: bool = True
+        self,
+        classifier: PreTrainedModel,
+        branch_layers: int = 1,
+        dropout: float | None = None,
+        freeze: bool = True,
+        branch_init: Literal["top_layers", "random"] | None = None,
+        head: Literal["token", "class"] = "token",
     ) -> None:
         super().__init__()
         config = classifier.config
@@ -243,7 +268,7 @@ class SharedExplainerModel(nn.Module):
             nn.TransformerEncoderLayer(
                 hidden,
                 config.num_attention_heads,
-                dim_feedforward=getattr(config, "intermediate_size", 4 * hidden),
+                dim_feedforward=feed_forward_size(config),
                 dropout=self.dropout_p,
                 activation="gelu",
                 batch_first=True,
@@ -251,11 +276,15 @@ class SharedExplainerModel(nn.Module):
             for _ in range(branch_layers)
         )
         self.dropout = nn.Dropout(self.dropout_p)
-        self.head = nn.Linear(hidden, 1)
+        if head not in ("token", "class"):
+            raise AttexpError(f'unknown shared-explainer head {head!r}; expected "token" or "class"')
+        self.head_type = head
+        self.head = nn.Linear(hidden, 1 if head == "token" else int(config.num_labels))
         self.fingerprint = classifier_fingerprint(classifier)
+        copied = branch_init != "random" and copy_top_layers(self, required=branch_init is not None)
+        self.branch_init = "top_layers" if copied else "random"
 
     mode = "shared"
-    head_type = "token"
 
     def train(self, mode: bool = True) -> SharedExplainerModel:
         super().train(mode)
@@ -266,24 +295,56 @@ class SharedExplainerModel(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("classifier.")]
 
     def predict_and_explain(
-        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        targets: Tensor | Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Logits [B, C] of the classifier and scores [B, T] (exactly 0 at padding) from one classifier forward."""
+        """Logits [B, C] of the classifier and scores [B, T] (exactly 0 at padding) from one classifier forward.
+
+        targets (`head="class"`; ignored by `"token"`): the class explained per instance, [B], or a function of
+        the logits giving it (the explain engine's target policy); None: the predicted class."""
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         with torch.no_grad():
             out = self.classifier(
                 input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs
             )
-        hidden = self.mix([h.detach() for h in out.hidden_states])  # [B, T, H]
+        if self.head_type == "class":
+            targets = targets(out.logits) if callable(targets) else targets
+            targets = out.logits.argmax(dim=-1) if targets is None else targets
+        return out.logits, self.explain_hidden_states(out.hidden_states, attention_mask, targets)
+
+    def explain_hidden_states(
+        self, hidden_states: Sequence[Tensor], attention_mask: Tensor, targets: Tensor | None = None
+    ) -> Tensor:
+        """Scores [B, T] (exactly 0 at padding) from the classifier's hidden states: the embedding output and
+        every layer's, each [B, T, H], as `output_hidden_states=True` returns them; `targets` [B] picks the
+        class column of a `head="class"` branch (required there)."""
+        hidden = self.mix([h.detach() for h in hidden_states])  # [B, T, H]
         padding = attention_mask == 0
         for layer in self.branch:
             hidden = layer(hidden, src_key_padding_mask=padding)
-        scores = self.head(self.dropout(hidden)).squeeze(-1)  # [B, T]
-        return out.logits, scores * attention_mask.to(scores.dtype)
+        per_class = self.head(self.dropout(hidden))  # [B, T, 1 or C]
+        if self.head_type == "token":
+            scores = per_class.squeeze(-1)
+        elif targets is None:
+            raise AttexpError("a shared explainer with head 'class' needs the targets to explain, one class each")
+        else:
+            column = targets.to(per_class.device).long().view(-1, 1, 1).expand(-1, per_class.shape[1], 1)
+            scores = per_class.gather(2, column).squeeze(-1)  # [B, T]
+        return scores * attention_mask.to(scores.dtype)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        """Scores [B, T]; exactly 0 where `attention_mask` is 0."""
-        return self.predict_and_explain(input_ids, attention_mask, token_type_ids)[1]
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
+        """Scores [B, T] (of `targets` [B] with `head="class"`, default the predicted class); exactly 0 where
+        `attention_mask` is 0."""
+        return self.predict_and_explain(input_ids, attention_mask, token_type_ids, targets)[1]
 
     def save_pretrained(self, directory: Path) -> None:
         """Write the branch weights and settings (not the classifier: it is the explained model itself)."""
@@ -298,10 +359,52 @@ class SharedExplainerModel(nn.Module):
             "mode": "shared",
             "branch_layers": self.branch_layers,
             "dropout": self.dropout_p,
+            "branch_init": self.branch_init,
+            "head": self.head_type,
+            "layer_norm_eps": self.branch[0].norm1.eps if len(self.branch) else None,  # copied layers take theirs
             "hidden_size": self.classifier.config.hidden_size,
             "classifier_sha256": self.fingerprint,
         }
         (directory / HEAD_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def copy_top_layers(model: SharedExplainerModel, required: bool) -> bool:
+    """Set the branch's layers to copies of the classifier's top `len(model.branch)` layers; returns whether it
+    did. Both are post-LayerNorm layers with the same parts; the activation may differ in approximation (e.g.
+    gelu_new), harmless for a starting point. Where the classifier's layout is not one `Encoder` reads or the
+    sizes differ, raises if `required`, else leaves the branch fresh."""
+    try:
+        source = Encoder(model.classifier).layers[-len(model.branch) :] if len(model.branch) else []
+        if len(source) < len(model.branch):
+            raise AttexpError(f"branch_layers={len(model.branch)} but the classifier has {len(source)} layers to copy")
+        pairs = list(zip(model.branch, source, strict=True))
+        for target, layer in pairs:
+            shapes = [
+                (target.linear1.weight.shape, layer.ffn_in.weight.shape),
+                (target.linear2.weight.shape, layer.ffn_out.weight.shape),
+                (target.self_attn.out_proj.weight.shape, layer.output.weight.shape),
+            ]
+            if any(a != b for a, b in shapes):
+                raise AttexpError(f"the classifier's layer sizes {[b for _, b in shapes]} differ from the branch's")
+    except AttexpError as err:
+        if required:
+            raise AttexpError(
+                f"branch_init 'top_layers' copies the classifier's top layers into the branch, which this classifier "
+                f"does not allow ({err}); set branch_init: 'random'"
+            ) from err
+        return False
+    with torch.no_grad():
+        for target, layer in pairs:
+            attention = target.self_attn
+            attention.in_proj_weight.copy_(torch.cat([layer.query.weight, layer.key.weight, layer.value.weight]))
+            attention.in_proj_bias.copy_(torch.cat([layer.query.bias, layer.key.bias, layer.value.bias]))
+            attention.out_proj.load_state_dict(layer.output.state_dict())
+            target.linear1.load_state_dict(layer.ffn_in.state_dict())
+            target.linear2.load_state_dict(layer.ffn_out.state_dict())
+            for norm, source_norm in ((target.norm1, layer.norm), (target.norm2, layer.ffn_norm)):
+                norm.load_state_dict(source_norm.state_dict())
+                norm.eps = source_norm.eps
+    return True
 
 
 def load_explainer(
@@ -312,13 +415,23 @@ def load_explainer(
     settings = read_settings(directory)
     if settings.get("mode", "copy") != "shared":
         return EmpiricalExplainerModel.from_pretrained(directory, device=device)
-    model = SharedExplainerModel(classifier, settings["branch_layers"], settings["dropout"], freeze=False)
+    model = SharedExplainerModel(
+        classifier,
+        settings["branch_layers"],
+        settings["dropout"],
+        freeze=False,
+        branch_init="random",  # the saved branch weights replace whatever it starts from
+        head=settings.get("head", "token"),
+    )
     if model.fingerprint != settings["classifier_sha256"]:
         raise AttexpError(
             f"the shared empirical explainer in {directory} was trained on another classifier than the one being "
             "explained (its weights differ): a shared explainer reads its own classifier's hidden states. Explain "
             "the classifier its distill job read, or distil one for this classifier."
         )
+    if settings.get("layer_norm_eps") is not None:  # not a weight: the state dict does not carry it
+        for layer in model.branch:
+            layer.norm1.eps = layer.norm2.eps = float(settings["layer_norm_eps"])
     missing, unexpected = model.load_state_dict(load_file(Path(directory) / HEAD_WEIGHTS), strict=False)
     if unexpected or any(not k.startswith("classifier.") for k in missing):
         raise AttexpError(f"{directory / HEAD_WEIGHTS} does not match a shared explainer of its settings")

@@ -44,6 +44,19 @@ class DistillResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def explainer_scores(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
+    """The explainer's scores [B, T] for a batch; a per-class (`head="class"`) explainer reads the column of
+    the class each record's teacher explained (`targets`, from the records' `target`)."""
+    if getattr(model, "head_type", None) != "class":
+        return model(**model_inputs(batch))
+    if "targets" not in batch:
+        raise AttexpError(
+            "head 'class' learns each record's scores as those of the class its teacher explained, but these "
+            "explanation records have no 'target'; re-run the explain job, or distil with head 'token'"
+        )
+    return model(**model_inputs(batch), targets=batch["targets"])
+
+
 def masked_mse(scores: Tensor, targets: Tensor, attention_mask: Tensor) -> Tensor:
     """Mean squared error over real tokens: scores, targets, attention_mask [B, T] -> scalar."""
     mask = attention_mask.to(scores.dtype)
@@ -66,7 +79,7 @@ def distill_loss(correlation_weight: float = 0.0) -> Callable[[torch.nn.Module, 
     `correlation_weight` x mean(1 - per-instance Pearson correlation)."""
 
     def loss(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
-        scores, targets, mask = model(**model_inputs(batch)), batch["attributions"], batch["attention_mask"]
+        scores, targets, mask = explainer_scores(model, batch), batch["attributions"], batch["attention_mask"]
         value = masked_mse(scores, targets, mask)
         if correlation_weight:
             value = value + correlation_weight * (1.0 - masked_pearson(scores.float(), targets, mask)).mean()
@@ -109,7 +122,7 @@ def create_explainer_evaluator(
     def step(engine: Engine, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         model.eval()
         batch = to_device(batch, device)
-        return model(**model_inputs(batch)), batch["attributions"], batch["attention_mask"]
+        return explainer_scores(model, batch), batch["attributions"], batch["attention_mask"]
 
     evaluator = Engine(step)
     MaskedMSE().attach(evaluator, "mse")
@@ -129,7 +142,8 @@ def token_type_ids_from_sep(input_ids: Sequence[int], sep_token_id: int) -> list
 def encode_records(
     records: Sequence[Mapping[str, Any]], max_length: int, sep_token_id: int | None = None
 ) -> list[dict[str, Any]]:
-    """Features `{"idx", "input_ids", "attributions"}` (+ `token_type_ids` when `sep_token_id` is given).
+    """Features `{"idx", "input_ids", "attributions"}` (+ `target`, the class the teacher explained, where the
+    record has one; + `token_type_ids` when `sep_token_id` is given).
 
     Records are never truncated (that would drop their final [SEP] and shift what the explainer sees);
     one longer than `max_length` is an error.
@@ -148,6 +162,8 @@ def encode_records(
                 f"max_length={max_length}; set max_length to at least the explain stage's max_length"
             )
         feature = {"idx": record.get("idx"), "input_ids": ids, "attributions": scores}
+        if record.get("target") is not None:
+            feature["target"] = int(record["target"])
         if sep_token_id is not None:
             feature["token_type_ids"] = token_type_ids_from_sep(ids, sep_token_id)
         features.append(feature)
@@ -166,7 +182,10 @@ def build_explainer(
     """A fresh explainer of `settings.mode` built from `classifier` (see `attexp.distill.empirical.model`)."""
     if settings.mode == "shared":
         return SharedExplainerModel(
-            classifier, branch_layers=1 if settings.branch_layers is None else settings.branch_layers
+            classifier,
+            branch_layers=1 if settings.branch_layers is None else settings.branch_layers,
+            branch_init=settings.branch_init,
+            head="class" if settings.head == "class" else "token",
         )
     layers = None
     if settings.mode == "student":
