@@ -588,6 +588,7 @@ def test_learning_curve_of_the_job_survives_a_kill(base_with_victim, run_cli, tm
         ({"agent": {"learn_evry": 2}}, "learn_every"),
         ({"max_seconds": 0}, "max_seconds"),
         ({"model": "syn.download"}, "download job"),
+        ({"split": "validation", "eval_every": 2}, "would not be held out"),
     ],
 )
 def test_config_errors_exit_2_before_any_work(base_with_victim, run_cli, tmp_path, overrides, fragment):

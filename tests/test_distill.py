@@ -362,12 +362,13 @@ def signed_records(tokenizer, texts: list[str], seed: int) -> list[dict]:
     return out
 
 
-def test_class_head_learns_what_a_single_output_cannot(classifier, tmp_path):
+@pytest.mark.parametrize("mode", ["shared", "student"])
+def test_class_head_learns_what_a_single_output_cannot(classifier, tmp_path, mode):
     """The teacher's scores flip sign with the explained class, which the input does not show: a one-output
     head can only learn their mean (about 0); the per-class head is told the class and learns both."""
     model, tokenizer = classifier
     train, val = signed_records(tokenizer, sentences(192, 1), 1), signed_records(tokenizer, sentences(48, 2), 2)
-    common = dict(mode="shared", epochs=8, batch_size=16, lr=3e-3, max_length=32, progress=False, patience=5)
+    common = dict(mode=mode, epochs=8, batch_size=16, lr=3e-3, max_length=32, progress=False, patience=5)
     results = {}
     for head in ("token", "class"):
         results[head] = distill(model, train, val, DistillSettings(head=head, **common), tmp_path / head, "cpu")
@@ -381,24 +382,31 @@ def test_class_head_learns_what_a_single_output_cannot(classifier, tmp_path):
     results["class"].model.save_pretrained(tmp_path / "saved")
     loaded = load_explainer(tmp_path / "saved", model)
     with torch.no_grad():
-        assert torch.equal(
-            loaded(batch["input_ids"], batch["attention_mask"], targets=torch.tensor([1, 0]))[:, 1:-1], scores
-        )
-        logits, predicted = loaded.predict_and_explain(batch["input_ids"], batch["attention_mask"])
-        by_argmax = loaded(batch["input_ids"], batch["attention_mask"], targets=logits.argmax(dim=-1))
-    assert torch.equal(predicted, by_argmax)  # no targets: the predicted class
+        again = loaded(batch["input_ids"], batch["attention_mask"], targets=torch.tensor([1, 0]))[:, 1:-1]
+        assert torch.equal(again, scores)
+        if mode == "shared":  # it has the logits: no targets means the predicted class
+            logits, predicted = loaded.predict_and_explain(batch["input_ids"], batch["attention_mask"])
+            by_argmax = loaded(batch["input_ids"], batch["attention_mask"], targets=logits.argmax(dim=-1))
+            assert torch.equal(predicted, by_argmax)
+        else:
+            with pytest.raises(AttexpError, match="needs the class to explain"):
+                loaded(batch["input_ids"], batch["attention_mask"])
+        with pytest.raises(AttexpError, match=r"targets \[1, 2\] do not name one class in 0..1"):
+            loaded(batch["input_ids"], batch["attention_mask"], targets=torch.tensor([1, 2]))
     unlabelled = [{k: v for k, v in r.items() if k != "target"} for r in train]
     with pytest.raises(AttexpError, match="records have no 'target'"):
         distill(model, unlabelled, val, DistillSettings(head="class", **common), tmp_path / "none", "cpu")
-    with pytest.raises(ValueError, match="head 'class' .* is a head of mode 'shared'"):
-        DistillSettings(mode="copy", head="class")
 
 
-def test_class_head_explains_the_engines_target(classifier, tmp_path):
-    """Through the explain engine, a per-class shared explainer returns the column of the target policy's class."""
+@pytest.mark.parametrize("mode", ["shared", "copy"])
+def test_class_head_explains_the_engines_target(classifier, tmp_path, mode):
+    """Through the explain engine, a per-class explainer returns the column of the target policy's class."""
     model, tokenizer = classifier
     torch.manual_seed(0)
-    explainer_model = SharedExplainerModel(model, branch_layers=1, head="class").eval()
+    if mode == "shared":
+        explainer_model = SharedExplainerModel(model, branch_layers=1, head="class").eval()
+    else:
+        explainer_model = EmpiricalExplainerModel.from_classifier(model, head="class").eval()
     explainer_model.save_pretrained(tmp_path / "class" / "model")
     explainer = EmpiricalExplainer(EmpiricalConfig(model="class"), model, tokenizer, {"class": tmp_path / "class"})
     rows = [{"idx": i, "text": t, "label": i % 2} for i, t in enumerate(sentences(6, 4))]

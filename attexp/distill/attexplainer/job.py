@@ -22,7 +22,7 @@ import shutil
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.distill.attexplainer.agent import Agent, AgentSettings
@@ -60,6 +60,16 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
     max_length: int = Field(64, ge=8)
     game: GameSettings = Field(default_factory=GameSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+
+    @model_validator(mode="after")
+    def _curve_is_held_out(self) -> TrainAgentConfig:
+        if self.eval_every is not None and self.split == "validation":
+            raise ValueError(
+                "eval_every plays the learning curve on the first eval_size validation rows, which split "
+                "'validation' trains on: the curve would not be held out. Train on split 'train' (or 'test'), or "
+                "remove eval_every"
+            )
+        return self
 
 
 @JOBS.register("train_agent", TrainAgentConfig)

@@ -38,8 +38,8 @@ class EmpiricalExplainer(Explainer):
     The distilled model reads the same token ids as the classifier (it was built from the classifier and its
     tokenizer) and predicts the scores its teacher gave. With a one-output head (`token`, `flat`) those are the
     scores of the class the teacher explained and `batch.targets` is not used (explain with the teacher's target
-    policy, usually "predicted"); a `shared` explainer with `head: 'class'` scores every class and returns the
-    column of each instance's target.
+    policy, usually "predicted"); with `head: 'class'` it scores every class and returns the column of each
+    instance's target.
     Specials: scored as the teacher scored them; padding gets exactly 0.
     Cost per instance: `copy` and `student` explainers run their own encoder after the prediction forward
     (1 forward, 0 backward passes; a student's forward is its fraction of the classifier's layers); a `shared`
@@ -87,7 +87,9 @@ class EmpiricalExplainer(Explainer):
             return self.predict_and_explain(*inputs)[1]
         with torch.inference_mode():
             # scores [B, T]
-            scores = self.explainer_model(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+            scores = self.explainer_model(
+                batch.input_ids, batch.attention_mask, batch.token_type_ids, targets=batch.targets
+            )
             scores = zero_padding(scores.float(), batch.attention_mask)
         size = len(batch)
         return Explanation(attributions=scores, forward_passes=[1] * size, backward_passes=[0] * size)

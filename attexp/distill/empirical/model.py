@@ -13,15 +13,19 @@ with many steps) into a model that produces them in one forward pass. Three desi
   states (a learned mix of every layer, `branch_layers` transformer layers, the regression head). One forward
   of the classifier gives the prediction and the explanation; its predictions are unchanged.
 
-Heads of `copy` and `student`:
+Heads (`head`):
 
 - `head="token"` (default): dropout + Linear(hidden, 1) applied to every token's final hidden state.
-- `head="flat"`: emp-exp's decoder, dropout + Linear(max_length * hidden, max_length) over the flattened hidden
-  states of the sequence padded to `max_length`. Hidden states at padded positions are zeroed before
-  flattening, which makes the output independent of how much padding a batch carries (emp-exp padded every
+- `head="class"`: dropout + Linear(hidden, num_labels), a score per token and class; the explanation is the column
+  of each instance's target class (`pick_class`). One output has to infer from the input which class the teacher
+  explained (a binary classifier's two classes get roughly opposite scores); a per-class head is told, and
+  explains whichever class is asked. Every mode takes it.
+- `head="flat"` (`copy` only): emp-exp's decoder, dropout + Linear(max_length * hidden, max_length) over the
+  flattened hidden states of the sequence padded to `max_length`. Hidden states at padded positions are zeroed
+  before flattening, which makes the output independent of how much padding a batch carries (emp-exp padded every
   input to `max_length`; real tokens' hidden states do not depend on padding, so this matches it).
 
-Scores at padding positions are exactly 0 in both cases.
+Scores at padding positions are exactly 0 with every head.
 """
 
 from __future__ import annotations
@@ -53,29 +57,29 @@ class EmpiricalExplainerModel(nn.Module):
     def __init__(
         self,
         encoder: PreTrainedModel,
-        head: Literal["token", "flat"] = "token",
+        head: Literal["token", "flat", "class"] = "token",
         max_length: int = 128,
         dropout: float | None = None,
     ) -> None:
         super().__init__()
-        if head not in ("token", "flat"):
-            raise AttexpError(f'unknown empirical-explainer head {head!r}; expected "token" or "flat"')
+        if head not in ("token", "flat", "class"):
+            raise AttexpError(f'unknown empirical-explainer head {head!r}; expected "token", "flat" or "class"')
         hidden = encoder.config.hidden_size
         self.encoder = encoder
         self.head_type = head
         self.max_length = max_length
         self.dropout_p = float(getattr(encoder.config, "hidden_dropout_prob", 0.1) if dropout is None else dropout)
         self.dropout = nn.Dropout(self.dropout_p)
-        if head == "token":
-            self.head = nn.Linear(hidden, 1)
-        else:
+        if head == "flat":
             self.head = nn.Linear(max_length * hidden, max_length)
+        else:
+            self.head = nn.Linear(hidden, 1 if head == "token" else int(encoder.config.num_labels))
 
     @classmethod
     def from_classifier(
         cls,
         classifier: PreTrainedModel,
-        head: Literal["token", "flat"] = "token",
+        head: Literal["token", "flat", "class"] = "token",
         max_length: int = 128,
         layers: int | None = None,
     ) -> EmpiricalExplainerModel:
@@ -93,8 +97,15 @@ class EmpiricalExplainerModel(nn.Module):
     def student_layers(self) -> int | None:
         return getattr(self.encoder.config, "attexp_student_of", None) and self.encoder.config.num_hidden_layers
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        """Scores [B, T] for input_ids [B, T]; exactly 0 where `attention_mask` is 0."""
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
+        """Scores [B, T] for input_ids [B, T] (of the classes `targets` [B]: required by `head="class"`, ignored
+        by the others); exactly 0 where `attention_mask` is 0."""
         length = input_ids.shape[1]
         if self.head_type == "flat" and length > self.max_length:
             raise AttexpError(
@@ -106,6 +117,8 @@ class EmpiricalExplainerModel(nn.Module):
         mask = attention_mask.to(hidden.dtype)  # [B, T]
         if self.head_type == "token":
             scores = self.head(self.dropout(hidden)).squeeze(-1)  # [B, T]
+        elif self.head_type == "class":
+            scores = pick_class(self.head(self.dropout(hidden)), targets)  # [B, T, C] -> [B, T]
         else:
             hidden = hidden * mask.unsqueeze(-1)  # padding carries nothing into the flat layer
             hidden = nn.functional.pad(hidden, (0, 0, 0, self.max_length - length))  # [B, L, H]
@@ -146,6 +159,20 @@ class EmpiricalExplainerModel(nn.Module):
         if device is not None:
             model.to(device)
         return model.eval()
+
+
+def pick_class(per_class: Tensor, targets: Tensor | None) -> Tensor:
+    """The column of each instance's target class: per_class [B, T, C], targets [B] -> [B, T]."""
+    if targets is None:
+        raise AttexpError("an empirical explainer with head 'class' needs the class to explain, one per instance")
+    targets = targets.to(per_class.device).long().reshape(-1)
+    batch, length, classes = per_class.shape
+    if targets.shape[0] != batch or bool(((targets < 0) | (targets >= classes)).any()):
+        raise AttexpError(
+            f"targets {targets.tolist()[:8]} do not name one class in 0..{classes - 1} for each of the {batch} "
+            f"instances of the batch; the explainer's head has one output per class of its classifier"
+        )
+    return per_class.gather(2, targets.view(-1, 1, 1).expand(-1, length, 1)).squeeze(-1)
 
 
 def read_settings(directory: Path) -> dict:
@@ -325,14 +352,8 @@ class SharedExplainerModel(nn.Module):
         padding = attention_mask == 0
         for layer in self.branch:
             hidden = layer(hidden, src_key_padding_mask=padding)
-        per_class = self.head(self.dropout(hidden))  # [B, T, 1 or C]
-        if self.head_type == "token":
-            scores = per_class.squeeze(-1)
-        elif targets is None:
-            raise AttexpError("a shared explainer with head 'class' needs the targets to explain, one class each")
-        else:
-            column = targets.to(per_class.device).long().view(-1, 1, 1).expand(-1, per_class.shape[1], 1)
-            scores = per_class.gather(2, column).squeeze(-1)  # [B, T]
+        outputs = self.head(self.dropout(hidden))  # [B, T, 1 or C]
+        scores = outputs.squeeze(-1) if self.head_type == "token" else pick_class(outputs, targets)  # [B, T]
         return scores * attention_mask.to(scores.dtype)
 
     def forward(
