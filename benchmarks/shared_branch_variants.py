@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attexp.distill.empirical.model import SharedExplainerModel  # noqa: E402
 from attexp.distill.empirical.training import encode_records, masked_mse, masked_pearson  # noqa: E402
+from attexp.evaluate.agreement import Spearman, SpearmanConfig  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 from attexp.train.engines import create_optimizer, make_loader, pad_collate  # noqa: E402
@@ -90,9 +90,10 @@ def batch_hidden(cache: list[Tensor], idxs: Sequence[int], width: int) -> list[T
 
 
 def score(model: SharedExplainerModel, cache: list[Tensor], features: list[dict]) -> tuple[float, float]:
-    """(mean per-instance Spearman with the targets over real tokens, MSE over real tokens)."""
+    """(mean per-instance Spearman with the targets over real tokens, by the evaluate stage's `spearman`
+    metric; MSE over real tokens)."""
     model.eval()
-    rhos, sq, count = [], 0.0, 0
+    mine, sq, count = [], 0.0, 0
     with torch.no_grad():
         for start in range(0, len(features), 64):
             idxs = list(range(start, min(start + 64, len(features))))
@@ -107,9 +108,9 @@ def score(model: SharedExplainerModel, cache: list[Tensor], features: list[dict]
                 a, b = scores[row, :n].numpy(), np.asarray(features[i]["attributions"])
                 sq += float(((a - b) ** 2).sum())
                 count += n
-                if n >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0:
-                    rhos.append(stats.spearmanr(a, b).statistic)
-    return float(np.mean(rhos)), sq / count
+                mine.append({"idx": i, "input_ids": features[i]["input_ids"], "attributions": a.tolist()})
+    teacher = [dict(f, idx=i) for i, f in enumerate(features)]  # input_ids and the teacher's attributions
+    return Spearman(SpearmanConfig()).compute(mine, teacher).summary["spearman"], sq / count
 
 
 def train_variant(
