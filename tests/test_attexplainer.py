@@ -8,6 +8,7 @@ word "good" occurs: its decision hangs on that one token, so an agent that learn
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -578,6 +579,106 @@ def test_learning_curve_of_the_job_survives_a_kill(base_with_victim, run_cli, tm
     # the default (no curve) leaves existing train_agent configs' hashes as they were
     job = agent_job()
     assert config_hash({**job, "eval_every": None, "eval_size": 64}) == config_hash(job)
+
+
+def test_a_finished_agent_is_continued_to_a_larger_budget(base_with_victim, run_cli, tmp_path, monkeypatch):
+    """continue_from: a new job starts from the finished agent's final state (its Q-network, counters, rewards
+    and learning curve) and trains on to its own budget; the finished job's files are left as they were."""
+    from attexp.distill.attexplainer import training
+    from attexp.distill.attexplainer.training import CHECKPOINT
+    from attexp.io.checkpoints import load_state
+
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps(agent_job(eval_every=2, eval_size=8)))
+    code, _, err = run_cli(first, "--base-dir", base_with_victim)
+    assert code == 0, err
+    before = base_with_victim / "models" / "syn.agent"
+    manifest_before = read_json(before / MANIFEST)
+    assert set(manifest_before["files"]) == {"rewards.jsonl", "state/last.safetensors", "state/last.json"}
+    assert not (before / "checkpoints").exists()
+    files_before = {p: p.read_bytes() for p in before.rglob("*") if p.is_file()}
+    final = load_state(before / "state" / CHECKPOINT)
+    assert final["episode"] == 4 and [p["episode"] for p in final["learning_curve"]] == [0, 2, 4]
+
+    real_play, seen = training.play, []
+
+    def watched(agent, game, train=False):  # the Q-network the continuation's first training game starts with
+        if train and not seen:
+            seen.append({k: v.clone() for k, v in agent.net.state_dict().items()})
+        return real_play(agent, game, train)
+
+    monkeypatch.setattr(training, "play", watched)
+    more = tmp_path / "more.json"
+    more.write_text(
+        json.dumps(agent_job(name="syn.agent.more", continue_from="syn.agent", episodes=7, eval_every=2, eval_size=8))
+    )
+    code, _, err = run_cli(more, "--base-dir", base_with_victim)
+    assert code == 0, err
+    for key, value in seen[0].items():
+        assert torch.equal(value, final["agent"]["net"][key]), key
+    folder = base_with_victim / "models" / "syn.agent.more"
+    manifest = read_json(folder / MANIFEST)
+    assert manifest["continued_from"] == {
+        "job": "syn.agent",
+        "episodes": 4,
+        "training_seconds": manifest_before["training_seconds"],
+    }
+    assert manifest["resumed_from_episode"] == 4 and manifest["episodes"] == 7
+    assert manifest["learn_steps"] > manifest_before["learn_steps"]
+    assert manifest["game_steps"] > manifest_before["game_steps"]
+    assert manifest["training_seconds"] >= manifest_before["training_seconds"]
+    rewards = read_jsonl(folder / "rewards.jsonl")
+    assert [r["episode"] for r in rewards] == list(range(1, 8))
+    assert rewards[:4] == read_jsonl(before / "rewards.jsonl")
+    assert [p["episode"] for p in manifest["learning_curve"]] == [0, 2, 4, 6, 7]
+    assert manifest["learning_curve"][:3] == manifest_before["learning_curve"]
+    assert manifest["random_policy"] == manifest_before["random_policy"]
+    assert {p: p.read_bytes() for p in before.rglob("*") if p.is_file()} == files_before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"episodes": 4}, "nothing left to train"),
+        ({"episodes": 3}, "nothing left to train"),
+        ({"episodes": 9, "game": {"done_threshold": 0.6, "max_steps": 4, "bins": 8}}, "game is"),
+        ({"episodes": 9, "seed": 7}, "seed is"),
+        ({"episodes": 9, "eval_every": 2, "eval_size": 4}, "set eval_size to 8"),
+        ({"episodes": 9, "continue_from": "syn.train"}, "train job"),
+    ],
+)
+def test_a_continuation_that_cannot_continue_exits_2(base_with_victim, run_cli, tmp_path, overrides, fragment):
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps(agent_job(eval_every=2, eval_size=8)))
+    code, _, err = run_cli(first, "--base-dir", base_with_victim)
+    assert code == 0, err
+    config = tmp_path / "more.json"
+    config.write_text(json.dumps(agent_job(**{"name": "syn.agent.more", "continue_from": "syn.agent", **overrides})))
+    code, _, err = run_cli(config, "--base-dir", base_with_victim)
+    assert code == 2 and fragment in err, err
+    assert not (base_with_victim / "models" / "syn.agent.more").exists()
+
+
+def test_continuing_in_one_pipeline_and_from_an_agent_without_a_final_state(base_with_victim, run_cli, tmp_path):
+    """In a pipeline the budget is checked against the earlier job's config; an agent finished before attexp
+    kept a final state cannot be continued exactly, and says so."""
+    pipeline = tmp_path / "pipeline.json"
+    jobs = [agent_job(), agent_job(name="syn.agent.more", continue_from="syn.agent", episodes=4)]
+    pipeline.write_text(json.dumps({"jobs": jobs}))
+    code, _, err = run_cli(pipeline, "--base-dir", base_with_victim)
+    assert code == 2 and "raise episodes above 4" in err, err
+    assert not (base_with_victim / "models").joinpath("syn.agent").exists()
+    jobs[1]["episodes"] = 6
+    pipeline.write_text(json.dumps({"jobs": jobs}))
+    code, _, err = run_cli(pipeline, "--base-dir", base_with_victim)
+    assert code == 0, err
+    assert read_json(base_with_victim / "models" / "syn.agent.more" / MANIFEST)["episodes"] == 6
+    # an agent without state/ (as attexp wrote them before it kept one)
+    shutil.rmtree(base_with_victim / "models" / "syn.agent" / "state")
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps(agent_job(name="syn.agent.later", continue_from="syn.agent", episodes=8)))
+    code, _, err = run_cli(later, "--base-dir", base_with_victim)
+    assert code == 1 and "no final training state" in err and "Train a new agent" in err, err
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ before any work. The order of operations:
 3. the shape: a job `{"job": ...}` or a pipeline `{"jobs": [...]}`;
 4. each job against its registered config type; components (`Registered` fields) against theirs;
 5. upstream references (`Upstream` fields): an earlier job of the pipeline or a finished artifact in the
-   base directory, of an accepted stage.
+   base directory, of an accepted stage, that the job agrees with (`JobConfig.check_upstream_jobs`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import _jsonnet
 from pydantic import BaseModel, ValidationError
 
 from attexp import registry
-from attexp.config.schema import JobConfig, Registered, Upstream
+from attexp.config.schema import JobConfig, Registered, Upstream, UpstreamJob
 from attexp.errors import ConfigError, did_you_mean
-from attexp.io.artifacts import cache_dir_of, find_artifact
+from attexp.io.artifacts import CONFIG, cache_dir_of, find_artifact
 
 _REGISTRIES = {
     "explainer": registry.EXPLAINERS,
@@ -381,6 +381,7 @@ def _check_upstream(
     plan: Plan, built: list[tuple[str, JobConfig | None, Any]], base_dir: Path, errors: list[str]
 ) -> None:
     earlier: dict[str, str] = {}  # name -> stage, of jobs before the current one
+    configs: dict[str, dict] = {}  # name -> resolved config, of jobs before the current one that validated
     broken: set[str] = set()  # earlier jobs that did not validate: their own errors are reported already
     all_names = {(job.name if job else _raw_name(item)[0]) for _, job, item in built} - {None}
     for loc, job, item in built:
@@ -391,12 +392,15 @@ def _check_upstream(
                 earlier[name] = stage or "?"
             continue
         sources: dict[str, str] = {}
+        seen: dict[str, UpstreamJob] = {}
         for where, name, stages in upstream_refs(job, loc):
             where = where or "(top level)"
             if name in broken:
                 continue
             if name in earlier:
                 stage, origin = earlier[name], "pipeline"
+                if name in configs:
+                    seen[name] = UpstreamJob(configs[name])
             elif name in all_names:
                 errors.append(f"{where}: {name!r} given, but that job runs later in this pipeline; move it earlier.")
                 continue
@@ -414,12 +418,25 @@ def _check_upstream(
                     errors.append(f"{where}: upstream job {name!r} at {artifact.dir} has not finished; rerun it first.")
                     continue
                 stage, origin = artifact.stage, str(artifact.dir)
+                seen[name] = UpstreamJob(_config_of(artifact.dir), artifact.dir)
             if stage not in stages:
                 errors.append(f"{where}: {name!r} is a {stage} job; allowed here: a {' or '.join(stages)} job.")
+                seen.pop(name, None)
                 continue
             sources[name] = origin
+        errors += [f"{loc or '(top level)'}: {problem}" for problem in job.check_upstream_jobs(seen)]
         plan.upstream[job.name] = sources
         earlier[job.name] = job.job
+        configs[job.name] = job.model_dump(mode="json")
+
+
+def _config_of(folder: Path) -> dict:
+    """A finished artifact's resolved config (`config.json`); {} where it has none that reads (made by hand)."""
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _check_models(

@@ -7,13 +7,16 @@ builds the config in code should get the same error (the loader reports it at th
 
 A job config names its upstream artifacts by job name with an `Upstream(...)` marker on the field; the loader
 checks that each such name is a job earlier in the same pipeline or a finished artifact in the base directory,
-and that its stage is one the field accepts.
+and that its stage is one the field accepts, then asks the job whether it agrees with them
+(`JobConfig.check_upstream_jobs`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
@@ -66,6 +69,22 @@ class JobConfig(StrictModel):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+    def check_upstream_jobs(self, upstream: Mapping[str, UpstreamJob]) -> list[str]:
+        """Problems between this job and the upstream jobs it names, found before anything runs (none by
+        default). `upstream`: {name: the job's resolved config and, for a finished artifact, its folder}. A stage
+        overrides this where its settings must agree with an upstream job's (a `train_agent` that continues
+        another agent's training)."""
+        return []
+
+
+@dataclass(frozen=True)
+class UpstreamJob:
+    """An upstream job as the loader sees it: its resolved config, and its folder when it is a finished artifact
+    (None for a job that runs earlier in the same pipeline)."""
+
+    config: dict[str, Any]
+    folder: Path | None = None
 
 
 class PaperNumbers(StrictModel):

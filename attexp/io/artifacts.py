@@ -73,6 +73,7 @@ UNSET_NEUTRAL = {
     # train_agent: the learning curve
     "eval_every": None,
     "eval_size": 64,
+    "continue_from": None,
 }
 """Job keys added after artifacts were written, and the value that leaves the hash as it was, so that a
 finished job is not refused for a key it could not have had."""

@@ -108,7 +108,10 @@ EVALUATION = RecordSchema(
 CLASSIFIER = RecordSchema("attexp.classifier", 1, files=("metrics.jsonl",), required=("epoch",))
 EMPIRICAL_EXPLAINER = RecordSchema("attexp.empirical_explainer", 1, files=("metrics.jsonl",), required=("epoch",))
 ATTEXPLAINER_AGENT = RecordSchema(
-    "attexp.attexplainer_agent", 1, files=("rewards.jsonl",), required=("idx", "episode", "reward")
+    "attexp.attexplainer_agent",
+    1,
+    files=("rewards.jsonl", "state/last.safetensors", "state/last.json"),
+    required=("idx", "episode", "reward"),
 )
 HEAD_PRUNING = RecordSchema("attexp.head_pruning", 1, files=("records.jsonl", "metrics.json", "table.md"))
 TRIGGERS = RecordSchema("attexp.triggers", 1, files=("records.jsonl", "metrics.json", "table.md"))

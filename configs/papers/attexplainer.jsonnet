@@ -13,7 +13,9 @@
 // steps, simulate batch 32, 256 tokens; done at delta_p >= 0.8 (0.7 for SST-2, the README's command) for the
 // explanation task, a flipped prediction for the attack. Budgets from the released weights' names (completed
 // steps: explainer 1M / 460k / 300k, attacker 1M / 3M / 300k game steps for emotion / SST-2 / SNLI); attexp counts
-// game batches (`episodes`), each at most 100 game steps, so episodes = steps / 100 is at least that budget.
+// game batches (`episodes`), each at most 100 game steps, so episodes = steps / 100 is at least that budget. An
+// agent stopped by `max_seconds` (the minilm stand-in's 25 minutes) is trained on by a new train_agent job with
+// `continue_from: '<agent job>'` and a larger budget (README, train_agent).
 // Victims: textattack/bert-base-uncased-SST-2 and textattack/bert-base-uncased-snli; for emotion the paper's
 // victim is an AdapterHub adapter (adapter-transformers), which plain transformers cannot load, so a BERT-base
 // fine-tuned on the same dataset stands in (bhadresh-savani/bert-base-uncased-emotion). The code trains the emotion

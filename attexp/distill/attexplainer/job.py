@@ -14,22 +14,33 @@ same command continues from its last checkpoint (the replay memory is not checkp
 batches). `max_seconds` caps the (wall-clock) training time, summed over resumed runs; the manifest also records
 the CPU seconds. The explain stage uses the agent through the `attexplainer` explainer
 (`{"type": "attexplainer", "agent": <job>}`).
+
+A finished job keeps its final training state in `state/` (the same two files, listed with their sha256 in the
+manifest), so that a longer run need not start over: a new train_agent job with `continue_from: <this job>` and a
+larger budget starts from that state (Q-network, target network, optimizer, counters, clocks, rewards and
+learning curve) and trains on, as a resumed run does, up to its own `episodes` / `max_seconds`, which count the
+batches and seconds of the job it continues. The finished job, and whatever was computed from it, stay as they
+were; the continuation is a job of its own, with the whole run's rewards and learning curve.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from attexp.config.schema import ClassifierRef, JobConfig, Upstream
+from attexp.config.schema import ClassifierRef, JobConfig, Upstream, UpstreamJob
 from attexp.distill.attexplainer.agent import Agent, AgentSettings
 from attexp.distill.attexplainer.game import GameSettings, Victim
-from attexp.distill.attexplainer.training import mask_token_id, train
+from attexp.distill.attexplainer.training import CHECKPOINT, mask_token_id, train
 from attexp.errors import AttexpError
-from attexp.io.files import write_jsonl
+from attexp.io import checkpoints
+from attexp.io.artifacts import MANIFEST, Artifact, verify_file
+from attexp.io.files import read_json, write_jsonl
 from attexp.io.records import ATTEXPLAINER_AGENT, DATASET
 from attexp.models.encoder import ENCODER_MODEL_TYPES
 from attexp.models.inputs import tokenize_rows
@@ -49,7 +60,9 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
     checkpoint_every (20) / log_every (10): game batches between checkpoints / logged means. eval_every (None) /
     eval_size (64): the learning curve, the greedy agent on the first `eval_size` validation instances every
     `eval_every` batches against a random policy on the same games (`learning_curve.jsonl`, the manifest's
-    `learning_curve` and `random_policy`).
+    `learning_curve` and `random_policy`). continue_from (None): a finished train_agent job to train on from (its
+    final state; the same victim, data, game, agent and batch settings, a larger budget: `episodes` and
+    `max_seconds` count its batches and seconds too).
     """
 
     job: Literal["train_agent"] = "train_agent"
@@ -60,6 +73,34 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
     max_length: int = Field(64, ge=8)
     game: GameSettings = Field(default_factory=GameSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    continue_from: Annotated[str | None, Upstream(("train_agent",))] = Field(
+        None,
+        description="a finished train_agent job whose final state this job trains on from, to a larger budget "
+        "(episodes and max_seconds count that job's batches and seconds too)",
+    )
+
+    def check_upstream_jobs(self, upstream: Mapping[str, UpstreamJob]) -> list[str]:
+        """`continue_from` names a run this job can continue: the same settings, a larger budget."""
+        if self.continue_from is None or self.continue_from not in upstream:
+            return []
+        before = upstream[self.continue_from]
+        mine = self.model_dump(mode="json")
+        where = f"continue_from {self.continue_from!r}"
+        problems = [
+            f"{where}: {key} is {before.config.get(key)!r} there and {mine[key]!r} here; a continuation plays the "
+            f"same games with the same agent. Set {key} to {before.config.get(key)!r}, or train a new agent."
+            for key in CONTINUED_SETTINGS
+            if before.config.get(key) != mine[key]
+        ]
+        curve_before = before.config.get("eval_every") is not None
+        if curve_before and self.eval_every is not None and before.config.get("eval_size") != self.eval_size:
+            problems.append(
+                f"{where}: its learning curve plays {before.config.get('eval_size')} held-out games and this job "
+                f"{self.eval_size}, so the curve would change games halfway; set eval_size to "
+                f"{before.config.get('eval_size')}."
+            )
+        problems += _budget_problems(self, before, where)
+        return problems
 
     @model_validator(mode="after")
     def _curve_is_held_out(self) -> TrainAgentConfig:
@@ -70,6 +111,53 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
                 "remove eval_every"
             )
         return self
+
+
+CONTINUED_SETTINGS = (
+    "model",
+    "data",
+    "split",
+    "limit",
+    "max_length",
+    "game",
+    "agent",
+    "seed",
+    "batch_size",
+    "precision",
+)
+"""What a continuation (`continue_from`) must share with the run it continues."""
+
+STATE = "state"
+"""A finished job's final training state (`state/last.safetensors` + `last.json`), read by `continue_from`."""
+STATE_SUFFIXES = (".safetensors", ".json")
+
+
+def _budget_problems(config: TrainAgentConfig, before: UpstreamJob, where: str) -> list[str]:
+    """Whether a continuation's budget leaves something to train. Its `episodes` and `max_seconds` count what the
+    run it continues played: from that run's manifest where it has finished, else from its config."""
+    if before.folder is not None:
+        try:
+            manifest = read_json(before.folder / MANIFEST)
+        except (OSError, ValueError):
+            manifest = {}
+        episodes, seconds = manifest.get("episodes"), manifest.get("training_seconds")
+        if isinstance(episodes, int) and isinstance(seconds, (int, float)):
+            if config.episodes > episodes and (config.max_seconds is None or config.max_seconds > seconds):
+                return []
+            time = "" if config.max_seconds is None else f" and max_seconds above {seconds}"
+            return [
+                f"{where}: nothing left to train: that job played {episodes} game batches in {seconds} s, and this "
+                f"job's budget (episodes {config.episodes}, max_seconds {config.max_seconds}) counts them. Raise "
+                f"episodes above {episodes}{time}."
+            ]
+    old_episodes, old_seconds = int(before.config.get("episodes") or 0), before.config.get("max_seconds")
+    more_time = old_seconds is not None and (config.max_seconds is None or config.max_seconds > old_seconds)
+    if not (config.episodes > old_episodes or more_time):  # the batches it will have played are not known yet
+        return [
+            f"{where}: raise episodes above {old_episodes} or max_seconds above {old_seconds}: this job's budget "
+            f"(episodes {config.episodes}, max_seconds {config.max_seconds}) counts that job's batches and seconds."
+        ]
+    return []
 
 
 @JOBS.register("train_agent", TrainAgentConfig)
@@ -97,6 +185,16 @@ class TrainAgentJob(Job):
         def on_log(metrics: dict) -> None:
             ctx.log_metrics(metrics, step=int(metrics["episode"]))
 
+        continued_from = None
+        if config.continue_from is not None:
+            before = ctx.upstream(config.continue_from)
+            if not checkpoints.exists(ctx.path("checkpoints") / CHECKPOINT):  # else: resuming this job itself
+                _start_from(before, ctx.path("checkpoints"))
+            continued_from = {
+                "job": before.name,
+                "episodes": before.manifest.get("episodes"),
+                "training_seconds": before.manifest.get("training_seconds"),
+            }
         held_out = None
         if config.eval_every is not None:  # the learning curve's games: held-out, the same at every point
             held_out = data.read(DATASET, "validation.jsonl")[: config.eval_size]
@@ -119,7 +217,7 @@ class TrainAgentJob(Job):
         )
         agent.save(ctx.path("agent"), extra={"victim": config.model, "episodes": result.episodes})
         write_jsonl(ctx.path("rewards.jsonl"), ({"idx": i, **row} for i, row in enumerate(result.history)))
-        shutil.rmtree(ctx.path("checkpoints"), ignore_errors=True)  # only needed to resume an interrupted run
+        _keep_state(ctx.path("checkpoints"), ctx.path(STATE))
         curve = _curve(result.history)
         last = result.history[-max(1, len(result.history) // 10) :] if result.history else []
         final = (
@@ -142,6 +240,8 @@ class TrainAgentJob(Job):
             rewards_curve=curve,
             final=final,
         )
+        if continued_from is not None:
+            ctx.manifest_extra["continued_from"] = continued_from
         if result.learning_curve:  # greedy agent on held-out games against the random policy on the same games
             ctx.manifest_extra.update(
                 learning_curve=result.learning_curve, random_policy=result.random_policy, heldout=len(held_out)
@@ -151,6 +251,38 @@ class TrainAgentJob(Job):
                 ({"idx": i, **point} for i, point in enumerate(result.learning_curve)),
             )
         ctx.tracker.summary({f"final_{k}": v for k, v in final.items()})
+
+
+def _start_from(before: Artifact, checkpoint_dir: Path) -> None:
+    """Copy a finished agent's final state (checked against its manifest) in as this job's checkpoint, which
+    `train` then resumes from."""
+    state = before.dir / STATE
+    if not checkpoints.exists(state / CHECKPOINT):
+        raise AttexpError(
+            f"continue_from {before.name!r}: {state} holds no final training state (agents trained before attexp "
+            f"kept it have none), so its training cannot be continued exactly. Train a new agent with the larger "
+            f"budget, or rerun {before.name!r} (--force) to get one."
+        )
+    for suffix in STATE_SUFFIXES:
+        verify_file(before.dir, f"{STATE}/{CHECKPOINT}{suffix}", before.manifest)
+    _copy_state(state, checkpoint_dir)
+
+
+def _keep_state(checkpoint_dir: Path, state_dir: Path) -> None:
+    """Keep the final checkpoint as the finished job's `state/`; the checkpoint folder goes only once both files
+    are copied, so a run killed in between still resumes (to an immediate finish)."""
+    _copy_state(checkpoint_dir, state_dir)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def _copy_state(source: Path, target: Path) -> None:
+    """Copy a checkpoint's two files, each through a temporary file, the JSON last: it marks a whole checkpoint
+    (`attexp.io.checkpoints`), so a copy cut short is never read as one."""
+    target.mkdir(parents=True, exist_ok=True)
+    for suffix in STATE_SUFFIXES:
+        tmp = target / f".{CHECKPOINT}{suffix}.tmp"
+        shutil.copyfile(source / f"{CHECKPOINT}{suffix}", tmp)
+        tmp.replace(target / f"{CHECKPOINT}{suffix}")
 
 
 def _curve(history: list[dict], points: int = 10) -> list[dict[str, float]]:

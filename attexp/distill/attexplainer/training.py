@@ -144,8 +144,9 @@ def train(
     on_log: Callable[[dict[str, float]], None] | None = None,
     eval_features: Sequence[dict[str, list[int]]] | None = None,
 ) -> TrainResult:
-    """Train `agent` on games over `features` (encoded instances); resumes from `checkpoint_dir/last.*`.
-    `eval_features` (with `settings.eval_every`): the held-out instances of the learning curve."""
+    """Train `agent` on games over `features` (encoded instances); resumes from `checkpoint_dir/last.*`, and
+    leaves the final state there. `eval_features` (with `settings.eval_every`): the held-out instances of the
+    learning curve."""
     checkpoint = Path(checkpoint_dir) / CHECKPOINT
     pickled = Path(checkpoint_dir) / PICKLED
     if pickled.exists():
@@ -245,8 +246,17 @@ def train(
         engine.run(batches(), max_epochs=1, epoch_length=remaining)
     elif out_of_time:
         stopped["by"] = "max_seconds"
+    if remaining <= 0 or out_of_time:
+        log.warning(
+            "nothing left to train: %d game batches and %.0f s played, of a budget of %d and %s s",
+            done_before,
+            seconds_before,
+            settings.episodes,
+            settings.max_seconds,
+        )
     if evaluating:
         evaluate(clock["episode"])  # the last point: where training stopped
+    save_checkpoint(checkpoint, agent, clock, history, curve)  # the final state: what a continuation starts from
     agent.net.eval()
     return TrainResult(
         clock["episode"],
