@@ -644,6 +644,7 @@ def test_a_finished_agent_is_continued_to_a_larger_budget(base_with_victim, run_
         ({"episodes": 9, "game": {"done_threshold": 0.6, "max_steps": 4, "bins": 8}}, "game is"),
         ({"episodes": 9, "seed": 7}, "seed is"),
         ({"episodes": 9, "eval_every": 2, "eval_size": 4}, "set eval_size to 8"),
+        ({"episodes": 9, "eval_every": None}, "set eval_every (e.g. 2)"),
         ({"episodes": 9, "continue_from": "syn.train"}, "train job"),
     ],
 )
@@ -659,26 +660,89 @@ def test_a_continuation_that_cannot_continue_exits_2(base_with_victim, run_cli, 
     assert not (base_with_victim / "models" / "syn.agent.more").exists()
 
 
-def test_continuing_in_one_pipeline_and_from_an_agent_without_a_final_state(base_with_victim, run_cli, tmp_path):
-    """In a pipeline the budget is checked against the earlier job's config; an agent finished before attexp
-    kept a final state cannot be continued exactly, and says so."""
+def test_continuing_in_one_pipeline_and_what_cannot_be_continued(base_with_victim, run_cli, tmp_path):
+    """In a pipeline the budget is checked against the earlier job's config, and again at run time against what
+    it played; an agent without a final state, or whose data was rerun since, cannot be continued exactly."""
     pipeline = tmp_path / "pipeline.json"
     jobs = [agent_job(), agent_job(name="syn.agent.more", continue_from="syn.agent", episodes=4)]
     pipeline.write_text(json.dumps({"jobs": jobs}))
     code, _, err = run_cli(pipeline, "--base-dir", base_with_victim)
-    assert code == 2 and "raise episodes above 4" in err, err
+    assert code == 2 and "raise episodes above 4:" in err and "max_seconds above" not in err, err
     assert not (base_with_victim / "models").joinpath("syn.agent").exists()
     jobs[1]["episodes"] = 6
     pipeline.write_text(json.dumps({"jobs": jobs}))
     code, _, err = run_cli(pipeline, "--base-dir", base_with_victim)
     assert code == 0, err
     assert read_json(base_with_victim / "models" / "syn.agent.more" / MANIFEST)["episodes"] == 6
-    # an agent without state/ (as attexp wrote them before it kept one)
-    shutil.rmtree(base_with_victim / "models" / "syn.agent" / "state")
+    # more time but fewer batches than were played: found when the state is read
+    short = tmp_path / "short.json"
+    short.write_text(
+        json.dumps(
+            {
+                "jobs": [agent_job(name="syn.agent.t", max_seconds=1000)]
+                + [agent_job(name="syn.agent.t2", continue_from="syn.agent.t", episodes=3, max_seconds=2000)]
+            }
+        )
+    )
+    code, _, err = run_cli(short, "--base-dir", base_with_victim)
+    assert code == 1 and "nothing left to train: that job played 4 game batches" in err, err
+    assert not (base_with_victim / "models" / "syn.agent.t2" / "checkpoints").exists()
+    # a job cannot continue itself
+    itself = tmp_path / "itself.json"
+    itself.write_text(json.dumps(agent_job(name="syn.agent.x", continue_from="syn.agent.x", episodes=8)))
+    code, _, err = run_cli(itself, "--base-dir", base_with_victim)
+    assert code == 2 and "is this job itself" in err, err
+    # the data rerun with another config since the agent trained on it
     later = tmp_path / "later.json"
     later.write_text(json.dumps(agent_job(name="syn.agent.later", continue_from="syn.agent", episodes=8)))
+    manifest_path = base_with_victim / "data" / "syn.download" / MANIFEST
+    data_manifest = read_json(manifest_path)
+    write_json(manifest_path, {**data_manifest, "config_hash": "0" * 64})
     code, _, err = run_cli(later, "--base-dir", base_with_victim)
-    assert code == 1 and "no final training state" in err and "Train a new agent" in err, err
+    assert code == 1 and "'syn.download' was rerun with another config" in err, err
+    write_json(manifest_path, data_manifest)
+    # an agent without state/ (as attexp wrote them before it kept one): refused before anything is written
+    shutil.rmtree(base_with_victim / "models" / "syn.agent" / "state")
+    later.write_text(json.dumps(agent_job(name="syn.agent.later2", continue_from="syn.agent", episodes=8)))
+    code, _, err = run_cli(later, "--base-dir", base_with_victim)
+    assert code == 2 and "no final training state" in err and "Train a new agent" in err, err
+    assert not (base_with_victim / "models" / "syn.agent.later2").exists()
+
+
+def test_a_run_killed_after_keeping_its_state_finishes_without_training_again(
+    base_with_victim, run_cli, tmp_path, monkeypatch
+):
+    """Between keeping the final state and the finished manifest, a kill leaves no checkpoint; the rerun starts
+    from the job's own state/ instead of from scratch."""
+    from attexp.distill.attexplainer import job as agent_job_module
+    from attexp.distill.attexplainer import training
+
+    config = tmp_path / "agent.json"
+    config.write_text(json.dumps(agent_job()))
+    real_curve = agent_job_module._curve
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("simulated kill")
+
+    monkeypatch.setattr(agent_job_module, "_curve", killed)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run_cli(config, "--base-dir", base_with_victim)
+    folder = base_with_victim / "models" / "syn.agent"
+    assert not (folder / "checkpoints").exists() and (folder / "state" / "last.json").exists()
+    monkeypatch.setattr(agent_job_module, "_curve", real_curve)
+    real_play, calls = training.play, {"n": 0}
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return real_play(*args, **kwargs)
+
+    monkeypatch.setattr(training, "play", counted)
+    code, _, err = run_cli(config, "--base-dir", base_with_victim)
+    assert code == 0, err
+    assert calls["n"] == 0
+    manifest = read_json(folder / MANIFEST)
+    assert manifest["status"] == "finished" and manifest["episodes"] == 4 and manifest["resumed_from_episode"] == 4
+    assert [r["episode"] for r in read_jsonl(folder / "rewards.jsonl")] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(

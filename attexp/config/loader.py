@@ -397,6 +397,11 @@ def _check_upstream(
             where = where or "(top level)"
             if name in broken:
                 continue
+            if name == job.name:
+                errors.append(
+                    f"{where}: {name!r} is this job itself; name another job (a job cannot read its own output)."
+                )
+                continue
             if name in earlier:
                 stage, origin = earlier[name], "pipeline"
                 if name in configs:

@@ -39,8 +39,8 @@ from attexp.distill.attexplainer.game import GameSettings, Victim
 from attexp.distill.attexplainer.training import CHECKPOINT, mask_token_id, train
 from attexp.errors import AttexpError
 from attexp.io import checkpoints
-from attexp.io.artifacts import MANIFEST, Artifact, verify_file
-from attexp.io.files import read_json, write_jsonl
+from attexp.io.artifacts import MANIFEST, verify_file
+from attexp.io.files import read_json, write_json, write_jsonl
 from attexp.io.records import ATTEXPLAINER_AGENT, DATASET
 from attexp.models.encoder import ENCODER_MODEL_TYPES
 from attexp.models.inputs import tokenize_rows
@@ -80,24 +80,38 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
     )
 
     def check_upstream_jobs(self, upstream: Mapping[str, UpstreamJob]) -> list[str]:
-        """`continue_from` names a run this job can continue: the same settings, a larger budget."""
+        """`continue_from` names a run this job can continue: the same settings, a larger budget, and (where it
+        has finished) a final state to start from."""
         if self.continue_from is None or self.continue_from not in upstream:
             return []
         before = upstream[self.continue_from]
-        mine = self.model_dump(mode="json")
         where = f"continue_from {self.continue_from!r}"
+        if before.folder is not None and not before.config:
+            unreadable = before.folder / "config.json"
+            return [f"{where}: {unreadable} is missing or unreadable, so its settings cannot be compared."]
+        theirs, mine = _settings(before.config), self.model_dump(mode="json")
         problems = [
-            f"{where}: {key} is {before.config.get(key)!r} there and {mine[key]!r} here; a continuation plays the "
-            f"same games with the same agent. Set {key} to {before.config.get(key)!r}, or train a new agent."
+            f"{where}: {key} is {theirs.get(key)!r} there and {mine[key]!r} here; a continuation plays the same "
+            f"games with the same agent. Set {key} to {theirs.get(key)!r}, or train a new agent."
             for key in CONTINUED_SETTINGS
-            if before.config.get(key) != mine[key]
+            if theirs.get(key) != mine[key]
         ]
-        curve_before = before.config.get("eval_every") is not None
-        if curve_before and self.eval_every is not None and before.config.get("eval_size") != self.eval_size:
+        if theirs.get("eval_every") is not None:
+            if self.eval_every is None:
+                problems.append(
+                    f"{where}: it has a learning curve; set eval_every (e.g. {theirs['eval_every']}) so it goes on."
+                )
+            elif theirs.get("eval_size") != self.eval_size:
+                problems.append(
+                    f"{where}: its learning curve plays {theirs.get('eval_size')} held-out games and this job "
+                    f"{self.eval_size}, so the curve would change games halfway; set eval_size to "
+                    f"{theirs.get('eval_size')}."
+                )
+        if before.folder is not None and not checkpoints.exists(before.folder / STATE / CHECKPOINT):
             problems.append(
-                f"{where}: its learning curve plays {before.config.get('eval_size')} held-out games and this job "
-                f"{self.eval_size}, so the curve would change games halfway; set eval_size to "
-                f"{before.config.get('eval_size')}."
+                f"{where}: {before.folder / STATE} holds no final training state (agents trained before attexp kept "
+                f"it have none), so its training cannot be continued exactly. Train a new agent with the larger "
+                f"budget, or rerun {self.continue_from!r} (--force) to get one."
             )
         problems += _budget_problems(self, before, where)
         return problems
@@ -130,11 +144,23 @@ CONTINUED_SETTINGS = (
 STATE = "state"
 """A finished job's final training state (`state/last.safetensors` + `last.json`), read by `continue_from`."""
 STATE_SUFFIXES = (".safetensors", ".json")
+CONTINUED = "continued_from.json"
+"""What a continuation recorded of the run it continues when it copied that run's state in (for a resumed run)."""
+
+
+def _settings(config: dict) -> dict:
+    """A train_agent config as this attexp resolves it (defaults of keys added since filled in), so that an agent
+    written by an earlier version is compared on its values; as written where it no longer validates."""
+    try:
+        return TrainAgentConfig.model_validate(config).model_dump(mode="json")
+    except ValueError:
+        return config
 
 
 def _budget_problems(config: TrainAgentConfig, before: UpstreamJob, where: str) -> list[str]:
     """Whether a continuation's budget leaves something to train. Its `episodes` and `max_seconds` count what the
-    run it continues played: from that run's manifest where it has finished, else from its config."""
+    run it continues played: from that run's manifest where it has finished, else from its config (the run time
+    checks again, against the exact final state: `_nothing_left`)."""
     if before.folder is not None:
         try:
             manifest = read_json(before.folder / MANIFEST)
@@ -142,22 +168,29 @@ def _budget_problems(config: TrainAgentConfig, before: UpstreamJob, where: str) 
             manifest = {}
         episodes, seconds = manifest.get("episodes"), manifest.get("training_seconds")
         if isinstance(episodes, int) and isinstance(seconds, (int, float)):
-            if config.episodes > episodes and (config.max_seconds is None or config.max_seconds > seconds):
-                return []
-            time = "" if config.max_seconds is None else f" and max_seconds above {seconds}"
-            return [
-                f"{where}: nothing left to train: that job played {episodes} game batches in {seconds} s, and this "
-                f"job's budget (episodes {config.episodes}, max_seconds {config.max_seconds}) counts them. Raise "
-                f"episodes above {episodes}{time}."
-            ]
+            problem = _nothing_left(config, episodes, seconds)
+            return [f"{where}: {problem}"] if problem else []
     old_episodes, old_seconds = int(before.config.get("episodes") or 0), before.config.get("max_seconds")
     more_time = old_seconds is not None and (config.max_seconds is None or config.max_seconds > old_seconds)
     if not (config.episodes > old_episodes or more_time):  # the batches it will have played are not known yet
+        time = "" if old_seconds is None else f" or max_seconds above {old_seconds}"
         return [
-            f"{where}: raise episodes above {old_episodes} or max_seconds above {old_seconds}: this job's budget "
-            f"(episodes {config.episodes}, max_seconds {config.max_seconds}) counts that job's batches and seconds."
+            f"{where}: raise episodes above {old_episodes}{time}: this job's budget (episodes {config.episodes}, "
+            f"max_seconds {config.max_seconds}) counts that job's batches and seconds."
         ]
     return []
+
+
+def _nothing_left(config: TrainAgentConfig, episodes: int, seconds: float) -> str | None:
+    """Why a continuation of a run that played `episodes` game batches in `seconds` would train nothing."""
+    if config.episodes > episodes and (config.max_seconds is None or config.max_seconds > seconds):
+        return None
+    time = "" if config.max_seconds is None else f" and max_seconds above {seconds:.1f}"
+    return (
+        f"nothing left to train: that job played {episodes} game batches in {seconds:.1f} s, and this job's budget "
+        f"(episodes {config.episodes}, max_seconds {config.max_seconds}) counts them. Raise episodes above "
+        f"{episodes}{time}."
+    )
 
 
 @JOBS.register("train_agent", TrainAgentConfig)
@@ -185,16 +218,7 @@ class TrainAgentJob(Job):
         def on_log(metrics: dict) -> None:
             ctx.log_metrics(metrics, step=int(metrics["episode"]))
 
-        continued_from = None
-        if config.continue_from is not None:
-            before = ctx.upstream(config.continue_from)
-            if not checkpoints.exists(ctx.path("checkpoints") / CHECKPOINT):  # else: resuming this job itself
-                _start_from(before, ctx.path("checkpoints"))
-            continued_from = {
-                "job": before.name,
-                "episodes": before.manifest.get("episodes"),
-                "training_seconds": before.manifest.get("training_seconds"),
-            }
+        continued_from = _checkpoint_to_resume(config, ctx)
         held_out = None
         if config.eval_every is not None:  # the learning curve's games: held-out, the same at every point
             held_out = data.read(DATASET, "validation.jsonl")[: config.eval_size]
@@ -242,7 +266,7 @@ class TrainAgentJob(Job):
         )
         if continued_from is not None:
             ctx.manifest_extra["continued_from"] = continued_from
-        if result.learning_curve:  # greedy agent on held-out games against the random policy on the same games
+        if result.learning_curve and held_out is not None:  # the greedy agent's and a random policy's games
             ctx.manifest_extra.update(
                 learning_curve=result.learning_curve, random_policy=result.random_policy, heldout=len(held_out)
             )
@@ -253,25 +277,60 @@ class TrainAgentJob(Job):
         ctx.tracker.summary({f"final_{k}": v for k, v in final.items()})
 
 
-def _start_from(before: Artifact, checkpoint_dir: Path) -> None:
-    """Copy a finished agent's final state (checked against its manifest) in as this job's checkpoint, which
-    `train` then resumes from."""
+def _checkpoint_to_resume(config: TrainAgentConfig, ctx: JobContext) -> dict | None:
+    """Put the state this run starts from in `checkpoints/`, where `train` resumes from; returns what the
+    manifest records of the run it continues (None for a job that continues none).
+
+    - `checkpoints/last.*` there: a killed run of this job, resumed as it is;
+    - else the job's own `state/`: a run killed after it kept its final state and before it finished;
+    - else, with `continue_from`, that job's final state (checked against its manifest, and its victim and data
+      against what they are now), copied in; the record of it is kept beside, for a resumed run.
+    """
+    own, record = ctx.path("checkpoints"), ctx.path(CONTINUED)
+    if not checkpoints.exists(own / CHECKPOINT) and checkpoints.exists(ctx.path(STATE) / CHECKPOINT):
+        _copy_state(ctx.path(STATE), own)
+    if config.continue_from is None:
+        return None
+    if checkpoints.exists(own / CHECKPOINT):
+        return read_json(record) if record.is_file() else None
+    before = ctx.upstream(config.continue_from)
+    where = f"continue_from {before.name!r}"
     state = before.dir / STATE
     if not checkpoints.exists(state / CHECKPOINT):
         raise AttexpError(
-            f"continue_from {before.name!r}: {state} holds no final training state (agents trained before attexp "
-            f"kept it have none), so its training cannot be continued exactly. Train a new agent with the larger "
-            f"budget, or rerun {before.name!r} (--force) to get one."
+            f"{where}: {state} holds no final training state (agents trained before attexp kept it have none), "
+            f"so its training cannot be continued exactly. Train a new agent with the larger budget, or rerun "
+            f"{before.name!r} (--force) to get one."
         )
+    for name in (config.model, config.data):  # a victim or data rerun since under the same name
+        used = ((before.manifest.get("upstream") or {}).get(name) or {}).get("config_hash")
+        now = ctx.upstream(name).manifest.get("config_hash") if name in ctx.upstream_artifacts else None
+        if used and now and used != now:
+            raise AttexpError(
+                f"{where}: {name!r} was rerun with another config since {before.name!r} trained on it; a "
+                f"continuation would play other games. Train a new agent."
+            )
     for suffix in STATE_SUFFIXES:
         verify_file(before.dir, f"{STATE}/{CHECKPOINT}{suffix}", before.manifest)
-    _copy_state(state, checkpoint_dir)
+    clock = read_json(state / f"{CHECKPOINT}.json")
+    problem = _nothing_left(config, int(clock.get("episode", 0)), float(clock.get("seconds", 0.0)))
+    if problem:
+        raise AttexpError(f"{where}: {problem}")
+    continued = {
+        "job": before.name,
+        "episodes": before.manifest.get("episodes"),
+        "training_seconds": before.manifest.get("training_seconds"),
+    }
+    write_json(record, continued)
+    _copy_state(state, own)  # last: a run killed before this copies it again
+    return continued
 
 
 def _keep_state(checkpoint_dir: Path, state_dir: Path) -> None:
     """Keep the final checkpoint as the finished job's `state/`; the checkpoint folder goes only once both files
     are copied, so a run killed in between still resumes (to an immediate finish)."""
     _copy_state(checkpoint_dir, state_dir)
+    (checkpoint_dir / f"{CHECKPOINT}.json").unlink(missing_ok=True)  # first: it marks a whole checkpoint
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
