@@ -24,13 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from attexp import registry
-from attexp.config.loader import upstream_refs, validate_object
+from attexp.config.build import validate_object
+from attexp.config.hashing import hash_config
+from attexp.config.upstream import upstream_refs
 from attexp.errors import AttexpError, ConfigError
 from attexp.evaluate.scorer import ModelScorer
 from attexp.evaluate.scoring import score_runs, with_floor
+from attexp.explain.artifact import RECORDS, save_records
 from attexp.explain.batching import explain_rows, text_length
-from attexp.io.artifacts import file_records, find_artifact, new_manifest, now
-from attexp.io.files import read_json, read_jsonl, write_json, write_jsonl
+from attexp.io.artifacts import MANIFEST, find_artifact, new_manifest, read_manifest
+from attexp.io.files import read_jsonl
+from attexp.io.manifests import ExplanationsManifest
 from attexp.io.records import EXPLANATIONS
 from attexp.models.loading import label_names_of, load_classifier, resolve_device
 from attexp.utils import seed_everything
@@ -222,43 +226,30 @@ class Explanations:
         """Write the explain job's artifact into `folder` (records.jsonl, config.json, manifest.json). Saved as
         `<base>/explanations/<name>/`, evaluate and visualize jobs read it by name like any explain job's."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         name = self.name or folder.name
         config = {"job": "explain", "name": name, "explainer": self.explainer, **self.settings, "source": "attexp.api"}
-        write_jsonl(folder / "records.jsonl", self.records)
-        write_json(folder / "config.json", config)
         manifest = new_manifest(
-            schema=EXPLANATIONS.name, schema_version=EXPLANATIONS.version, stage="explain", config=config, upstream={}
+            schema=EXPLANATIONS, stage="explain", config=config, config_hash=hash_config(None, config), upstream={}
         )
-        n = max(len(self.records), 1)
-        manifest.update(
-            explainer=self.explainer,
-            target=self.settings.get("target"),
-            label_names=self.label_names,
-            counts={"records": len(self.records)},
-            cost={
-                key + "_per_instance": sum(r.get(key, 0) for r in self.records) / n
-                for key in ("seconds", "forward_passes", "backward_passes")
-            },
-            files=file_records(folder, EXPLANATIONS.files),
-            finished=now(),
-            status="finished",
-        )
-        write_json(folder / "manifest.json", manifest)
-        return folder
+        manifest.explainer = self.explainer
+        manifest.target = self.settings.get("target")
+        manifest.label_names = self.label_names
+        return save_records(folder, self.records, config, manifest)
 
     @classmethod
     def load(cls, folder: str | Path) -> Explanations:
         """An explain job's artifact (`explanations/<name>/`), or one written by `save`."""
         folder = Path(folder)
-        manifest = read_json(folder / "manifest.json")
+        manifest = read_manifest(folder / MANIFEST)
         EXPLANATIONS.check(manifest, str(folder))
+        if not isinstance(manifest, ExplanationsManifest):
+            manifest = EXPLANATIONS.read_manifest(manifest.to_json())
         return cls(
-            read_jsonl(folder / "records.jsonl"),
-            explainer=manifest.get("explainer") or {},
-            label_names=manifest.get("label_names"),
-            settings={"target": manifest.get("target")},
-            name=manifest.get("name") or folder.name,
+            read_jsonl(folder / RECORDS),
+            explainer=manifest.explainer,
+            label_names=manifest.label_names,
+            settings={"target": manifest.target},
+            name=manifest.name or folder.name,
         )
 
     def html(

@@ -7,8 +7,10 @@ A component registers itself with its config type::
 
 Config files name components by that key (`{"type": "lig", ...}`; jobs by `{"job": "explain"}`), and the
 config loader validates the rest of the dict against the registered config type. A miss lists the valid
-names with a did-you-mean. A package registers its components when it is imported; `load_all()` imports every
-package of attexp, so the registries are complete before a config is validated.
+names with a did-you-mean. A package registers its components when it is imported; the first lookup in any
+registry imports every package of attexp (`load_all`), so the registries are complete whenever they are read and no
+module below the faces has to import the stage packages itself (tests/test_layers.py checks that only this module
+imports by name).
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ class Registry(Generic[T]):
         return wrap
 
     def names(self) -> list[str]:
+        load_all()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        load_all()
         return name in self._entries
 
     def entries(self) -> list[Entry[T]]:
@@ -65,6 +69,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str, where: str = "") -> Entry[T]:
         """The entry for `name`; a ConfigError listing the valid names otherwise."""
+        load_all()
         try:
             return self._entries[name]
         except (KeyError, TypeError):
@@ -80,6 +85,14 @@ EXPLAINERS: Registry[Any] = Registry("explainer")
 METRICS: Registry[Any] = Registry("metric")
 SOURCES: Registry[Any] = Registry("data source")
 MODELS: Registry[Any] = Registry("model source")
+
+BY_KIND: dict[str, Registry[Any]] = {
+    "explainer": EXPLAINERS,
+    "metric": METRICS,
+    "data source": SOURCES,
+    "model source": MODELS,
+}
+"""The component registries by the kind a `Registered` config field names."""
 
 # job type -> fn(config, ctx) that draws the pages of that job's artifact into its folder. The runner calls it
 # after the job's `run`, before the job is marked finished. The visualize stage registers these, so that a job
@@ -99,17 +112,45 @@ def renders(job: str) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, A
     return wrap
 
 
+PlanCheck = Callable[[Any, list, Path], list[str]]
+PLAN_CHECKS: list[PlanCheck] = []
+"""Checks of a validated plan that need more than the config layer knows (e.g. a model's architecture against the
+explainers that read it), registered by the package that knows it and run by the config loader with its own checks
+(`attexp.config.loader.validate`): fn(plan, built, base_dir) -> problems, where `built` is the list of (dotted
+location, job config or None where it did not validate, raw dict)."""
+
+
+def checks_plans(fn: PlanCheck) -> PlanCheck:
+    """Function decorator: register `fn` as a plan check (`PLAN_CHECKS`)."""
+    if fn not in PLAN_CHECKS:
+        PLAN_CHECKS.append(fn)
+    return fn
+
+
+def plan_checks() -> list[PlanCheck]:
+    """The registered plan checks, every package loaded."""
+    load_all()
+    return list(PLAN_CHECKS)
+
+
 def load_all() -> None:
     """Import every package of attexp (idempotent): a package registers its components when it is imported
     (its `__init__` imports the modules that register), so no list of modules is kept by hand. The package
-    folder is scanned once per process; later calls (every artifact lookup makes one) return at once."""
-    global _LOADED
-    if _LOADED:
+    folder is scanned once per process; later calls (every lookup makes one) return at once, and so does a lookup
+    made while the packages are being imported (a module reading a registry at import time sees what has
+    registered so far)."""
+    global _LOADED, _LOADING
+    if _LOADED or _LOADING:
         return
-    for info in pkgutil.iter_modules([str(Path(__file__).parent)], prefix="attexp."):
-        if info.ispkg:
-            importlib.import_module(info.name)
-    _LOADED = True
+    _LOADING = True
+    try:
+        for info in pkgutil.iter_modules([str(Path(__file__).parent)], prefix="attexp."):
+            if info.ispkg:
+                importlib.import_module(info.name)
+        _LOADED = True
+    finally:
+        _LOADING = False
 
 
 _LOADED = False
+_LOADING = False

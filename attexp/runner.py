@@ -11,7 +11,10 @@ upstream artifacts and writes its files through the `JobContext`; the runner own
   the first decision), so a run never overwrites or resumes what a run with another config wrote;
 - `config.json` and a `manifest.json` with status "running" at the start; a rerun of a partial job of the
   same config resumes (the explain stage streams records to partial files and skips finished idx);
-- at the end the manifest gets the counts, timing and stage extras and status "finished" (atomic write).
+- at the end the manifest gets the counts, timing, the stage's own fields and status "finished" (atomic write).
+
+The manifest is typed (`attexp.io.manifests`, one model per stage, named by the stage's record schema): a job
+sets its own fields on `ctx.manifest` while it runs, and a downstream job reads them from `Artifact.manifest`.
 """
 
 from __future__ import annotations
@@ -27,23 +30,25 @@ import filelock
 import torch
 
 from attexp import distributed as dist
-from attexp.config.loader import Plan, classifier_sources
+from attexp.config.hashing import hash_config
+from attexp.config.loader import Plan
 from attexp.config.schema import ComponentConfig, JobConfig, WandbConfig
+from attexp.config.upstream import classifier_sources, upstream_refs
 from attexp.errors import AttexpError, ConfigError
 from attexp.io.artifacts import (
     CONFIG,
     MANIFEST,
     Artifact,
     cache_dir_of,
-    config_hash,
-    file_records,
     find_artifact,
+    finish_manifest,
     job_dir,
     lock_path,
     new_manifest,
-    now,
+    read_manifest,
 )
 from attexp.io.files import read_json, write_json
+from attexp.io.manifests import Manifest, ModelFingerprint
 from attexp.io.records import RecordSchema
 from attexp.models.loading import load_classifier
 from attexp.registry import JOBS, MODELS, RENDERERS
@@ -59,10 +64,16 @@ class Job:
 
     `distributed = True` means `run` is called on every rank under torchrun (each does its share, see
     attexp.distributed); `finish` then runs on rank 0 once every rank is done (e.g. to merge shards).
+
+    `version` is the version of the job's code (as in tango's steps): bump it when a change to the code changes
+    what the job writes for the same config, and its hash changes with it, so artifacts of the older code are not
+    reused (`attexp.config.hashing`). A new config key whose default keeps old results valid is not a new version:
+    mark it `NeutralDefault` on the config type that owns it.
     """
 
     schema: ClassVar[RecordSchema]
     folder: ClassVar[str]
+    version: ClassVar[int] = 1
     distributed: ClassVar[bool] = False
     resumable: ClassVar[bool] = True  # False: a partial run holds nothing worth keeping (see `decide`)
     architectures: ClassVar[frozenset[str] | None] = None  # model_types of the classifier it reads (None: any)
@@ -77,17 +88,18 @@ class Job:
 
 @dataclass
 class JobContext:
-    """What a running job may touch: its folder, its upstream artifacts, its manifest extras, the tracker."""
+    """What a running job may touch: its folder, its upstream artifacts, its typed manifest (the stage's own
+    fields are set on it while the job runs; the runner writes it when the job finishes), the tracker."""
 
     base_dir: Path
     out_dir: Path
     config: JobConfig
     upstream_artifacts: dict[str, Artifact]
     tracker: Tracker
+    manifest: Manifest = field(default_factory=Manifest)
     resuming: bool = False
     rank: int = 0
     world_size: int = 1
-    manifest_extra: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -136,27 +148,32 @@ class Prepared:
     force: bool = False
 
 
-def model_fingerprints(job: JobConfig, base_dir: Path) -> dict[str, dict[str, Any]]:
+def job_hash(job: JobConfig) -> str:
+    """The config hash of `job` with its job's code version (`attexp.config.hashing`)."""
+    return hash_config(type(job), job.model_dump(mode="json"), JOBS.get(job.job).cls.version)
+
+
+def model_fingerprints(job: JobConfig, base_dir: Path) -> dict[str, ModelFingerprint]:
     """Per field that reads a classifier from a model source: the source and a sha256 of its files as they are
     now (None where they are not on this machine). Recorded in the manifest; see `decide`."""
     return {
-        name: {
-            "source": source.model_dump(mode="json"),
-            "sha256": MODELS.get(source.type).cls(source).fingerprint(cache_dir_of(base_dir), root=Path(base_dir)),
-        }
+        name: ModelFingerprint(
+            source=source.model_dump(mode="json"),
+            sha256=MODELS.get(source.type).cls(source).fingerprint(cache_dir_of(base_dir), root=Path(base_dir)),
+        )
         for name, source in classifier_sources(job)
     }
 
 
-def _changed_model(job: JobConfig, manifest: dict, base_dir: Path | None) -> str | None:
+def _changed_model(job: JobConfig, manifest: Manifest, base_dir: Path | None) -> str | None:
     """Which model source's files changed since the manifest was written (None: none did, or unknown)."""
-    recorded = manifest.get("models") or {}
+    recorded = manifest.models
     if base_dir is None or not recorded:
         return None
     for name, now_ in model_fingerprints(job, base_dir).items():
-        before = (recorded.get(name) or {}).get("sha256")
-        if before and now_["sha256"] and before != now_["sha256"]:
-            return f"{name} ({now_['source']}: sha256 {before[:12]} then, {now_['sha256'][:12]} now)"
+        before = recorded[name].sha256 if name in recorded else None
+        if before and now_.sha256 and before != now_.sha256:
+            return f"{name} ({now_.source}: sha256 {before[:12]} then, {now_.sha256[:12]} now)"
     return None
 
 
@@ -168,8 +185,8 @@ def decide(job: JobConfig, out: Path, force: bool, base_dir: Path | None = None)
     """
     manifest_path = out / MANIFEST
     if manifest_path.exists():
-        manifest = read_json(manifest_path)
-        same = manifest.get("config_hash") == config_hash(job.model_dump(mode="json"))
+        manifest = read_manifest(manifest_path)
+        same = manifest.config_hash == job_hash(job)
         if force:
             return "rerun", None
         changed = _changed_model(job, manifest, base_dir) if same else None
@@ -178,7 +195,7 @@ def decide(job: JobConfig, out: Path, force: bool, base_dir: Path | None = None)
                 f"{out}: the model that job {job.name!r} read changed since it ran: {changed}; its results describe "
                 f"the old weights. Pass --force to rerun it on the new ones, or give the job a new name."
             )
-        if manifest.get("status") == "finished":
+        if manifest.is_finished:
             if same:
                 return "skip", None
             return "run", (
@@ -210,7 +227,7 @@ def prepare(plan: Plan, base_dir: Path, force: bool) -> list[Prepared]:
     """
     prepared, problems = [], []
     for job in plan.jobs:
-        out = job_dir(base_dir, job.job, job.name)
+        out = job_dir(base_dir, JOBS.get(job.job).cls.folder, job.name)
         action, problem = decide(job, out, force, base_dir)
         if problem:
             problems.append(problem)
@@ -269,11 +286,14 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
             manifest = _start_manifest(item, job_cls, resolved, upstream)
             models = model_fingerprints(cfg, base_dir)
             if models:  # a fresh run records them; a resumed run keeps what it started with (checked by `decide`)
-                recorded = manifest.setdefault("models", {})
+                recorded = dict(manifest.models)
                 for key, entry in models.items():
-                    if not (recorded.get(key) or {}).get("sha256"):
+                    if key not in recorded or not recorded[key].sha256:
                         recorded[key] = entry
-                write_json(item.out_dir / MANIFEST, manifest)
+                manifest.models = recorded
+                write_json(item.out_dir / MANIFEST, manifest.to_json())
+        else:  # the other ranks' view: the stage's fields they set are not written (rank 0 writes the manifest)
+            manifest = job_cls.schema.manifest()
         dist.barrier()  # the folder exists and is claimed
 
         handler = _log_to(item.out_dir / ("job.log" if main else f"job.rank{dist.rank()}.log"))
@@ -286,6 +306,7 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
             cfg,
             upstream,
             tracker,
+            manifest,
             resuming=resuming,
             rank=dist.rank(),
             world_size=dist.world_size(),
@@ -309,14 +330,11 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
             render = RENDERERS.get(cfg.job)
             if render is not None:  # pages of a job that writes records (registered by the visualize stage)
                 render(cfg, ctx)
-            manifest.update(ctx.manifest_extra)
-            manifest["counts"] = {**manifest.get("counts", {}), **ctx.counts}
-            manifest["files"] = file_records(item.out_dir, job_cls.schema.files)  # readers check these
-            manifest["seconds"] = round((manifest.get("seconds") or 0) + time.perf_counter() - started, 3)
-            manifest["world_size"] = dist.world_size()
-            manifest["finished"] = now()
-            manifest["status"] = "finished"
-            write_json(item.out_dir / MANIFEST, manifest)
+            manifest.counts = {**manifest.counts, **ctx.counts}
+            # world_size: the processes that did the work (a job that runs on rank 0 alone is 1 under torchrun too)
+            workers = dist.world_size() if job_cls.distributed else 1
+            finish_manifest(manifest, item.out_dir, job_cls.schema.files, time.perf_counter() - started, workers)
+            write_json(item.out_dir / MANIFEST, manifest.to_json())
             log.info("%s: finished in %.1f s", cfg.name, time.perf_counter() - started)
     finally:
         if lock is not None:
@@ -327,7 +345,7 @@ def _claim(item: Prepared, base_dir: Path) -> tuple[filelock.FileLock, str]:
     """Take the job folder's lock (or fail at once), decide again from the folder as it is now that the lock is
     held, and clear the folder for a rerun. Returns the lock and the decision: an action, or "refuse:<why>"."""
     cfg = item.config
-    path = lock_path(base_dir, cfg.job, cfg.name)
+    path = lock_path(base_dir, JOBS.get(cfg.job).cls.folder, cfg.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(path))
     try:
@@ -352,21 +370,22 @@ def _claim(item: Prepared, base_dir: Path) -> tuple[filelock.FileLock, str]:
     return lock, action
 
 
-def _start_manifest(item: Prepared, job_cls: type[Job], resolved: dict, upstream: dict[str, Artifact]) -> dict:
+def _start_manifest(item: Prepared, job_cls: type[Job], resolved: dict, upstream: dict[str, Artifact]) -> Manifest:
     """config.json and a "running" manifest (a resumed job keeps its manifest and counts the resume)."""
     if item.action == "resume":
-        manifest = read_json(item.out_dir / MANIFEST)
+        manifest = job_cls.schema.read_manifest(read_json(item.out_dir / MANIFEST))
     else:
         manifest = new_manifest(
-            schema=job_cls.schema.name,
-            schema_version=job_cls.schema.version,
+            schema=job_cls.schema,
             stage=item.config.job,
             config=resolved,
+            config_hash=job_hash(item.config),
             upstream=upstream,
+            code_version=job_cls.version,
         )
-    manifest["resumed"] = manifest.get("resumed", 0) + int(item.action == "resume")
+    manifest.resumed = manifest.resumed + int(item.action == "resume")
     write_json(item.out_dir / CONFIG, resolved)
-    write_json(item.out_dir / MANIFEST, manifest)
+    write_json(item.out_dir / MANIFEST, manifest.to_json())
     return manifest
 
 
@@ -378,6 +397,4 @@ def _log_to(path: Path) -> logging.Handler:
 
 
 def _upstream_names(cfg: JobConfig) -> list[str]:
-    from attexp.config.loader import upstream_refs
-
     return list(dict.fromkeys(name for _, name, _ in upstream_refs(cfg)))

@@ -38,7 +38,9 @@ from attexp.distill.empirical.explainer import EmpiricalConfig, EmpiricalExplain
 from attexp.explain.base import Explainer, Explanation  # noqa: E402
 from attexp.explain.batching import explain_rows, text_length  # noqa: E402
 from attexp.explain.gradient import LayerIntegratedGradientsExplainer, LIGConfig  # noqa: E402
+from attexp.io.artifacts import MANIFEST, read_manifest  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
+from attexp.io.manifests import Manifest  # noqa: E402
 from attexp.models.inputs import length_sorted_batches  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
@@ -53,8 +55,8 @@ class PredictOnly(Explainer):
         return Explanation(torch.zeros(batch.input_ids.shape), [0] * size, [0] * size)
 
 
-def manifest(path: Path) -> dict:
-    return json.loads((path / "manifest.json").read_text())
+def manifest(path: Path) -> Manifest:
+    return read_manifest(path / MANIFEST)
 
 
 def main() -> None:
@@ -79,10 +81,10 @@ def main() -> None:
     upstream = {p.name: p for p in (base / "models").iterdir()}
 
     variants: dict[str, Explainer] = {"predict": PredictOnly(None, model, tokenizer, {})}
-    variants["lig"] = LayerIntegratedGradientsExplainer(LIGConfig(**ref_manifest["explainer"]), model, tokenizer, {})
-    labels = {"predict": "prediction only", "lig": f"LIG-{ref_manifest['explainer']['n_steps']} (reference)"}
+    variants["lig"] = LayerIntegratedGradientsExplainer(LIGConfig(**ref_manifest.explainer), model, tokenizer, {})
+    labels = {"predict": "prediction only", "lig": f"LIG-{ref_manifest.explainer['n_steps']} (reference)"}
     for k in args.lig_steps:  # the curve's cheap end, timed beside the empirical explainers
-        lig_k = LIGConfig(**{**ref_manifest["explainer"], "n_steps": k})
+        lig_k = LIGConfig(**{**ref_manifest.explainer, "n_steps": k})
         variants[f"lig{k}"] = LayerIntegratedGradientsExplainer(lig_k, model, tokenizer, {})
         labels[f"lig{k}"] = f"LIG-{k}"
     for job in metrics["results"]:
@@ -94,7 +96,7 @@ def main() -> None:
         distill = config["explainer"]["model"]
         variants[job] = EmpiricalExplainer(EmpiricalConfig(model=distill), model, tokenizer, upstream)
         settings = manifest(base / "models" / distill)
-        labels[job] = f"empirical {settings.get('mode', 'copy')} ({distill})"
+        labels[job] = f"empirical {getattr(settings, 'mode', None) or 'copy'} ({distill})"
 
     rows.sort(key=text_length)
     batches = length_sorted_batches([text_length(r) for r in rows], args.batch_size)

@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attexp.analyze import heads as H  # noqa: E402
+from attexp.io.artifacts import MANIFEST, read_manifest  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
@@ -51,9 +52,9 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.base_dir / "logs" / args.job
     config = json.loads((folder / "config.json").read_text())
-    manifest = json.loads((folder / "manifest.json").read_text())
-    model_dir = Path(manifest["upstream"][config["model"]]["path"]) / "model"
-    data_dir = Path(manifest["upstream"][config["data"]]["path"])
+    manifest = read_manifest(folder / MANIFEST)
+    model_dir = Path(manifest.upstream[config["model"]].path) / "model"
+    data_dir = Path(manifest.upstream[config["data"]].path)
     model, tokenizer = load_classifier(model_dir)
     model.eval()
     rows = read_jsonl(data_dir / f"{config['eval_split']}.jsonl")

@@ -16,6 +16,7 @@ import pytest
 import torch
 from tiny import tiny_bert, word_tokenizer
 
+from attexp.config.hashing import config_hash
 from attexp.distill.attexplainer import (
     Agent,
     AgentSettings,
@@ -33,7 +34,7 @@ from attexp.distill.attexplainer import (
 )
 from attexp.distill.attexplainer.job import TrainAgentConfig
 from attexp.distill.attexplainer.training import train as training_train
-from attexp.io.artifacts import MANIFEST, config_hash, new_manifest
+from attexp.io.artifacts import MANIFEST, new_manifest
 from attexp.io.files import read_json, read_jsonl, write_json, write_jsonl
 from attexp.io.records import CLASSIFIER, DATASET
 from attexp.models.inputs import Batch, pad_features, structural_positions, tokenize_rows
@@ -423,8 +424,8 @@ def finished_artifact(base: Path, stage_folder: str, stage: str, name: str) -> P
     config = {"job": stage, "name": name, "seed": 0}
     write_json(folder / "config.json", config)
     schema = {"download": DATASET, "train": CLASSIFIER}[stage]
-    manifest = new_manifest(schema=schema.name, schema_version=schema.version, stage=stage, config=config, upstream={})
-    write_json(folder / MANIFEST, {**manifest, "status": "finished"})
+    manifest = new_manifest(schema=schema, stage=stage, config=config, config_hash=config_hash(config), upstream={})
+    write_json(folder / MANIFEST, {**manifest.to_json(), "status": "finished"})
     return folder
 
 

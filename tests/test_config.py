@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT, files_under
 
-from attexp.config.loader import apply_overrides, load_config, parse_value
+from attexp.config.jsonnet import apply_overrides, parse_value
+from attexp.config.loader import load_config
 from attexp.errors import ConfigError
 
 BROKEN = sorted((FIXTURES / "configs" / "broken").glob("*.jsonnet"))

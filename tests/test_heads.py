@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from tiny import make_batch, tiny_bert, word_tokenizer
 
 from attexp.analyze import heads as H
+from attexp.config.hashing import config_hash
 from attexp.errors import AttexpError
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
-from attexp.io.artifacts import config_hash
 from attexp.models.encoder import Encoder
 
 WORDS = "good great fine bad awful dull the a movie film plot was is very".split()

@@ -99,3 +99,46 @@ def test_no_stage_imports_another_stages_job_module():
             if len(parts) >= 3 and parts[1] in STAGES and parts[1] != stage and parts[-1].endswith(("job", "jobs")):
                 offending.append((me, target))
     assert not offending, f"a stage imports another stage's job module: {offending}"
+
+
+# Modules that may import packages by name: the registry (its lazy `load_all`, the one place that imports every
+# package) and the faces at the top. Anywhere else, a call of `load_all` or `importlib.import_module` would import
+# the stage packages from below, an arrow up that the import statements above do not show.
+DYNAMIC_IMPORTERS = {"attexp.registry", "attexp.api", "attexp.cli", "attexp.__main__", "attexp"}
+
+
+def dynamic_imports(path: Path) -> list[str]:
+    """Calls in `path` that import modules by name: `load_all()`, `importlib.import_module()`, `__import__()`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name in ("load_all", "import_module", "__import__"):
+                found.append(f"{name}() at line {node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_lower_layers_do_not_import_packages_by_name(path):
+    me = module_name(path)
+    if me in DYNAMIC_IMPORTERS:
+        return
+    calls = dynamic_imports(path)
+    assert not calls, f"{me} imports modules by name ({calls}); only {sorted(DYNAMIC_IMPORTERS)} may"
+
+
+def test_manifests_are_read_through_their_typed_fields():
+    """attexp's code reads a manifest's fields by name (`artifact.manifest.label_names`), never as a string key,
+    so a key is spelled once, on its model in attexp/io/manifests.py."""
+    import re
+
+    pattern = re.compile(r"manifest\w*(\.get\(|\[)\s*[\"']")
+    offending = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}"
+        for path in MODULES
+        if module_name(path) not in ("attexp.io.manifests", "attexp.io.records")  # the models and their schemas
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offending, f"manifest keys read as strings: {offending}"

@@ -61,7 +61,7 @@ def test_paper_numbers_are_put_beside_the_measured_ones(tmp_path, run_cli):
 
 
 def test_an_unset_paper_block_leaves_the_config_hash_as_it_was():
-    from attexp.io.artifacts import config_hash
+    from attexp.config.hashing import config_hash
 
     job = {"job": "evaluate", "name": "e", "explanations": ["x"], "metrics": [{"type": "eraser"}]}
     assert config_hash({**job, "paper": None}) == config_hash(job)

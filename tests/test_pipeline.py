@@ -21,7 +21,7 @@ import pytest
 from conftest import FIXTURES, ROOT
 from transformers import AutoConfig
 
-from attexp.io.artifacts import config_hash
+from attexp.config.hashing import config_hash
 from attexp.io.files import ResumableJsonlWriter, read_jsonl
 
 SMALL = FIXTURES / "configs" / "pipeline.small.jsonnet"

@@ -133,7 +133,7 @@ def test_training_in_mixed_precision_runs_and_learns(precision, tmp_path, run_cl
 
 
 def test_precision_left_unset_keeps_the_config_hash():
-    from attexp.io.artifacts import config_hash
+    from attexp.config.hashing import config_hash
 
     job = {"job": "train", "name": "t", "data": "d", "model": {"type": "tiny"}}
     assert config_hash({**job, "precision": None}) == config_hash(job)
@@ -154,7 +154,7 @@ def test_a_gradient_explainer_asked_for_mixed_precision_runs_in_it(external, nam
 
 
 def test_explainer_mixed_precision_left_false_keeps_the_config_hash():
-    from attexp.io.artifacts import config_hash
+    from attexp.config.hashing import config_hash
 
     job = {"job": "explain", "name": "e", "explainer": {"type": "lig", "n_steps": 20}}
     off = {**job, "explainer": {**job["explainer"], "mixed_precision": False}}

@@ -87,7 +87,7 @@ def _load(config: _InstancesConfig, ctx: JobContext):
             )
         chosen = [by_idx[i] for i in config.instances]
     batches = Batches(chosen, tokenizer, config.batch_size, config.max_length, device)
-    label_names = ctx.upstream(config.data).manifest.get("label_names")
+    label_names = ctx.upstream(config.data).manifest.label_names
     if not isinstance(config.model, str):  # a model of its own names its own classes
         label_names = label_names_of(model)
     return model, tokenizer, batches, label_names
@@ -137,10 +137,10 @@ class AttributionTreeJob(Job):
         edges = [len(r["edges"]) for r in records]
         ctx.counts.update(instances=len(records))
         ctx.log_metrics({"instances": len(records), "mean_edges": float(np.mean(edges)) if edges else 0.0})
-        ctx.manifest_extra.update(
-            label_names=label_names,
-            notes=[f"model: {config.model}; data: {config.data} ({config.split}); AttAttr m = {config.steps}"],
-        )
+        ctx.manifest.label_names = label_names
+        ctx.manifest.notes = [
+            f"model: {config.model}; data: {config.data} ({config.split}); AttAttr m = {config.steps}"
+        ]
 
 
 @JOBS.register("layer_flow", LayerFlowConfig)
@@ -181,10 +181,8 @@ class LayerFlowJob(Job):
         write_jsonl(ctx.path("flow.jsonl"), sorted(records, key=lambda r: r["idx"]))
         ctx.counts.update(instances=len(records))
         ctx.log_metrics({"instances": len(records)})
-        ctx.manifest_extra.update(
-            label_names=label_names,
-            notes=[
-                f"model: {config.model}; data: {config.data} ({config.split}); iba: beta={config.iba.beta}, "
-                f"steps={config.iba.steps}, prior={config.iba.prior}"
-            ],
-        )
+        ctx.manifest.label_names = label_names
+        ctx.manifest.notes = [
+            f"model: {config.model}; data: {config.data} ({config.split}); iba: beta={config.iba.beta}, "
+            f"steps={config.iba.steps}, prior={config.iba.prior}"
+        ]

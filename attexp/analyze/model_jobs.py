@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from attexp.analyze import heads as H
 from attexp.analyze import triggers as TR
-from attexp.config.schema import ClassifierRef, JobConfig, PaperNumbers, Upstream
+from attexp.config.schema import ClassifierRef, JobConfig, NeutralDefault, PaperNumbers, Upstream
 from attexp.errors import AttexpError
 from attexp.evaluate.report import format_table, paper_comparison, paper_report
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
@@ -59,7 +59,7 @@ class _AnalysisConfig(JobConfig):
     max_length: int = Field(128, ge=8)
     plots: bool = True
     progress: bool = True
-    paper: PaperNumbers | None = Field(
+    paper: Annotated[PaperNumbers | None, NeutralDefault()] = Field(
         None,
         description="a paper's numbers for this table (rows: head_pruning's rates, triggers' ranks), shown beside "
         "the measured ones in table.md and metrics.json",
@@ -91,7 +91,7 @@ class HeadPruningConfig(_AnalysisConfig):
     rates: list[float] = Field(default_factory=lambda: [float(r) for r in range(0, 101, 10)], min_length=1)
     orders: list[Literal["attattr", "taylor", "random"]] = Field(default_factory=lambda: list(H.ORDERS), min_length=1)
     random_seeds: int = Field(5, ge=1, description="random orders drawn (seeds seed, seed+1, ...); mean and band")
-    taylor: Literal["michel", "official"] = Field(
+    taylor: Annotated[Literal["michel", "official"], NeutralDefault()] = Field(
         "michel",
         description="the Taylor baseline: Michel et al.'s gold-label cross-entropy criterion (the paper's), or "
         "'official', the AttAttr code's (gradient of the sum of the logits, |.| per token); see attexp.analyze.heads",
@@ -265,7 +265,7 @@ class HeadPruningJob(Job):
             )
             plots = [str(p.relative_to(ctx.out_dir)) for p in plots]
         ctx.counts.update(importance_instances=len(scores), evaluation_instances=len(rows), rates=len(records))
-        ctx.manifest_extra.update(model_accuracy=base, area=area, plots=plots)
+        ctx.manifest.model_accuracy, ctx.manifest.area, ctx.manifest.plots = base, area, plots
         ctx.log_metrics({"model_accuracy": base, **{f"area_{k}": v for k, v in area.items()}})
         for path in plots:
             ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
@@ -409,7 +409,7 @@ class TriggersJob(Job):
         log.info("%s: accuracy per class %s; top triggers by accuracy drop:\n%s", config.name, before, table)
         plots = self._plot(best, ctx) if config.plots and best else []
         ctx.counts.update(patterns=len(patterns), triggers=len(records), evaluation_instances=len(rows))
-        ctx.manifest_extra.update(accuracy_per_class=before, plots=plots)
+        ctx.manifest.accuracy_per_class, ctx.manifest.plots = before, plots
         ctx.log_metrics({"accuracy": accuracy, "triggers": len(records), "top_drop": best[0]["drop"] if best else 0.0})
 
     def _patterns(self, config: TriggersConfig, ctx, model, tokenizer, device) -> list[dict]:

@@ -13,7 +13,8 @@ and that its stage is one the field accepts, then asks the job whether it agrees
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,6 +44,18 @@ class Upstream:
     stages: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class NeutralDefault:
+    """Field marker: a key added after artifacts were written. At its default it is left out of the config hash
+    (`attexp.config.hashing`), so a finished artifact written before the key existed keeps its hash and is skipped,
+    not refused or rerun. Use as `Annotated[type, NeutralDefault()]` on the config type that owns the key."""
+
+
+@dataclass(frozen=True)
+class NotHashed:
+    """Field marker: a key that does not change results (logging, the device), never part of the config hash."""
+
+
 JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -67,8 +80,8 @@ class JobConfig(StrictModel):
     job: str
     name: str = Field(pattern=JOB_NAME_PATTERN, description="unique job name; also its output folder name")
     seed: int = 42
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    wandb: WandbConfig = Field(default_factory=WandbConfig)
+    device: Annotated[Literal["auto", "cpu", "cuda"], NotHashed()] = "auto"
+    wandb: Annotated[WandbConfig, NotHashed()] = Field(default_factory=WandbConfig)
 
     def check_upstream_jobs(self, upstream: Mapping[str, UpstreamJob]) -> list[str]:
         """Problems between this job and the upstream jobs it names, found before anything runs (none by
@@ -147,3 +160,19 @@ OptionalClassifierRef = Annotated[
     Registered("model source", only=CLASSIFIER_SOURCES),
 ]
 """`ClassifierRef` or None (pydantic keeps field markers only on the outermost `Annotated`)."""
+
+
+def marker(metadata: Sequence[Any], kind: type) -> Any:
+    """The first field marker of type `kind` in a field's metadata (`FieldInfo.metadata`), or None."""
+    return next((m for m in metadata if isinstance(m, kind)), None)
+
+
+def unwrap_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model class inside a field's annotation (`X`, `X | None`, `list[X]`), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = unwrap_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -103,13 +103,12 @@ class DownloadJob(Job):
                     key.replace("_", " "),
                 )
         ctx.counts.update(counts)
-        ctx.manifest_extra.update(checks={"empty_texts_dropped": empty, "duplicates": duplicates})
-        ctx.manifest_extra.update(
-            label_names=corpus.label_names,
-            source=corpus.description,
-            pairs=any("text_pair" in r for r in splits["train"][:10]),
-            label_counts_before_limit=label_counts,
-        )
+        manifest = ctx.manifest
+        manifest.checks = {"empty_texts_dropped": empty, "duplicates": duplicates}
+        manifest.label_names = corpus.label_names
+        manifest.source = corpus.description
+        manifest.pairs = any("text_pair" in r for r in splits["train"][:10])
+        manifest.label_counts_before_limit = label_counts
         ctx.log_metrics({f"n_{k}": v for k, v in counts.items()})
 
 

@@ -37,6 +37,7 @@ from pydantic import Field, SerializeAsAny, model_validator
 from attexp.config.schema import (
     ComponentConfig,
     JobConfig,
+    NeutralDefault,
     OptionalClassifierRef,
     PaperNumbers,
     Registered,
@@ -75,8 +76,12 @@ class EvaluateConfig(JobConfig):
     batch_size: int = Field(64, ge=1, description="perturbed inputs per forward pass (faithfulness metrics)")
     random_floor: bool = Field(True, description="add a row of random scores as the floor of every metric")
     plots: bool = Field(True, description="write plots/*.png (and log them to wandb when enabled)")
-    paper: PaperNumbers | None = Field(None, description="a paper's numbers for this table, shown beside the measured")
-    precision: Precision | None = Field(None, description="fp32 (None), bf16 or fp16 for the scorer's forwards")
+    paper: Annotated[PaperNumbers | None, NeutralDefault()] = Field(
+        None, description="a paper's numbers for this table, shown beside the measured"
+    )
+    precision: Annotated[Precision | None, NeutralDefault()] = Field(
+        None, description="fp32 (None), bf16 or fp16 for the scorer's forwards"
+    )
 
     @model_validator(mode="after")
     def _reference_given(self) -> EvaluateConfig:
@@ -115,8 +120,9 @@ class EvaluateJob(Job):
 
         runs: list[Run] = []
         for name, artifact in artifacts.items():
-            explainer = (artifact.manifest.get("explainer") or {}).get("type")
-            runs.append((name, explainer, artifact.read(EXPLANATIONS, required=EXPLANATION_FIELDS)))
+            runs.append(
+                (name, artifact.manifest.explainer_type, artifact.read(EXPLANATIONS, required=EXPLANATION_FIELDS))
+            )
         if config.random_floor:
             first = artifacts[runs[0][0]]
             tokenizer = scorer.tokenizer if scorer is not None else None
@@ -142,14 +148,13 @@ class EvaluateJob(Job):
         log.info("%s (reference: %s, model: %s)\n%s", config.name, config.reference, model_name, table)
         plots = _plots(rows, curves, ctx) if config.plots else []
         ctx.counts.update(explanation_files=len(rows), instance_rows=len(per_instance), plots=len(plots))
-        ctx.manifest_extra.update(
-            reference=config.reference,
-            model=model_name,
-            results=summary,
-            beats_random={name: {c: r["beats"] for c, r in result.items()} for name, result in versus.items()},
-            evaluation_cost=cost,
-            plots=plots,
-        )
+        manifest = ctx.manifest
+        manifest.reference = config.reference
+        manifest.model = model_name
+        manifest.results = summary
+        manifest.beats_random = {name: {c: r["beats"] for c, r in result.items()} for name, result in versus.items()}
+        manifest.evaluation_cost = cost
+        manifest.plots = plots
         for row in rows:
             ctx.tracker.log({f"{row['explanations']}/{k}": v for k, v in row.items() if isinstance(v, int | float)})
         ctx.tracker.log_table("evaluation", columns, [[r.get(c) for c in columns] for r in rows])
@@ -190,18 +195,12 @@ def _key(ref: str | ComponentConfig | dict) -> str:
 
 
 def _explained_model(artifact: Artifact) -> str | ComponentConfig | None:
-    """The classifier an explain job read, from its config: a train job's name or a model source."""
-    try:
-        ref = artifact.config.get("model")
-    except OSError:
-        ref = None
+    """The classifier an explain job read (`ExplanationsManifest.explained_model`): a train job's name or a model
+    source."""
+    ref = artifact.manifest.explained_model()
     if isinstance(ref, dict) and ref.get("type") in MODELS.names():
         return MODELS.get(ref["type"]).config_type.model_validate(ref)
-    if isinstance(ref, str):
-        return ref
-    upstream = artifact.manifest.get("upstream") or {}
-    trains = sorted(name for name, info in upstream.items() if isinstance(info, dict) and info.get("job") == "train")
-    return trains[0] if trains else None
+    return ref if isinstance(ref, str) else None
 
 
 def _model_artifact(ctx: JobContext, name: str) -> Artifact:

@@ -15,6 +15,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
 from attexp.evaluate.base import Metric, MetricResult, join_by_idx, record_field
+from attexp.io.manifests import COST_FIELDS
 from attexp.registry import METRICS
 
 # -------------------------------------------------------------------------------------------------- f1
@@ -65,9 +66,6 @@ class F1(Metric):
 
 # ------------------------------------------------------------------------------------------------ cost
 
-_COST_FIELDS = ("seconds", "forward_passes", "backward_passes")
-
-
 class CostConfig(ComponentConfig):
     """Mean cost per instance: `seconds`, `forward_passes`, `backward_passes`.
 
@@ -107,7 +105,7 @@ class Cost(Metric):
 
 
 def _mean_cost(records: Sequence[dict], where: str) -> dict[str, float]:
-    out = {key: float(np.mean([float(record_field(r, key, where)) for r in records])) for key in _COST_FIELDS}
+    out = {key: float(np.mean([float(record_field(r, key, where)) for r in records])) for key in COST_FIELDS}
     out["n"] = len(records)
     return out
 

@@ -50,8 +50,8 @@ from torch import Tensor
 from attexp.config.schema import Upstream
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.io.artifacts import MANIFEST, verify_file
-from attexp.io.files import read_json, read_jsonl
+from attexp.io.artifacts import MANIFEST, read_manifest, verify_file
+from attexp.io.files import read_jsonl
 from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder, layer_index
 from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 from attexp.registry import EXPLAINERS
@@ -171,7 +171,7 @@ class InformationBottleneck(Explainer):
         folder = self.upstream_dir(cfg.prior_data, "prior_data")
         path = folder / f"{cfg.prior_split}.jsonl"
         if (folder / MANIFEST).is_file():  # the file its job finished with, not a cut or edited one
-            verify_file(folder, path.name, read_json(folder / MANIFEST))
+            verify_file(folder, path.name, read_manifest(folder / MANIFEST))
         rows = read_jsonl(path, required=("text",))[: cfg.prior_size]
         if not rows:
             raise AttexpError(f"iba: {path} has no rows to estimate the prior from; use another prior_split.")

@@ -13,13 +13,14 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
 
+from attexp.config.schema import NeutralDefault
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig
 from attexp.explain.batching import rows_per_forward
@@ -45,7 +46,7 @@ class CaptumConfig(ExplainerConfig):
 
     output: Output = "logits"
     max_tokens_per_forward: int | None = Field(None, ge=1)
-    mixed_precision: bool = False
+    mixed_precision: Annotated[bool, NeutralDefault()] = False
 
 
 def instance_groups(size: int, rows_each: int, width: int, max_tokens: int | None) -> list[Tensor]:

@@ -24,9 +24,10 @@ import ignite.distributed as idist
 import torch
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from attexp.config.schema import ClassifierRef, ComponentConfig, JobConfig, Registered, Upstream
+from attexp.config.schema import ClassifierRef, ComponentConfig, JobConfig, NeutralDefault, Registered, Upstream
+from attexp.explain.artifact import RECORDS, finish_records, shard_files
 from attexp.explain.batching import explain_rows, text_length
-from attexp.io.files import ResumableJsonlWriter, done_idx, merge_partials, read_jsonl
+from attexp.io.files import ResumableJsonlWriter, done_idx
 from attexp.io.records import DATASET, EXPLANATIONS
 from attexp.models.inputs import count_truncated
 from attexp.models.loading import label_names_of, resolve_device
@@ -35,7 +36,6 @@ from attexp.registry import EXPLAINERS, JOBS
 from attexp.runner import Job, JobContext
 
 log = logging.getLogger(__name__)
-RECORDS = "records.jsonl"
 
 
 class ExplainConfig(JobConfig):
@@ -55,7 +55,7 @@ class ExplainConfig(JobConfig):
     batch_size: int = Field(16, ge=1, description="instances per explainer call")
     max_length: int = Field(128, ge=8, description="truncate longer inputs to this many tokens")
     limit: int | None = Field(None, ge=1, description="explain only the first `limit` instances of the split")
-    precision: Precision | None = Field(
+    precision: Annotated[Precision | None, NeutralDefault()] = Field(
         None, description="fp32 (None), bf16 or fp16 for the prediction forward (gradient explainers stay fp32)"
     )
     progress: bool = True
@@ -106,7 +106,7 @@ class ExplainJob(Job):
         # whatever its number of processes) to skip what is done, before anyone writes.
         writer = ResumableJsonlWriter(ctx.path(f"{RECORDS}.rank{ctx.rank}"))
         ctx.barrier()
-        done, next_batch = _scan(_partials(ctx))
+        done, next_batch = _scan(shard_files(ctx.out_dir))
         ctx.barrier()
         remaining = [r for r in rows if r["idx"] not in done]
         # Shard: deal rows round-robin in length order, so every rank gets a similar mix of lengths.
@@ -142,31 +142,26 @@ class ExplainJob(Job):
                     len(rows),
                     config.max_length,
                 )
-            ctx.manifest_extra.update(truncated=truncated)
+            ctx.manifest.truncated = truncated
         ctx.counts.update(explained_this_run=len(remaining))
-        ctx.manifest_extra.update(
-            explainer=config.explainer.model_dump(mode="json"),
-            target=config.target,
-            split=config.split,
-            device=str(device),
-            # a train job's classifier is named after its data; any other model names its own classes
-            label_names=data.manifest.get("label_names") if isinstance(config.model, str) else label_names_of(model),
-        )
+        manifest = ctx.manifest
+        manifest.model = config.model if isinstance(config.model, str) else config.model.model_dump(mode="json")
+        manifest.explainer = config.explainer.model_dump(mode="json")
+        manifest.target = config.target
+        manifest.split = config.split
+        manifest.device = str(device)
+        # a train job's classifier is named after its data; any other model names its own classes
+        manifest.label_names = data.manifest.label_names if isinstance(config.model, str) else label_names_of(model)
 
     @classmethod
     def finish(cls, config: ExplainConfig, ctx: JobContext) -> None:
         """Rank 0, after every rank: merge the shard files into records.jsonl (sorted by idx)."""
-        n = merge_partials(ctx.path(RECORDS), _partials(ctx))
-        cost = _totals(ctx.path(RECORDS))
+        n = finish_records(ctx.out_dir, ctx.manifest)
         log.info("%s: %d records (%d this run)", config.name, n, ctx.counts.get("explained_this_run", 0))
         ctx.counts.update(records=n)
-        ctx.manifest_extra.update(cost=cost)
-        ctx.log_metrics({k: v for k, v in cost.items() if k.endswith("_per_instance")})
-        ctx.tracker.summary(cost)
-
-
-def _partials(ctx: JobContext) -> list[Path]:
-    return sorted(ctx.out_dir.glob(f"{RECORDS}.rank*.partial"))
+        cost = ctx.manifest.cost
+        ctx.log_metrics({f"{k}_per_instance": v for k, v in cost.per_instance().items()})
+        ctx.tracker.summary(cost.to_json())
 
 
 def _scan(partials: list[Path]) -> tuple[set[int], int]:
@@ -179,15 +174,3 @@ def _scan(partials: list[Path]) -> tuple[set[int], int]:
                 if raw.endswith(b"\n"):
                     last = max(last, json.loads(raw)["batch"])
     return done, last + 1
-
-
-def _totals(path) -> dict[str, float]:
-    """Cost totals and per-instance means over the finished records file."""
-    records = read_jsonl(path)
-    n = max(len(records), 1)
-    out: dict[str, float] = {"instances": len(records)}
-    for key in ("seconds", "forward_passes", "backward_passes"):
-        total = float(sum(r[key] for r in records))
-        out[f"total_{key}"] = round(total, 4)
-        out[f"{key}_per_instance"] = round(total / n, 6)
-    return out

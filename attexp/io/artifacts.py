@@ -3,21 +3,21 @@
 Layout::
 
     <base>/<stage folder>/<job name>/config.json     the resolved job config
-                                     manifest.json   provenance and status (see `new_manifest`)
+                                     manifest.json   provenance and status (`attexp.io.manifests`)
                                      ...             the stage's data files
     <base>/<stage folder>/.<job name>.lock           held while a run writes the folder
 
-Each job declares its folder (`Job.folder`): download -> data/; train, distill and train_agent -> models/;
-explain -> explanations/; evaluate, head_pruning and triggers -> logs/; visualize, attribution_tree and
-layer_flow -> visualizations/. A job is finished when its manifest says
-`"status": "finished"`; downstream jobs read only finished artifacts.
+The stage folders are `FOLDERS`; each job declares which one it writes (`Job.folder`): download -> data/; train,
+distill and train_agent -> models/; explain -> explanations/; evaluate, head_pruning and triggers -> logs/;
+visualize, attribution_tree and layer_flow -> visualizations/. A job is finished when its manifest says
+`"status": "finished"`; downstream jobs read only finished artifacts. An artifact is found by its job name alone
+(`find_artifact`): names are unique within a base directory, and the manifest says which stage wrote it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -28,10 +28,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from attexp import registry
 from attexp.errors import AttexpError
 from attexp.io.files import read_json, read_jsonl
-from attexp.io.records import RecordSchema
+from attexp.io.manifests import FileEntry, Manifest, SchemaRef, UpstreamRef
+from attexp.io.records import SCHEMAS, RecordSchema
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -39,63 +39,22 @@ CONFIG = "config.json"
 _PACKAGES = ("attexp", "torch", "transformers", "tokenizers", "datasets", "captum", "pytorch-ignite", "numpy", "wandb")
 
 
-def stage_folders() -> dict[str, str]:
-    """Job type -> the folder of the base directory its artifacts go to, as each registered job declares it
-    (`Job.folder`: data/, models/, explanations/, logs/ or visualizations/)."""
-    registry.load_all()
-    return {entry.name: entry.cls.folder for entry in registry.JOBS.entries()}
+FOLDERS = ("data", "models", "explanations", "logs", "visualizations")
+"""The stage folders of a base directory (`Job.folder` is one of them)."""
 
 
-def job_dir(base: Path, stage: str, name: str) -> Path:
-    return Path(base) / stage_folders()[stage] / name
+def job_dir(base: Path, folder: str, name: str) -> Path:
+    """`<base>/<folder>/<name>/`: the folder of job `name`, whose stage writes into `folder` (`Job.folder`)."""
+    return Path(base) / folder / name
 
 
-def lock_path(base: Path, stage: str, name: str) -> Path:
-    return Path(base) / stage_folders()[stage] / f".{name}.lock"
+def lock_path(base: Path, folder: str, name: str) -> Path:
+    return Path(base) / folder / f".{name}.lock"
 
 
 def cache_dir_of(base_dir: Path) -> Path:
     """Downloaded archives and extracted weights shared by all jobs: `$ATTEXP_CACHE_DIR`, else `<base>/.cache`."""
     return Path(os.environ.get("ATTEXP_CACHE_DIR") or Path(base_dir) / ".cache")
-
-
-UNSET_NEUTRAL = {
-    "paper": None,
-    "precision": None,
-    # distill: the empirical explainer's mode and loss (the values before they existed)
-    "mode": "copy",
-    "student_layers": None,
-    "branch_layers": None,
-    "branch_init": None,
-    "correlation_weight": 0.0,
-    # head_pruning: the Taylor criterion
-    "taylor": "michel",
-    # train_agent: the learning curve
-    "eval_every": None,
-    "eval_size": 64,
-    "continue_from": None,
-}
-"""Job keys added after artifacts were written, and the value that leaves the hash as it was, so that a
-finished job is not refused for a key it could not have had."""
-
-UNSET_NEUTRAL_EXPLAINER = {"mixed_precision": False}
-"""The same for keys of a job's `explainer` block."""
-
-
-def _neutral(value: Any, unset: dict[str, Any]) -> Any:
-    if not isinstance(value, dict):
-        return value
-    return {k: v for k, v in value.items() if not (k in unset and v == unset[k])}
-
-
-def config_hash(config: dict) -> str:
-    """sha256 of the canonical JSON of a resolved job config, without keys that do not change results."""
-    semantic = {
-        k: _neutral(v, UNSET_NEUTRAL_EXPLAINER) if k == "explainer" else v
-        for k, v in config.items()
-        if k not in ("wandb", "device") and not (k in UNSET_NEUTRAL and v == UNSET_NEUTRAL[k])
-    }
-    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -105,11 +64,11 @@ class Artifact:
     name: str
     stage: str
     dir: Path
-    manifest: dict
+    manifest: Manifest  # the typed manifest of the schema it declares (`RecordSchema.manifest`)
 
     @property
     def finished(self) -> bool:
-        return self.manifest.get("status") == "finished"
+        return self.manifest.is_finished
 
     @property
     def config(self) -> dict:
@@ -130,21 +89,39 @@ class Artifact:
     def require_finished(self) -> Artifact:
         if not self.finished:
             raise AttexpError(
-                f"{self.dir}: job {self.name!r} has not finished (status {self.manifest.get('status')!r}). "
+                f"{self.dir}: job {self.name!r} has not finished (status {self.manifest.status!r}). "
                 f"Rerun it to completion first."
             )
         return self
 
 
+def read_manifest(path: Path) -> Manifest:
+    """The manifest at `path`, typed by the schema it declares (the base `Manifest` for one it does not know)."""
+    data = read_json(path)
+    declared = data.get("schema") if isinstance(data, dict) else None
+    schema = SCHEMAS.get(declared.get("name")) if isinstance(declared, dict) else None
+    return (schema.manifest if schema is not None else Manifest).model_validate(data)
+
+
 def find_artifact(base: Path, name: str) -> Artifact | None:
     """The artifact of job `name` in any stage folder of `base`, or None."""
-    for stage, folder in stage_folders().items():
+    for folder in FOLDERS:
         path = Path(base) / folder / name / MANIFEST
         if path.exists():
-            manifest = read_json(path)
-            if manifest.get("job") == stage:
-                return Artifact(name, stage, path.parent, manifest)
+            manifest = read_manifest(path)
+            if manifest.job:
+                return Artifact(name, manifest.job, path.parent, manifest)
     return None
+
+
+def names_on_disk(base: Path) -> list[str]:
+    """The job names that have a manifest in `base`, by stage folder and name."""
+    names = []
+    for folder in FOLDERS:
+        root = Path(base) / folder
+        if root.is_dir():
+            names += sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}"))
+    return names
 
 
 def git_revision() -> str | None:
@@ -172,27 +149,45 @@ def now() -> str:
 
 
 def new_manifest(
-    *, schema: str, schema_version: int, stage: str, config: dict, upstream: dict[str, Artifact]
-) -> dict[str, Any]:
-    """The manifest written when a job starts (status "running"); the runner completes it at the end."""
-    return {
-        "schema": {"name": schema, "version": schema_version},
-        "job": stage,
-        "name": config["name"],
-        "status": "running",
-        "config_hash": config_hash(config),
-        "seed": config.get("seed"),
-        "upstream": {
-            name: {"job": a.stage, "path": str(a.dir), "config_hash": a.manifest.get("config_hash")}
+    *,
+    schema: RecordSchema,
+    stage: str,
+    config: dict,
+    config_hash: str,
+    upstream: dict[str, Artifact],
+    code_version: int = 1,
+) -> Manifest:
+    """The manifest written when a job starts (status "running"); `finish_manifest` completes it at the end.
+    `config_hash`: the job's hash (`attexp.config.hashing.config_hash`)."""
+    return schema.manifest(
+        schema=SchemaRef(name=schema.name, version=schema.version),
+        job=stage,
+        name=config["name"],
+        status="running",
+        config_hash=config_hash,
+        code_version=code_version,
+        seed=config.get("seed"),
+        upstream={
+            name: UpstreamRef(job=a.stage, path=str(a.dir), config_hash=a.manifest.config_hash)
             for name, a in upstream.items()
         },
-        "versions": package_versions(),
-        "git_revision": git_revision(),
-        "started": now(),
-        "finished": None,
-        "seconds": None,
-        "counts": {},
-    }
+        versions=package_versions(),
+        git_revision=git_revision(),
+        started=now(),
+        finished=None,
+        seconds=None,
+        counts={},
+    )
+
+
+def finish_manifest(manifest: Manifest, folder: Path, files: Sequence[str], seconds: float, world_size: int) -> None:
+    """Mark `manifest` finished: the content record of `files` (readers check it), the seconds this run added,
+    how many processes did the work, the end time."""
+    manifest.files = {name: FileEntry(**entry) for name, entry in file_records(folder, files).items()}
+    manifest.seconds = round((manifest.seconds or 0) + seconds, 3)
+    manifest.world_size = world_size
+    manifest.finished = now()
+    manifest.status = "finished"
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -214,18 +209,18 @@ def file_records(folder: Path, names: Sequence[str]) -> dict[str, dict[str, Any]
     return {name: file_record(folder / name) for name in names if (folder / name).is_file()}
 
 
-def verify_file(folder: Path, name: str, manifest: dict) -> None:
+def verify_file(folder: Path, name: str, manifest: Manifest) -> None:
     """Refuse a file of a finished artifact that is not the one its job finished with (cut, appended to, edited).
 
     Manifests written before the content record (no `files`) are read as they are.
     """
-    expected = (manifest.get("files") or {}).get(name)
+    expected = manifest.file_entry(name)
     if expected is None:
         return
     path = Path(folder) / name
     if not path.is_file():
         raise AttexpError(
-            f"{path}: missing, but the manifest of job {manifest.get('name')!r} lists it "
+            f"{path}: missing, but the manifest of job {manifest.name!r} lists it "
             f"({expected.get('records', '?')} records). Rerun that job with --force to write it again."
         )
     found = file_record(path)
@@ -233,6 +228,6 @@ def verify_file(folder: Path, name: str, manifest: dict) -> None:
         said = ", ".join(f"{k} {v}" for k, v in expected.items())
         got = ", ".join(f"{k} {v}" for k, v in found.items())
         raise AttexpError(
-            f"{path}: not the file job {manifest.get('name')!r} finished with: its manifest says {said}; found "
+            f"{path}: not the file job {manifest.name!r} finished with: its manifest says {said}; found "
             f"{got}. The file was cut, changed or replaced after the job finished. Rerun that job with --force."
         )

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attexp.errors import AttexpError
+from attexp.io import manifests as M
 
 PAD_TOKENS = frozenset({"[PAD]", "<pad>"})
 """Token strings of padding (records carry none; any that slip in are dropped before drawing)."""
@@ -43,24 +44,33 @@ not structural: in a text they stand for real content."""
 @dataclass(frozen=True)
 class RecordSchema:
     """The schema of one kind of artifact: its name and version (written in the manifest), the file(s) of
-    records it holds and the fields every record of them has (`required`) or may have (`optional`)."""
+    records it holds, the fields every record of them has (`required`) or may have (`optional`), and the typed
+    manifest of its folder (`attexp.io.manifests`)."""
 
     name: str
     version: int
     files: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    manifest: type[M.Manifest] = M.Manifest
 
     def manifest_entry(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}
 
-    def check(self, manifest: Mapping[str, Any], where: str) -> int:
+    def read_manifest(self, data: Mapping[str, Any]) -> M.Manifest:
+        """`data` (a manifest.json) as this schema's typed manifest."""
+        return self.manifest.model_validate(dict(data))
+
+    def check(self, manifest: Mapping[str, Any] | M.Manifest, where: str) -> int:
         """The schema version `manifest` declares; an error if it is another schema or a newer version.
 
         A manifest that declares no schema at all (written by hand, or by a tool that only knows the record
         format) is read as the current version.
         """
-        declared = manifest.get("schema") or {}
+        if isinstance(manifest, M.Manifest):
+            declared = manifest.schema_.model_dump() if manifest.schema_ is not None else {}
+        else:
+            declared = manifest.get("schema") or {}
         if not declared:
             return self.version
         name, version = declared.get("name"), declared.get("version")
@@ -83,6 +93,7 @@ DATASET = RecordSchema(
     files=("train.jsonl", "validation.jsonl", "test.jsonl"),
     required=("idx", "text", "label"),
     optional=("text_pair",),
+    manifest=M.DatasetManifest,
 )
 EXPLANATIONS = RecordSchema(
     "attexp.explanations",
@@ -101,27 +112,53 @@ EXPLANATIONS = RecordSchema(
         "batch",
         "extras",
     ),
+    manifest=M.ExplanationsManifest,
 )
 EVALUATION = RecordSchema(
-    "attexp.evaluation", 1, files=("instances.jsonl", "metrics.json", "table.md"), required=("explanations", "idx")
+    "attexp.evaluation",
+    1,
+    files=("instances.jsonl", "metrics.json", "table.md"),
+    required=("explanations", "idx"),
+    manifest=M.EvaluationManifest,
 )
-CLASSIFIER = RecordSchema("attexp.classifier", 1, files=("metrics.jsonl",), required=("epoch",))
-EMPIRICAL_EXPLAINER = RecordSchema("attexp.empirical_explainer", 1, files=("metrics.jsonl",), required=("epoch",))
+CLASSIFIER = RecordSchema(
+    "attexp.classifier", 1, files=("metrics.jsonl",), required=("epoch",), manifest=M.ClassifierManifest
+)
+EMPIRICAL_EXPLAINER = RecordSchema(
+    "attexp.empirical_explainer",
+    1,
+    files=("metrics.jsonl",),
+    required=("epoch",),
+    manifest=M.EmpiricalExplainerManifest,
+)
 ATTEXPLAINER_AGENT = RecordSchema(
     "attexp.attexplainer_agent",
     1,
     files=("rewards.jsonl", "state/last.safetensors", "state/last.json"),
     required=("idx", "episode", "reward"),
+    manifest=M.AgentManifest,
 )
-HEAD_PRUNING = RecordSchema("attexp.head_pruning", 1, files=("records.jsonl", "metrics.json", "table.md"))
-TRIGGERS = RecordSchema("attexp.triggers", 1, files=("records.jsonl", "metrics.json", "table.md"))
+HEAD_PRUNING = RecordSchema(
+    "attexp.head_pruning", 1, files=("records.jsonl", "metrics.json", "table.md"), manifest=M.AnalysisManifest
+)
+TRIGGERS = RecordSchema(
+    "attexp.triggers", 1, files=("records.jsonl", "metrics.json", "table.md"), manifest=M.AnalysisManifest
+)
 ATTRIBUTION_TREE = RecordSchema(
-    "attexp.attribution_tree", 1, files=("trees.jsonl",), required=("idx", "tokens", "root", "edges")
+    "attexp.attribution_tree",
+    1,
+    files=("trees.jsonl",),
+    required=("idx", "tokens", "root", "edges"),
+    manifest=M.PagesManifest,
 )
 LAYER_FLOW = RecordSchema(
-    "attexp.layer_flow", 1, files=("flow.jsonl",), required=("idx", "tokens", "scores", "capacity")
+    "attexp.layer_flow",
+    1,
+    files=("flow.jsonl",),
+    required=("idx", "tokens", "scores", "capacity"),
+    manifest=M.PagesManifest,
 )
-VISUALIZATION = RecordSchema("attexp.visualization", 1, files=("index.html",))
+VISUALIZATION = RecordSchema("attexp.visualization", 1, files=("index.html",), manifest=M.PagesManifest)
 
 SCHEMAS = {
     s.name: s

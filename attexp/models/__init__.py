@@ -1,7 +1,7 @@
 """What every stage knows about a classifier: where it comes from and how it is loaded (`sources`, `loading`),
 what is inside a BERT-family encoder (`encoder`) and how its inputs are made (`inputs`).
 
-Importing the package registers the model sources.
+Importing the package registers the model sources and the architecture check of plans (`architectures`).
 """
 
-from attexp.models import sources  # noqa: F401  (registers)
+from attexp.models import architectures, sources  # noqa: F401  (registers)

@@ -45,7 +45,7 @@ class TrainJob(Job):
     def run(self, config: TrainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
         splits = {s: data.read(DATASET, f"{s}.jsonl") for s in ("train", "validation", "test")}
-        label_names = data.manifest["label_names"]
+        label_names = data.manifest.label_names
         device = resolve_device(config.device)
         source = MODELS.get(config.model.type).cls(config.model)
         model, tokenizer = source.load(
@@ -87,14 +87,13 @@ class TrainJob(Job):
                 config.max_length,
                 truncated,
             )
-        ctx.manifest_extra.update(truncated=truncated)
-        ctx.manifest_extra.update(
-            label_names=label_names,
-            device=str(device),
-            best_epoch=result.best_epoch,
-            best_validation_f1=result.best_val_f1,
-            test={"accuracy": test["accuracy"], "f1_weighted": test["f1_weighted"], "loss": test["loss"]},
-            parameters=sum(p.numel() for p in model.parameters()),
-        )
+        manifest = ctx.manifest
+        manifest.truncated = truncated
+        manifest.label_names = label_names
+        manifest.device = str(device)
+        manifest.best_epoch = result.best_epoch
+        manifest.best_validation_f1 = result.best_val_f1
+        manifest.test = {"accuracy": test["accuracy"], "f1_weighted": test["f1_weighted"], "loss": test["loss"]}
+        manifest.parameters = sum(p.numel() for p in model.parameters())
         ctx.log_metrics({"test_accuracy": test["accuracy"], "test_f1": test["f1_weighted"]})
         ctx.tracker.summary({"test_accuracy": test["accuracy"], "test_f1": test["f1_weighted"]})

@@ -15,11 +15,11 @@ declarations, and the job passes its config straight to the training loop: nothi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from attexp.config.schema import StrictModel
+from attexp.config.schema import NeutralDefault, StrictModel
 from attexp.models.precision import Precision
 
 
@@ -43,7 +43,7 @@ class TrainSettings(LoopSettings):
     max_grad_norm: float = Field(1.0, gt=0)
     patience: int = Field(2, ge=1, description="epochs without a validation gain before stopping")
     max_length: int = Field(128, ge=8)
-    precision: Precision | None = Field(
+    precision: Annotated[Precision | None, NeutralDefault()] = Field(
         None, description="fp32 (None), bf16 or fp16 (with loss scaling) autocast for training and validation"
     )
 
@@ -71,21 +71,21 @@ class DistillSettings(TrainSettings):
     2e-4, both with correlation_weight 1 (configs/lib/convergence.libsonnet; benchmarks/README.md).
     """
 
-    mode: Literal["copy", "student", "shared"] = "copy"
+    mode: Annotated[Literal["copy", "student", "shared"], NeutralDefault()] = "copy"
     head: Literal["token", "flat", "class"] = "token"
     epochs: int = Field(5, ge=1)
-    student_layers: int | None = Field(
+    student_layers: Annotated[int | None, NeutralDefault()] = Field(
         None, ge=1, description="student mode: layers kept (default: a third of the classifier's, at least 1)"
     )
-    branch_layers: int | None = Field(
+    branch_layers: Annotated[int | None, NeutralDefault()] = Field(
         None, ge=0, description="shared mode: transformer layers of the branch (default 1)"
     )
-    branch_init: Literal["top_layers", "random"] | None = Field(
+    branch_init: Annotated[Literal["top_layers", "random"] | None, NeutralDefault()] = Field(
         None,
         description="shared mode: start the branch as a copy of the classifier's top layers or fresh (default: a "
         "copy where the classifier's layout allows it)",
     )
-    correlation_weight: float = Field(0.0, ge=0)
+    correlation_weight: Annotated[float, NeutralDefault()] = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _mode_settings(self) -> DistillSettings:
@@ -109,16 +109,18 @@ class AgentTrainSettings(LoopSettings):
     (the games' cost); the agent's own small network trains in float32."""
 
     episodes: int = Field(1000, ge=1)
-    precision: Precision | None = Field(
+    precision: Annotated[Precision | None, NeutralDefault()] = Field(
         None, description="fp32 (None), bf16 or fp16 autocast of the classifier's forwards in the games"
     )
     max_seconds: float | None = Field(None, gt=0)
     checkpoint_every: int = Field(20, ge=1)
     log_every: int = Field(10, ge=1)
-    eval_every: int | None = Field(
+    eval_every: Annotated[int | None, NeutralDefault()] = Field(
         None,
         ge=1,
         description="the learning curve: every N game batches (and before the first and after the last), the greedy "
         "agent plays the first `eval_size` validation instances; a uniformly random policy plays the same games once",
     )
-    eval_size: int = Field(64, ge=1, description="held-out instances of the learning curve")
+    eval_size: Annotated[int, NeutralDefault()] = Field(
+        64, ge=1, description="held-out instances of the learning curve"
+    )

@@ -62,25 +62,25 @@ def _pages(out_dir: Path, template: str, items: list[dict], title: str, notes: l
 
 def _finish(ctx: Any, pages: list[Path]) -> None:
     ctx.counts.update(pages=len(pages))
-    ctx.manifest_extra.update(index=str(ctx.path("index.html")))
+    ctx.manifest.index = str(ctx.path("index.html"))
 
 
 @renders("attribution_tree")
 def tree_pages(config: Any, ctx: Any) -> None:
     """One page per tree record (SVG tree and edge table) and an index."""
-    label_names = ctx.manifest_extra.get("label_names")
+    label_names = ctx.manifest.label_names
     items = [
         {**_item(record, label_names), "section": tree.section(record, record["tokens"], config.threshold)}
         for record in read_jsonl(ctx.path(ATTRIBUTION_TREE.files[0]), ATTRIBUTION_TREE.required)
     ]
-    notes = list(ctx.manifest_extra.get("notes") or [])
+    notes = list(ctx.manifest.notes)
     _finish(ctx, _pages(ctx.out_dir, "tree.html.j2", items, f"Attribution trees: {config.name}", notes))
 
 
 @renders("layer_flow")
 def flow_pages(config: Any, ctx: Any) -> None:
     """One page per layer-flow record (the heatmap as a table and a PNG) and an index."""
-    label_names = ctx.manifest_extra.get("label_names")
+    label_names = ctx.manifest.label_names
     label = QUANTITY_LABELS[config.quantity]
     items = []
     for record in read_jsonl(ctx.path(LAYER_FLOW.files[0]), LAYER_FLOW.required):
@@ -89,5 +89,5 @@ def flow_pages(config: Any, ctx: Any) -> None:
             values, record["tokens"], ctx.path(f"plots/{record['idx']}.png"), f"instance {record['idx']}", label
         )
         items.append({**_item(record, label_names), "section": flow.section(values, record["tokens"], label, png)})
-    notes = list(ctx.manifest_extra.get("notes") or [])
+    notes = list(ctx.manifest.notes)
     _finish(ctx, _pages(ctx.out_dir, "flow.html.j2", items, f"IBA per layer: {config.name}", notes))

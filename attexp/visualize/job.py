@@ -59,16 +59,15 @@ class VisualizeJob(Job):
         label_names = None
         for name in config.explanations:
             artifact = ctx.upstream(name)
-            cost = artifact.manifest.get("cost", {})
             runs.append(
                 Run(
                     name=name,
-                    explainer=(artifact.manifest.get("explainer") or {}).get("type", "?"),
+                    explainer=artifact.manifest.explainer_type or "?",
                     records=artifact.read(EXPLANATIONS, required=("idx", "tokens", "attributions")),
-                    cost={k: v for k, v in cost.items() if k.endswith("_per_instance")},
+                    cost={f"{k}_per_instance": v for k, v in artifact.manifest.cost.per_instance().items()},
                 )
             )
-            label_names = label_names or artifact.manifest.get("label_names")
+            label_names = label_names or artifact.manifest.label_names
         summary = self._summary(config, ctx) if config.evaluation else None
         pages = render_report(
             ctx.out_dir,
@@ -83,9 +82,9 @@ class VisualizeJob(Job):
         pages += [summary] if summary else []
         ctx.counts.update(pages=len(pages))
         ctx.log_metrics({"pages": len(pages), "explanation_files": len(runs)})
-        ctx.manifest_extra.update(
-            index=str(ctx.path("index.html")), summary=str(summary) if summary else None, evaluation=config.evaluation
-        )
+        ctx.manifest.index = str(ctx.path("index.html"))
+        ctx.manifest.summary = str(summary) if summary else None
+        ctx.manifest.evaluation = config.evaluation
 
     def _sections(self, config: VisualizeConfig, ctx: JobContext) -> dict[int, list[dict]]:
         """Per idx, the attribution tree and the IBA layer flow to add to its page (from `trees`, `layer_flow`)."""
@@ -116,7 +115,7 @@ class VisualizeJob(Job):
             )
         plots = [
             (relative.rsplit("/", 1)[-1].removesuffix(".png"), (evaluation.dir / relative).read_bytes())
-            for relative in evaluation.manifest.get("plots") or []
+            for relative in evaluation.manifest.plots
             if (evaluation.dir / relative).is_file()
         ]
         notes = [f"evaluate job: {config.evaluation}"]

@@ -33,7 +33,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from attexp.config.schema import ClassifierRef, JobConfig, Upstream, UpstreamJob
+from attexp.config.schema import ClassifierRef, JobConfig, NeutralDefault, Upstream, UpstreamJob
 from attexp.distill.attexplainer.agent import Agent, AgentSettings
 from attexp.distill.attexplainer.game import GameSettings, Victim
 from attexp.distill.attexplainer.training import CHECKPOINT, mask_token_id, train
@@ -73,7 +73,7 @@ class TrainAgentConfig(AgentTrainSettings, JobConfig):
     max_length: int = Field(64, ge=8)
     game: GameSettings = Field(default_factory=GameSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
-    continue_from: Annotated[str | None, Upstream(("train_agent",))] = Field(
+    continue_from: Annotated[str | None, Upstream(("train_agent",)), NeutralDefault()] = Field(
         None,
         description="a finished train_agent job whose final state this job trains on from, to a larger budget "
         "(episodes and max_seconds count that job's batches and seconds too)",
@@ -163,10 +163,10 @@ def _budget_problems(config: TrainAgentConfig, before: UpstreamJob, where: str) 
     checks again, against the exact final state: `_nothing_left`)."""
     if before.folder is not None:
         try:
-            manifest = read_json(before.folder / MANIFEST)
+            manifest = ATTEXPLAINER_AGENT.read_manifest(read_json(before.folder / MANIFEST))
         except (OSError, ValueError):
-            manifest = {}
-        episodes, seconds = manifest.get("episodes"), manifest.get("training_seconds")
+            manifest = ATTEXPLAINER_AGENT.manifest()
+        episodes, seconds = manifest.episodes, manifest.training_seconds
         if isinstance(episodes, int) and isinstance(seconds, (int, float)):
             problem = _nothing_left(config, episodes, seconds)
             return [f"{where}: {problem}"] if problem else []
@@ -250,26 +250,25 @@ class TrainAgentJob(Job):
             else {}
         )
         ctx.counts.update(episodes=result.episodes, instances=len(rows), learn_steps=agent.learn_steps)
-        ctx.manifest_extra.update(
-            task=config.game.task,
-            victim=config.model,
-            device=str(device),
-            episodes=result.episodes,
-            game_steps=agent.game_steps,
-            learn_steps=agent.learn_steps,
-            training_seconds=round(result.seconds, 1),
-            training_cpu_seconds=round(result.cpu_seconds, 1),
-            stopped_by=result.stopped_by,
-            resumed_from_episode=result.resumed_from,
-            rewards_curve=curve,
-            final=final,
-        )
+        manifest = ctx.manifest
+        manifest.task = config.game.task
+        manifest.victim = config.model
+        manifest.device = str(device)
+        manifest.episodes = result.episodes
+        manifest.game_steps = agent.game_steps
+        manifest.learn_steps = agent.learn_steps
+        manifest.training_seconds = round(result.seconds, 1)
+        manifest.training_cpu_seconds = round(result.cpu_seconds, 1)
+        manifest.stopped_by = result.stopped_by
+        manifest.resumed_from_episode = result.resumed_from
+        manifest.rewards_curve = curve
+        manifest.final = final
         if continued_from is not None:
-            ctx.manifest_extra["continued_from"] = continued_from
+            manifest.continued_from = continued_from
         if result.learning_curve and held_out is not None:  # the greedy agent's and a random policy's games
-            ctx.manifest_extra.update(
-                learning_curve=result.learning_curve, random_policy=result.random_policy, heldout=len(held_out)
-            )
+            manifest.learning_curve = result.learning_curve
+            manifest.random_policy = result.random_policy
+            manifest.heldout = len(held_out)
             write_jsonl(
                 ctx.path("learning_curve.jsonl"),
                 ({"idx": i, **point} for i, point in enumerate(result.learning_curve)),
@@ -303,8 +302,8 @@ def _checkpoint_to_resume(config: TrainAgentConfig, ctx: JobContext) -> dict | N
             f"{before.name!r} (--force) to get one."
         )
     for name in (config.model, config.data):  # a victim or data rerun since under the same name
-        used = ((before.manifest.get("upstream") or {}).get(name) or {}).get("config_hash")
-        now = ctx.upstream(name).manifest.get("config_hash") if name in ctx.upstream_artifacts else None
+        used = before.manifest.upstream[name].config_hash if name in before.manifest.upstream else None
+        now = ctx.upstream(name).manifest.config_hash if name in ctx.upstream_artifacts else None
         if used and now and used != now:
             raise AttexpError(
                 f"{where}: {name!r} was rerun with another config since {before.name!r} trained on it; a "
@@ -318,8 +317,8 @@ def _checkpoint_to_resume(config: TrainAgentConfig, ctx: JobContext) -> dict | N
         raise AttexpError(f"{where}: {problem}")
     continued = {
         "job": before.name,
-        "episodes": before.manifest.get("episodes"),
-        "training_seconds": before.manifest.get("training_seconds"),
+        "episodes": before.manifest.episodes,
+        "training_seconds": before.manifest.training_seconds,
     }
     write_json(record, continued)
     _copy_state(state, own)  # last: a run killed before this copies it again

@@ -52,10 +52,7 @@ class DistillJob(Job):
 
     def run(self, config: DistillConfig, ctx: JobContext) -> None:
         train_art, val_art = ctx.upstream(config.train), ctx.upstream(config.validation)
-        teachers = {
-            train_art.manifest.get("explainer", {}).get("type"),
-            val_art.manifest.get("explainer", {}).get("type"),
-        }
+        teachers = {train_art.manifest.explainer_type, val_art.manifest.explainer_type}
         if len(teachers) != 1:
             raise AttexpError(
                 f"distill {config.name!r}: train and validation explanations come from different explainers "
@@ -82,15 +79,14 @@ class DistillJob(Job):
         tokenizer.save_pretrained(ctx.path("model"))
         shutil.rmtree(ctx.path("checkpoints"))  # only needed to resume an interrupted run
         ctx.counts.update(
-            train=train_art.manifest["counts"].get("records", 0),
-            validation=val_art.manifest["counts"].get("records", 0),
+            train=train_art.manifest.counts.get("records", 0),
+            validation=val_art.manifest.counts.get("records", 0),
         )
-        ctx.manifest_extra.update(
-            teacher=train_art.manifest.get("explainer"),
-            mode=config.mode,
-            head=config.head,
-            device=str(device),
-            best_epoch=result.best_epoch,
-            best_validation_mse=result.best_val_mse,
-        )
+        manifest = ctx.manifest
+        manifest.teacher = train_art.manifest.explainer
+        manifest.mode = config.mode
+        manifest.head = config.head
+        manifest.device = str(device)
+        manifest.best_epoch = result.best_epoch
+        manifest.best_validation_mse = result.best_val_mse
         ctx.tracker.summary({"best_validation_mse": result.best_val_mse})

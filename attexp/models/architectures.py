@@ -1,0 +1,97 @@
+"""Which architectures the inside-the-model explainers and analyses read, checked before anything runs.
+
+An explainer or a job that reads the inside of a model declares the `model_type`s it supports (`architectures`);
+this plan check (registered with `attexp.registry.checks_plans`, run by the config loader with its own checks)
+reads the `model_type` of every classifier a job names, from a `config.json` without loading or fetching anything,
+and refuses the config (exit 2, nothing written) where a job or explainer would not support it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from attexp.config.build import join
+from attexp.config.schema import JobConfig, Registered, marker
+from attexp.io.artifacts import cache_dir_of, find_artifact
+from attexp.models.sources import read_model_type
+from attexp.registry import EXPLAINERS, JOBS, MODELS, checks_plans
+
+
+@checks_plans
+def check_architectures(plan: Any, built: list[tuple[str, JobConfig | None, Any]], base_dir: Path) -> list[str]:
+    """Every classifier a job reads, before anything runs: a model source must be usable as far as can be seen
+    (a local folder with a config.json), and its architecture (`model_type`) must be one that each explainer and
+    analysis of the job supports. The architecture is read from a config.json without loading or fetching
+    anything: a local folder, the hub cache, an upstream train job's model source or finished artifact; where
+    none can be read (a hub model never downloaded) the check is left to the job."""
+    errors: list[str] = []
+    cache = cache_dir_of(base_dir)
+    trained: dict[str, Any] = {}  # train jobs of this pipeline -> their model source
+    for loc, job, _ in built:
+        if job is None:
+            continue
+        if job.job == "train":
+            trained[job.name] = getattr(job, "model", None)
+        users = _architecture_users(job, loc)
+        for name, info in type(job).model_fields.items():
+            registered = marker(info.metadata, Registered)
+            ref = getattr(job, name)
+            if registered is None or registered.kind != "model source" or ref is None or job.job == "train":
+                continue
+            where = join(loc, name)
+            if isinstance(ref, BaseModel):
+                source = MODELS.get(ref.type).cls(ref)
+                problem = source.problem(root=base_dir)
+                if problem:
+                    errors.append(f"{where}: {problem}")
+                    continue
+                model_type, what = source.model_type(cache, root=base_dir), f"the {ref.type} model"
+            elif ref in trained:
+                source = trained[ref]
+                model_type = MODELS.get(source.type).cls(source).model_type(cache, root=base_dir)
+                what = f"train job {ref!r}'s model ({source.type})"
+            else:
+                artifact = find_artifact(base_dir, ref)
+                model_type = read_model_type(artifact.dir / "model") if artifact is not None else None
+                what = f"train job {ref!r}'s model"
+            if model_type is None:
+                continue
+            for user_loc, user, supported in users:
+                if model_type not in supported:
+                    errors.append(_unsupported(user_loc, user, model_type, what, where, supported))
+    return errors
+
+
+def _architecture_users(job: BaseModel, loc: str) -> list[tuple[str, str, frozenset[str]]]:
+    """(location, description, supported model_types) of the job itself and of its explainers, where limited."""
+    users = []
+    job_cls = JOBS.get(job.job).cls
+    if getattr(job_cls, "architectures", None) is not None:
+        users.append((loc or "(top level)", f"job {job.job!r}", job_cls.architectures))
+    for name, info in type(job).model_fields.items():
+        registered = marker(info.metadata, Registered)
+        value = getattr(job, name)
+        if registered is None or registered.kind != "explainer" or value is None:
+            continue
+        for i, component in enumerate(value if isinstance(value, list) else [value]):
+            limited = getattr(EXPLAINERS.get(component.type).cls, "architectures", None)
+            here = join(loc, name) if not isinstance(value, list) else join(join(loc, name), i)
+            if limited is not None:
+                users.append((here, f"explainer {component.type!r}", limited))
+    return users
+
+
+def _unsupported(loc: str, user: str, model_type: str, what: str, where: str, supported: frozenset[str]) -> str:
+    working = [
+        name
+        for name in EXPLAINERS.names()
+        if (limited := getattr(EXPLAINERS.get(name).cls, "architectures", None)) is None or model_type in limited
+    ]
+    return (
+        f"{loc}: {user} does not support {what} ({where}), a {model_type!r} model: it reads the inside of the "
+        f"BERT-family layout, model_type {', '.join(sorted(supported))}. Explainers that work on {model_type!r}: "
+        f"{', '.join(working)}. Use one of them, or a model of a supported architecture."
+    )
