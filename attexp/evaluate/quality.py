@@ -66,6 +66,7 @@ class F1(Metric):
 
 # ------------------------------------------------------------------------------------------------ cost
 
+
 class CostConfig(ComponentConfig):
     """Mean cost per instance: `seconds`, `forward_passes`, `backward_passes`.
 
