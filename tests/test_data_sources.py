@@ -20,9 +20,8 @@ from attexp.data.sources import (
     LocalSource,
     PackagedConfig,
     PackagedSource,
-    limit_rows,
-    make_splits,
 )
+from attexp.data.splits import limit_rows, make_splits
 from attexp.errors import AttexpError, ConfigError
 from attexp.registry import SOURCES
 

@@ -1,4 +1,5 @@
-"""The download stage: data sources (`sources`) and the job that writes the splits (`job`).
+"""The download stage: data sources (`sources`), splitting and subsampling (`splits`) and the job that writes the
+splits (`job`).
 
 Importing the package registers its data sources and its job.
 """

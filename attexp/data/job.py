@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SerializeAsAny, field_validator
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered
-from attexp.data.sources import limit_rows, make_splits
+from attexp.data.splits import limit_rows, make_splits
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
 from attexp.io.records import DATASET
