@@ -313,3 +313,25 @@ def test_torchrun_data_parallel_explain_equals_single_process(base, tmp_path):
     for a, b in zip(parallel, single, strict=True):
         assert a["input_ids"] == b["input_ids"] and a["target"] == b["target"]
         assert a["attributions"] == pytest.approx(b["attributions"], abs=1e-4)
+
+
+def test_every_manifest_is_its_stages_typed_model_with_nothing_undeclared(base):
+    """The writers go through the typed manifests: every key a finished job wrote is a field of its stage's model
+    (nothing lands in `model_extra`), and the explain manifest's cost totals are those of its records."""
+    from attexp.io.artifacts import find_artifact, names_on_disk
+    from attexp.io.manifests import ExplanationCost, Manifest
+    from attexp.io.records import EXPLANATIONS, SCHEMAS
+
+    names = names_on_disk(base)
+    assert len(names) >= 7
+    for name in names:
+        artifact = find_artifact(base, name)
+        schema = SCHEMAS[artifact.manifest.schema_.name]
+        assert type(artifact.manifest) is schema.manifest and isinstance(artifact.manifest, Manifest)
+        assert not artifact.manifest.model_extra, (name, sorted(artifact.manifest.model_extra))
+        assert artifact.manifest.world_size == 1 and artifact.manifest.code_version == 1
+    lig = find_artifact(base, "rt.explain.lig.tiny.test")
+    records = lig.read(EXPLANATIONS)
+    assert lig.manifest.cost == ExplanationCost.of(records) and lig.manifest.cost.instances == len(records) > 0
+    assert lig.manifest.explainer_type == "lig" and lig.manifest.explained_model() == "rt.train.tiny"
+    assert lig.manifest.label_names == find_artifact(base, "rt.download").manifest.label_names
