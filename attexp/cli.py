@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--override", action="append", default=[], metavar="A.B=V", help="set a config key after jsonnet")
     p.add_argument("--dry-run", action="store_true", help="validate and show what would run; write nothing")
     p.add_argument("--force", action="store_true", help="overwrite finished or partial artifacts of these jobs")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run as task I of a job array of N (0 <= I < N; default from SLURM_ARRAY_TASK_ID/_COUNT): the explain "
+        "and evaluate jobs on shard I of the instances, the task that finishes the last shard merges them",
+    )
+    p.add_argument("--merge", action="store_true", help="merge the shards of a job array whose tasks all finished")
     p.add_argument("--list", action="store_true", help="list registered jobs, explainers, metrics and sources")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     return p
@@ -111,12 +118,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list[str], args) -> int:
+    from attexp import job_arrays
     from attexp.config.loader import load_config
     from attexp.runner import prepare, run_plan
 
     try:
+        shard = _shard(args)
         plan = load_config(config, base_dir=base_dir, ext_vars=ext_vars, overrides=overrides)
-        prepared = prepare(plan, base_dir, args.force)
+        prepared = job_arrays.prepare_array(plan, base_dir) if shard else prepare(plan, base_dir, args.force)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -125,11 +134,16 @@ def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list
         return 1
     if args.dry_run:
         if dist.is_main():
-            print(describe(plan, prepared, base_dir))
+            print(describe(plan, prepared, base_dir, shard))
         return 0
     _quiet_libraries()
     try:
-        outputs = run_plan(plan, base_dir, force=args.force)
+        if args.merge:
+            outputs = job_arrays.merge(plan, base_dir)
+        elif shard is not None:
+            outputs = job_arrays.run_shard(plan, base_dir, shard)
+        else:
+            outputs = run_plan(plan, base_dir, force=args.force)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -149,6 +163,24 @@ def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list
     return 0
 
 
+def _shard(args) -> dist.Shard | None:
+    """The job-array task of this command (`--shard I/N`, else a SLURM array's variables), checked against the
+    other options; None outside an array."""
+    try:
+        shard = dist.parse_shard(args.shard) if args.shard else dist.shard_from_environment()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if shard is not None and (args.force or dist.launched()):
+        what = "--force" if args.force else "torchrun"
+        raise ConfigError(
+            f"--shard {shard} cannot be combined with {what}: array tasks share the job's folder. Run one command "
+            f"with --force and no --shard to start over, or launch the tasks as separate single processes."
+        )
+    if args.merge and shard is not None and args.shard:
+        raise ConfigError("--merge merges the shards of every task; give it without --shard.")
+    return None if args.merge else shard
+
+
 OPEN_FIRST = ("summary.html", "index.html", "table.md")
 """The files of a finished run a reader opens first, in this order: the visualize stage's summary and index pages,
 the evaluate stage's table."""
@@ -162,12 +194,28 @@ def what_to_open(outputs: list[Path]) -> list[Path]:
     return found
 
 
-def describe(plan, prepared, base_dir: Path) -> str:
-    """The dry-run report: per job, what would happen, where it writes, what it reads, the resolved config."""
+def runs_on(job_cls, shard: dist.Shard | None = None) -> str:
+    """Where a job's work runs: on every rank under torchrun, on the shards of a job array, or on rank 0 alone."""
+    if shard is not None:
+        return f"shard {shard} of its instances (array task)"
+    parts = []
+    if job_cls.distributed:
+        parts.append("all ranks under torchrun (each a share of the work)")
+    else:
+        parts.append("rank 0 only under torchrun (the other ranks wait)")
+    if job_cls.shardable:
+        parts.append("or the shards of a job array (--shard I/N)")
+    return " ".join(parts)
+
+
+def describe(plan, prepared, base_dir: Path, shard: dist.Shard | None = None) -> str:
+    """The dry-run report: per job, what would happen, where it writes, where its work runs, what it reads, the
+    resolved config."""
     lines = [f"config: {plan.source}", f"base directory: {base_dir.resolve()}", f"jobs: {len(plan.jobs)}"]
     for i, item in enumerate(prepared, start=1):
         cfg = item.config
         lines.append(f"\n[{i}] {cfg.job} {cfg.name}: would {item.action} -> {item.out_dir}")
+        lines.append(f"    runs on: {runs_on(registry.JOBS.get(cfg.job).cls, shard)}")
         for name, origin in plan.upstream.get(cfg.name, {}).items():
             where = "written earlier in this pipeline" if origin == "pipeline" else origin
             lines.append(f"    reads {name}: {where}")

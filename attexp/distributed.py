@@ -6,13 +6,17 @@ process validates the same config. Rank 0 owns the job folder (lock, config, man
 declare `distributed = True` (explain) run on every rank over a shard of the instances, each rank writing its
 own shard file, and rank 0 merges them; other jobs run on rank 0 while the others wait. Outside torchrun all
 of this collapses to rank 0 of 1, and no process group is created.
+
+Job arrays need no rendezvous: `run_job.py CONFIG --shard I/N` (or a SLURM array task, `shard_from_environment`)
+runs the instance-parallel jobs on shard I of N as a separate command (`Shard`; see attexp.runner).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import ignite.distributed as idist
 import torch
@@ -62,3 +66,38 @@ def share(value: str) -> str:
     if world_size() > 1:
         return idist.broadcast(value if is_main() else None, src=0, safe_mode=True)
     return value
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Task `index` of `count` of a job array (`--shard I/N`, or a SLURM array): without a rendezvous, each task
+    runs the instance-parallel jobs on its own fixed share of the instances and writes its own shard file; the task
+    that finds every shard done merges them (`attexp.runner`)."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """`I/N` (0 <= I < N) as a Shard; a ValueError naming the form otherwise."""
+    index, sep, count = text.partition("/")
+    try:
+        shard = Shard(int(index), int(count)) if sep else None
+    except ValueError:
+        shard = None
+    if shard is None or not 0 <= shard.index < shard.count:
+        raise ValueError(f"--shard {text!r}: expected I/N with 0 <= I < N (e.g. --shard 0/4, the first of four tasks)")
+    return shard
+
+
+def shard_from_environment(environ: Mapping[str, str] | None = None) -> Shard | None:
+    """The Shard of a SLURM array task (`SLURM_ARRAY_TASK_ID` counted from `SLURM_ARRAY_TASK_MIN`, of
+    `SLURM_ARRAY_TASK_COUNT`), or None outside an array."""
+    env = os.environ if environ is None else environ
+    if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
+        return None
+    first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+    return parse_shard(f"{int(env['SLURM_ARRAY_TASK_ID']) - first}/{int(env['SLURM_ARRAY_TASK_COUNT'])}")

@@ -34,6 +34,7 @@ from attexp.config.hashing import hash_config
 from attexp.config.loader import Plan
 from attexp.config.schema import ComponentConfig, JobConfig, WandbConfig
 from attexp.config.upstream import classifier_sources, upstream_refs
+from attexp.distributed import Shard
 from attexp.errors import AttexpError, ConfigError
 from attexp.io.artifacts import (
     CONFIG,
@@ -64,6 +65,9 @@ class Job:
 
     `distributed = True` means `run` is called on every rank under torchrun (each does its share, see
     attexp.distributed); `finish` then runs on rank 0 once every rank is done (e.g. to merge shards).
+    `shardable = True` means `run` does shard `ctx.rank` of `ctx.world_size` of the instances without needing a
+    process group (its barriers are no-ops there), so a job array runs it as separate commands (`--shard I/N`,
+    `attexp.job_arrays`); its `finish` then runs in the task that completes the last shard.
 
     `version` is the version of the job's code (as in tango's steps): bump it when a change to the code changes
     what the job writes for the same config, and its hash changes with it, so artifacts of the older code are not
@@ -75,6 +79,7 @@ class Job:
     folder: ClassVar[str]
     version: ClassVar[int] = 1
     distributed: ClassVar[bool] = False
+    shardable: ClassVar[bool] = False
     resumable: ClassVar[bool] = True  # False: a partial run holds nothing worth keeping (see `decide`)
     architectures: ClassVar[frozenset[str] | None] = None  # model_types of the classifier it reads (None: any)
 
@@ -101,6 +106,7 @@ class JobContext:
     rank: int = 0
     world_size: int = 1
     counts: dict[str, int] = field(default_factory=dict)
+    shard: Shard | None = None  # the job-array task this process is (then rank/world_size are its index/count)
 
     @property
     def is_main(self) -> bool:
@@ -274,24 +280,11 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
         return
     item.action = verdict
     try:
-        upstream = {}
-        for name in _upstream_names(cfg):
-            artifact = find_artifact(base_dir, name)
-            if artifact is None:
-                raise AttexpError(f"job {cfg.name!r}: upstream artifact {name!r} is missing from {base_dir}.")
-            upstream[name] = artifact.require_finished()
+        upstream = upstream_artifacts(cfg, base_dir)
         resolved = cfg.model_dump(mode="json")
         resuming = item.action == "resume"
         if main:
-            manifest = _start_manifest(item, job_cls, resolved, upstream)
-            models = model_fingerprints(cfg, base_dir)
-            if models:  # a fresh run records them; a resumed run keeps what it started with (checked by `decide`)
-                recorded = dict(manifest.models)
-                for key, entry in models.items():
-                    if key not in recorded or not recorded[key].sha256:
-                        recorded[key] = entry
-                manifest.models = recorded
-                write_json(item.out_dir / MANIFEST, manifest.to_json())
+            manifest = start_manifest(item, job_cls, resolved, upstream, base_dir)
         else:  # the other ranks' view: the stage's fields they set are not written (rank 0 writes the manifest)
             manifest = job_cls.schema.manifest()
         dist.barrier()  # the folder exists and is claimed
@@ -326,15 +319,9 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
             handler.close()
         dist.barrier()  # every rank's share is on disk
         if main:
-            job_cls.finish(cfg, ctx)
-            render = RENDERERS.get(cfg.job)
-            if render is not None:  # pages of a job that writes records (registered by the visualize stage)
-                render(cfg, ctx)
-            manifest.counts = {**manifest.counts, **ctx.counts}
             # world_size: the processes that did the work (a job that runs on rank 0 alone is 1 under torchrun too)
             workers = dist.world_size() if job_cls.distributed else 1
-            finish_manifest(manifest, item.out_dir, job_cls.schema.files, time.perf_counter() - started, workers)
-            write_json(item.out_dir / MANIFEST, manifest.to_json())
+            complete(job_cls, ctx, time.perf_counter() - started, workers)
             log.info("%s: finished in %.1f s", cfg.name, time.perf_counter() - started)
     finally:
         if lock is not None:
@@ -368,6 +355,46 @@ def _claim(item: Prepared, base_dir: Path) -> tuple[filelock.FileLock, str]:
         lock.release()
         raise
     return lock, action
+
+
+def upstream_artifacts(cfg: JobConfig, base_dir: Path) -> dict[str, Artifact]:
+    """The finished artifacts of the upstream jobs `cfg` names; an error for one missing or unfinished."""
+    upstream = {}
+    for name in _upstream_names(cfg):
+        artifact = find_artifact(base_dir, name)
+        if artifact is None:
+            raise AttexpError(f"job {cfg.name!r}: upstream artifact {name!r} is missing from {base_dir}.")
+        upstream[name] = artifact.require_finished()
+    return upstream
+
+
+def complete(job_cls: type[Job], ctx: JobContext, seconds: float, workers: int) -> None:
+    """Rank 0, once every process's share is done: the job's `finish` (e.g. merging shard files), the pages of a
+    job that writes records (registered by the visualize stage), then the manifest marked finished."""
+    job_cls.finish(ctx.config, ctx)
+    render = RENDERERS.get(ctx.config.job)
+    if render is not None:
+        render(ctx.config, ctx)
+    ctx.manifest.counts = {**ctx.manifest.counts, **ctx.counts}
+    finish_manifest(ctx.manifest, ctx.out_dir, job_cls.schema.files, seconds, workers)
+    write_json(ctx.out_dir / MANIFEST, ctx.manifest.to_json())
+
+
+def start_manifest(
+    item: Prepared, job_cls: type[Job], resolved: dict, upstream: dict[str, Artifact], base_dir: Path
+) -> Manifest:
+    """config.json and a "running" manifest (a resumed job keeps its manifest and counts the resume), with the
+    fingerprints of the model sources it reads."""
+    manifest = _start_manifest(item, job_cls, resolved, upstream)
+    models = model_fingerprints(item.config, base_dir)
+    if models:  # a fresh run records them; a resumed run keeps what it started with (checked by `decide`)
+        recorded = dict(manifest.models)
+        for key, entry in models.items():
+            if key not in recorded or not recorded[key].sha256:
+                recorded[key] = entry
+        manifest.models = recorded
+        write_json(item.out_dir / MANIFEST, manifest.to_json())
+    return manifest
 
 
 def _start_manifest(item: Prepared, job_cls: type[Job], resolved: dict, upstream: dict[str, Artifact]) -> Manifest:

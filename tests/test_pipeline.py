@@ -335,3 +335,57 @@ def test_every_manifest_is_its_stages_typed_model_with_nothing_undeclared(base):
     assert lig.manifest.cost == ExplanationCost.of(records) and lig.manifest.cost.instances == len(records) > 0
     assert lig.manifest.explainer_type == "lig" and lig.manifest.explained_model() == "rt.train.tiny"
     assert lig.manifest.label_names == find_artifact(base, "rt.download").manifest.label_names
+
+
+def test_a_job_array_in_any_order_one_task_killed_gives_the_records_of_one_process(base, tmp_path, run_cli):
+    """`--shard I/N` as separate commands, no rendezvous: shard 1 first, shard 0 killed mid-way and rerun; the task
+    that records the last shard merges. A task with another shard count or another config is refused (exit 2)."""
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy)
+    config = tmp_path / "explain.jsonnet"
+    config.write_text(f"(import '{SMALL}').jobs[2] {{ name: 'array', batch_size: 4, limit: 80 }}")
+    folder = copy / "explanations" / "array"
+    code, _, err = run_cli(config, "--base-dir", copy, "--shard", "1/2")
+    assert code == 0, err
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["status"] == "running" and m["shards"] == 2 and m["shards_done"] == [1]
+    assert not (folder / "records.jsonl").exists() and (folder / "records.jsonl.rank1.partial").exists()
+    assert run_cli(config, "--base-dir", copy, "--shard", "0/3")[0] == 2  # another shard count
+    changed = tmp_path / "changed.jsonnet"
+    changed.write_text(f"(import '{SMALL}').jobs[2] {{ name: 'array', batch_size: 4, limit: 81 }}")
+    assert run_cli(changed, "--base-dir", copy, "--shard", "0/2")[0] == 2  # another config
+    code, _, err = run_cli(config, "--base-dir", copy, "--merge")
+    assert code == 1 and "shards [0] of 2 have not finished" in err
+
+    partial = folder / "records.jsonl.rank0.partial"
+    cmd = [sys.executable, "run_job.py", config, "--base-dir", copy, "--shard", "0/2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not partial.exists() or len(partial.read_text().splitlines()) < 8):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads((folder / "manifest.json").read_text())["shards_done"] == [1]
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+    done = subprocess.run(cmd[:-2], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)  # task 0 of 2
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["status"] == "finished" and m["world_size"] == 2 and m["shards"] == 2 and m["counts"]["records"] == 80
+    assert not list(folder.glob("*.partial")), "shards merged and removed"
+    merged = read_jsonl(folder / "records.jsonl")
+    single = read_jsonl(base / "explanations/rt.explain.lig.tiny.train/records.jsonl")[:80]
+    assert [r["idx"] for r in merged] == [r["idx"] for r in single] == list(range(80))
+    assert {r["batch"] % 2 for r in merged} == {0, 1}, "both tasks explained instances"
+    for a, b in zip(merged, single, strict=True):
+        assert a["input_ids"] == b["input_ids"] and a["target"] == b["target"]
+        assert a["attributions"] == pytest.approx(b["attributions"], abs=1e-4)
+    assert run_cli(config, "--base-dir", copy, "--shard", "0/2")[0] == 0  # finished: skipped
+
+
+def test_a_job_array_refuses_jobs_that_cannot_run_as_shards(tmp_path, run_cli):
+    code, _, err = run_cli(SMALL, "--base-dir", tmp_path / "b", "--shard", "0/2")
+    assert code == 2 and "Run those jobs first without --shard" in err and "'rt.download'" in err
+    assert not (tmp_path / "b").exists()
+    code, out, _ = run_cli(SMALL, "--base-dir", tmp_path / "b", "--dry-run")
+    assert code == 0 and "runs on: rank 0 only under torchrun" in out
+    assert "runs on: all ranks under torchrun (each a share of the work) or the shards of a job array" in out

@@ -8,8 +8,9 @@ batch at a time, so a killed job rerun with the same command continues with the 
 they are merged, sorted by idx, into `records.jsonl`.
 
 Data-parallel: under `torchrun --nproc_per_node=N run_job.py CONFIG` every rank explains a shard of the
-remaining instances (dealt round-robin in length order) and writes its own shard file; rank 0 merges them
-(see attexp.distributed). Deterministic explainers give the same records as a single process.
+instances (dealt round-robin in length order, skipping those done) and writes its own shard file; rank 0 merges
+them (see attexp.distributed). A job array (`--shard I/N`, attexp.job_arrays) runs the same shards as separate
+commands. Deterministic explainers give the same records as a single process.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class ExplainJob(Job):
     schema = EXPLANATIONS
     folder = "explanations"
     distributed = True
+    shardable = True
 
     def run(self, config: ExplainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
@@ -109,9 +111,9 @@ class ExplainJob(Job):
         done, next_batch = _scan(shard_files(ctx.out_dir))
         ctx.barrier()
         remaining = [r for r in rows if r["idx"] not in done]
-        # Shard: deal rows round-robin in length order, so every rank gets a similar mix of lengths.
-        remaining.sort(key=text_length)
-        mine = remaining[ctx.rank :: ctx.world_size]
+        # Shard: deal the rows round-robin in length order (a fixed share per rank or array task, whoever runs
+        # first and whatever is done), so every shard gets a similar mix of lengths; done ones are skipped.
+        mine = [r for r in sorted(rows, key=text_length)[ctx.rank :: ctx.world_size] if r["idx"] not in done]
         if done and ctx.is_main:
             log.info("%s: resuming, %d of %d instances done", config.name, len(done), len(rows))
         try:
@@ -143,7 +145,8 @@ class ExplainJob(Job):
                     config.max_length,
                 )
             ctx.manifest.truncated = truncated
-        ctx.counts.update(explained_this_run=len(remaining))
+        # an array task counts its own share (the tasks' counts add up); under torchrun rank 0 counts them all
+        ctx.counts.update(explained_this_run=len(mine) if ctx.shard is not None else len(remaining))
         manifest = ctx.manifest
         manifest.model = config.model if isinstance(config.model, str) else config.model.model_dump(mode="json")
         manifest.explainer = config.explainer.model_dump(mode="json")

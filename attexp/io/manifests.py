@@ -59,7 +59,8 @@ class ModelFingerprint(_Model):
 class Manifest(_Model):
     """Provenance and status of one job's folder: written "running" when the job starts, "finished" at its end.
 
-    world_size: the number of processes that did the job's work (1 for a job that ran on rank 0 alone).
+    world_size: the number of processes that did the job's work (1 for a job that ran on rank 0 alone; a job
+    array's task count for one run as an array, whose `shards` says so too).
     code_version: the job's `Job.version` (its code's version, which enters the config hash); None before it
     was recorded, which reads as version 1.
     """
@@ -80,6 +81,8 @@ class Manifest(_Model):
     counts: dict[str, int] = Field(default_factory=dict)
     resumed: int = 0
     world_size: int | None = None
+    shards: int | None = None  # a job array's task count (`--shard I/N`); None: not run as an array
+    shards_done: list[int] = Field(default_factory=list)  # the array tasks that finished their shard
     models: dict[str, ModelFingerprint] = Field(default_factory=dict)
     files: dict[str, FileEntry] | None = None  # None: written before the content record (read as it is)
     plots: list[str] = Field(default_factory=list)  # PNGs of the folder, relative to it
