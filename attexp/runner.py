@@ -312,17 +312,17 @@ def _run_one(item: Prepared, base_dir: Path) -> None:
             if job_cls.distributed or main:
                 seed_everything(cfg.seed + dist.rank())  # per-rank seeds derived from the job's seed
                 job_cls().run(cfg, ctx)
+            dist.barrier()  # every rank's share is on disk
+            if main:  # the job's `finish` still logs to its wandb run, which ends after it
+                # world_size: the processes that did the work (a job that runs on rank 0 alone is 1 under torchrun)
+                workers = dist.world_size() if job_cls.distributed else 1
+                complete(job_cls, ctx, time.perf_counter() - started, workers)
+                log.info("%s: finished in %.1f s", cfg.name, time.perf_counter() - started)
             exit_code = 0
         finally:
             tracker.finish(exit_code)
             logging.getLogger().removeHandler(handler)
             handler.close()
-        dist.barrier()  # every rank's share is on disk
-        if main:
-            # world_size: the processes that did the work (a job that runs on rank 0 alone is 1 under torchrun too)
-            workers = dist.world_size() if job_cls.distributed else 1
-            complete(job_cls, ctx, time.perf_counter() - started, workers)
-            log.info("%s: finished in %.1f s", cfg.name, time.perf_counter() - started)
     finally:
         if lock is not None:
             lock.release()

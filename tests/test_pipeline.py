@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import filelock
+import numpy as np
 import pytest
 from conftest import FIXTURES, ROOT
 from transformers import AutoConfig
@@ -389,3 +390,64 @@ def test_a_job_array_refuses_jobs_that_cannot_run_as_shards(tmp_path, run_cli):
     code, out, _ = run_cli(SMALL, "--base-dir", tmp_path / "b", "--dry-run")
     assert code == 0 and "runs on: rank 0 only under torchrun" in out
     assert "runs on: all ranks under torchrun (each a share of the work) or the shards of a job array" in out
+
+
+def _evaluate_config(tmp_path: Path, name: str) -> Path:
+    config = tmp_path / f"{name}.jsonnet"
+    config.write_text(
+        f"std.filter(function(j) j.job == 'evaluate', (import '{SMALL}').jobs)[0] {{ name: '{name}', plots: false }}"
+    )
+    return config
+
+
+def _same_evaluation(folder: Path, single: Path) -> None:
+    """Outputs of a split evaluate job equal one process's: the table exactly, every per-instance value and
+    summary to float noise (other batch compositions), the shares' forward passes counted."""
+    assert (folder / "table.md").read_text() == (single / "table.md").read_text()
+    mine, theirs = (
+        [json.loads(line) for line in (f / "instances.jsonl").read_text().splitlines()] for f in (folder, single)
+    )
+    assert [(r["explanations"], r["idx"]) for r in mine] == [(r["explanations"], r["idx"]) for r in theirs]
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], str):
+                assert a[key] == b[key]
+            else:
+                np.testing.assert_allclose(np.asarray(a[key], float), np.asarray(b[key], float), atol=1e-6)
+    results = json.loads((folder / "metrics.json").read_text())["results"]
+    expected = json.loads((single / "metrics.json").read_text())["results"]
+    assert results.keys() == expected.keys()
+    for run in results:
+        assert results[run] == pytest.approx(expected[run], abs=1e-6, nan_ok=True)
+    assert not list(folder.glob("scorer.rank*.npz")), "share files removed"
+
+
+def test_evaluate_split_over_two_torchrun_ranks_and_over_array_tasks_equals_one_process(base, tmp_path, run_cli):
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy)
+    code, _, err = run_cli(_evaluate_config(tmp_path, "ev.single"), "--base-dir", copy)
+    assert code == 0, err
+    single = copy / "logs" / "ev.single"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534", "run_job.py"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [*cmd, _evaluate_config(tmp_path, "ev.ranks"), "--base-dir", copy],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = copy / "logs" / "ev.ranks"
+    m = json.loads((ranks / "manifest.json").read_text())
+    assert m["status"] == "finished" and m["world_size"] == 2 and m["evaluation_cost"]["shares"] == 2
+    alone = json.loads((single / "manifest.json").read_text())["evaluation_cost"]
+    # the finishing rank ran (almost) nothing again: the shares' rows were enough (a share batches fewer rows)
+    assert alone["rows"] <= m["evaluation_cost"]["rows"] < 1.2 * alone["rows"]
+    _same_evaluation(ranks, single)
+
+    array = _evaluate_config(tmp_path, "ev.array")
+    for task in ("1/2", "0/2"):
+        code, _, err = run_cli(array, "--base-dir", copy, "--shard", task)
+        assert code == 0, err
+    m = json.loads((copy / "logs" / "ev.array" / "manifest.json").read_text())
+    assert m["status"] == "finished" and m["shards"] == 2 and m["shards_done"] == [0, 1]
+    _same_evaluation(copy / "logs" / "ev.array", single)

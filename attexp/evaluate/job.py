@@ -24,12 +24,17 @@ Output (`logs/<name>/`): `metrics.json` (summary per explanation file and metric
 rows, the mean curves and the cost of the evaluation itself), `instances.jsonl` (per-instance values),
 `table.md` (explainers as rows, metrics and cost as columns, means only; also printed to the log) and `plots/*.png`
 (deletion curves per explainer, metric against cost); the table and the plots also go to wandb when enabled.
+
+Data-parallel: under torchrun every rank, in a job array every task (`--shard I/N`), runs the model-reading metrics
+on its share of the instances; the process that finishes the job scores every instance from the shares' rows
+(`attexp.evaluate.shares`), so the outputs are those of one process.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializeAsAny, model_validator
@@ -44,6 +49,7 @@ from attexp.config.schema import (
     Upstream,
 )
 from attexp.errors import AttexpError
+from attexp.evaluate import shares
 from attexp.evaluate.base import Metric
 from attexp.evaluate.report import paper_comparison, paper_report
 from attexp.evaluate.scorer import ModelScorer
@@ -100,8 +106,46 @@ class EvaluateJob(Job):
     schema = EVALUATION
     folder = "logs"
     resumable = False
+    distributed = True
+    shardable = True
 
     def run(self, config: EvaluateConfig, ctx: JobContext) -> None:
+        setup = _Setup.of(config, ctx)
+        if ctx.world_size > 1:  # this process's share of the model's work; `finish` scores everything
+            if setup.scorer is not None:
+                shares.score_share(
+                    shares.shard_runs(setup.runs, ctx.rank, ctx.world_size),
+                    setup.metrics,
+                    setup.reference,
+                    setup.scorer,
+                )
+                shares.save_share(shares.share_path(ctx.out_dir, ctx.rank), setup.scorer)
+            return
+        _score_and_write(config, ctx, setup, {})
+
+    @classmethod
+    def finish(cls, config: EvaluateConfig, ctx: JobContext) -> None:
+        """After every rank (or array task) scored its share: every instance scored from the shares' rows."""
+        if ctx.world_size == 1:
+            return
+        setup = _Setup.of(config, ctx)
+        shared = shares.load_shares(ctx.out_dir, setup.scorer) if setup.scorer is not None else {}
+        _score_and_write(config, ctx, setup, shared)
+        shares.remove_shares(ctx.out_dir)
+
+
+@dataclass
+class _Setup:
+    """What scoring needs: the metrics, the runs (with the random floor), the reference, the model's scorer."""
+
+    metrics: list[Metric]
+    runs: list[Run]
+    reference: list[dict] | None
+    scorer: ModelScorer | None
+    model_name: Any
+
+    @classmethod
+    def of(cls, config: EvaluateConfig, ctx: JobContext) -> _Setup:
         metrics: list[Metric] = [METRICS.get(m.type).cls(m) for m in config.metrics]
         reference = (
             ctx.upstream(config.reference).read(EXPLANATIONS, required=EXPLANATION_FIELDS) if config.reference else None
@@ -129,37 +173,47 @@ class EvaluateJob(Job):
             if tokenizer is None and any(m.uses_attributions for m in metrics):
                 tokenizer = _tokenizer_of(first, ctx)
             runs = with_floor(runs, metrics, tokenizer)
+        return cls(metrics, runs, reference, scorer, model_name)
 
-        scores = score_runs(runs, metrics, reference, scorer)
-        rows, columns, table, versus = scores.rows, scores.columns, scores.table, scores.versus
-        summary, curves, per_instance = scores.summary, scores.curves, scores.per_instance
-        cost = (
-            {"forward_passes": scorer.forward_passes, "rows": scorer.rows, "seconds": round(scorer.seconds, 3)}
-            if scorer
-            else {}
-        )
-        metrics_json = scores.metrics_json(config.reference, model_name, cost)
-        if config.paper is not None:
-            metrics_json["paper"] = paper_comparison(config.paper.model_dump(), rows)
-            table += "\n\n" + paper_report(metrics_json["paper"])
-        write_json(ctx.path("metrics.json"), metrics_json)
-        write_jsonl(ctx.path("instances.jsonl"), scores.instances())
-        atomic_write_text(ctx.path("table.md"), table + "\n")
-        log.info("%s (reference: %s, model: %s)\n%s", config.name, config.reference, model_name, table)
-        plots = _plots(rows, curves, ctx) if config.plots else []
-        ctx.counts.update(explanation_files=len(rows), instance_rows=len(per_instance), plots=len(plots))
-        manifest = ctx.manifest
-        manifest.reference = config.reference
-        manifest.model = model_name
-        manifest.results = summary
-        manifest.beats_random = {name: {c: r["beats"] for c, r in result.items()} for name, result in versus.items()}
-        manifest.evaluation_cost = cost
-        manifest.plots = plots
-        for row in rows:
-            ctx.tracker.log({f"{row['explanations']}/{k}": v for k, v in row.items() if isinstance(v, int | float)})
-        ctx.tracker.log_table("evaluation", columns, [[r.get(c) for c in columns] for r in rows])
-        for path in plots:
-            ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
+
+def _score_and_write(config: EvaluateConfig, ctx: JobContext, setup: _Setup, shared: dict[str, Any]) -> None:
+    """Every metric on every run; metrics.json, instances.jsonl, table.md, plots and the manifest's results.
+    `shared`: the summed cost of the shares whose rows the scorer was given (empty for one process)."""
+    scorer, model_name = setup.scorer, setup.model_name
+    scores = score_runs(setup.runs, setup.metrics, setup.reference, scorer)
+    rows, columns, table, versus = scores.rows, scores.columns, scores.table, scores.versus
+    summary, curves, per_instance = scores.summary, scores.curves, scores.per_instance
+    cost: dict[str, Any] = {}
+    if scorer:
+        cost = {
+            "forward_passes": scorer.forward_passes + shared.get("forward_passes", 0),
+            "rows": scorer.rows + shared.get("rows", 0),
+            "seconds": round(scorer.seconds + shared.get("seconds", 0.0), 3),
+        }
+        if shared:
+            cost["shares"] = shared["shares"]
+    metrics_json = scores.metrics_json(config.reference, model_name, cost)
+    if config.paper is not None:
+        metrics_json["paper"] = paper_comparison(config.paper.model_dump(), rows)
+        table += "\n\n" + paper_report(metrics_json["paper"])
+    write_json(ctx.path("metrics.json"), metrics_json)
+    write_jsonl(ctx.path("instances.jsonl"), scores.instances())
+    atomic_write_text(ctx.path("table.md"), table + "\n")
+    log.info("%s (reference: %s, model: %s)\n%s", config.name, config.reference, model_name, table)
+    plots = _plots(rows, curves, ctx) if config.plots else []
+    ctx.counts.update(explanation_files=len(rows), instance_rows=len(per_instance), plots=len(plots))
+    manifest = ctx.manifest
+    manifest.reference = config.reference
+    manifest.model = model_name
+    manifest.results = summary
+    manifest.beats_random = {name: {c: r["beats"] for c, r in result.items()} for name, result in versus.items()}
+    manifest.evaluation_cost = cost
+    manifest.plots = plots
+    for row in rows:
+        ctx.tracker.log({f"{row['explanations']}/{k}": v for k, v in row.items() if isinstance(v, int | float)})
+    ctx.tracker.log_table("evaluation", columns, [[r.get(c) for c in columns] for r in rows])
+    for path in plots:
+        ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
 
 
 def _resolve_model(config: EvaluateConfig, ctx: JobContext, artifacts: dict[str, Artifact]) -> str | ComponentConfig:

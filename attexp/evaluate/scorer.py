@@ -67,6 +67,15 @@ class ModelScorer:
         self.seconds = 0.0
         self._memo: RowMemo[np.ndarray] = RowMemo()
 
+    def known(self) -> tuple[list[bytes], list[np.ndarray]]:
+        """Every row key this scorer has run (or been given) and its probabilities (C,), in the same order."""
+        return list(self._memo.outputs), list(self._memo.outputs.values())
+
+    def learn(self, keys: Sequence[bytes], probabilities: Sequence[np.ndarray]) -> None:
+        """Take rows another scorer of the same model ran (`known`), so that asking for them runs nothing (the
+        shares of a sharded evaluate job, `attexp.evaluate.shares`)."""
+        self._memo.outputs.update(zip(keys, probabilities, strict=True))
+
     def replacement_id(self, perturbation: Perturbation) -> int | None:
         """The id that replaces removed tokens (None for `delete`); an error if the tokenizer lacks it."""
         if perturbation == "delete":
