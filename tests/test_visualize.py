@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from attexp.errors import AttexpError
-from attexp.visualize.html import Run, heatmap_row, merge_wordpieces, render_report
+from attexp.visualize.html import Run, heatmap_row, render_report
+from attexp.visualize.html import merge_words as merge_wordpieces
 
 EVIL = "<img src=x onerror=alert(1)>"
 

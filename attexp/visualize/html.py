@@ -34,6 +34,7 @@ import numpy as np
 from attexp.errors import AttexpError
 from attexp.io.files import atomic_write_text
 from attexp.io.records import PAD_TOKENS, STRUCTURAL_TOKENS
+from attexp.io.words import group_words
 
 TEMPLATES = Path(__file__).parent / "templates"
 POSITIVE_RGB = (215, 48, 39)  # red
@@ -62,59 +63,31 @@ class Token:
     style: str
 
 
-WORD_START_MARKS = ("Ġ", "▁")  # byte-level BPE (RoBERTa, GPT-2) and SentencePiece (ALBERT, XLM-R, T5) word starts
-
-
-def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> tuple[list[str], list[float], list[str]]:
-    """Join subword pieces into words by their spelling, summing their scores: the fallback for records without
-    `word_ids` (written before attexp stored them, or by a slow tokenizer).
-
-    WordPiece continues a word with `##ing`; byte-level BPE (`Ġ`) and SentencePiece (`▁`) instead mark the piece
-    that starts a word, and every unmarked piece continues the one before. Returns the words, their scores and,
-    per word, the pieces it was made of (space-separated). Structural specials stay words of their own.
-    """
-    marked = any(t[:1] in WORD_START_MARKS for t in tokens)
-    words: list[str] = []
-    summed: list[float] = []
-    pieces: list[list[str]] = []
-    for token, score in zip(tokens, scores, strict=True):
-        after_word = bool(words) and words[-1] not in STRUCTURAL_TOKENS and token not in STRUCTURAL_TOKENS
-        if marked:
-            continues, text = after_word and token[:1] not in WORD_START_MARKS, token.lstrip("".join(WORD_START_MARKS))
-        else:
-            continues, text = after_word and token.startswith("##") and len(token) > 2, token
-            text = text[2:] if continues else text
-        if continues:
-            words[-1] += text
-            summed[-1] += float(score)
-            pieces[-1].append(token)
-        else:
-            words.append(text if marked and token[:1] in WORD_START_MARKS else token)
-            summed.append(float(score))
-            pieces.append([token])
-    return words, summed, [" ".join(p) for p in pieces]
-
-
-def merge_by_word_ids(
-    tokens: Sequence[str], scores: Sequence[float], word_ids: Sequence[int | None], words: Sequence[str]
+def merge_words(
+    tokens: Sequence[str],
+    scores: Sequence[float],
+    word_ids: Sequence[int | None] | None = None,
+    words: Sequence[str] | None = None,
 ) -> tuple[list[str], list[float], list[str]]:
-    """Join the tokens of each word (by the record's `word_ids`, from the tokenizer itself) into the word as
-    written (`words`), summing their scores; tokens of no word (specials) stay as they are. Same return as
-    `merge_wordpieces`."""
-    out: list[str] = []
+    """Join the tokens of each word into the word, summing their scores: by the record's `word_ids` (the words as
+    written, `words`) where it has them, else by the pieces' spelling (`attexp.io.words.group_words`). Tokens of
+    no word (structural specials) stay as they are. Returns the words, their scores and, per word, the pieces it
+    was made of (space-separated)."""
+    grouped = group_words(tokens, word_ids, words)
+    shown: list[str] = []
     summed: list[float] = []
     pieces: list[list[str]] = []
     last: int | None = None
-    for token, score, word in zip(tokens, scores, word_ids, strict=True):
+    for token, score, word in zip(tokens, scores, grouped.ids, strict=True):
         if word is not None and word == last:
             summed[-1] += float(score)
             pieces[-1].append(token)
             continue
-        out.append(words[word] if word is not None and 0 <= word < len(words) else token)
+        shown.append(token if word is None else grouped.texts[word])
         summed.append(float(score))
         pieces.append([token])
         last = word
-    return out, summed, [" ".join(p) for p in pieces]
+    return shown, summed, [" ".join(p) for p in pieces]
 
 
 def token_style(weight: float) -> str:
@@ -136,7 +109,7 @@ def heatmap_row(
     """The tokens of one row, coloured, and the row's max |score| (0 for an all-zero row).
 
     merge_subwords: show words, each scored by the sum of its pieces; by `word_ids`/`words` where the record has
-    them, else by the pieces' spelling (`merge_wordpieces`). scale_specials=False leaves structural specials
+    them, else by the pieces' spelling (`merge_words`). scale_specials=False leaves structural specials
     ([CLS], [SEP], <s>, ...) out of the max |score| (they are still drawn, clipped to full colour): some explainers
     put most of the mass there, which would leave the words pale.
     """
@@ -145,10 +118,8 @@ def heatmap_row(
     pieces = list(toks)
     shown = list(toks)
     if merge_subwords:
-        if word_ids is not None and words is not None and len(word_ids) == len(tokens):
-            shown, values, pieces = merge_by_word_ids(toks, values, [word_ids[i] for i in kept], words)
-        else:
-            shown, values, pieces = merge_wordpieces(toks, values)
+        recorded = [word_ids[i] for i in kept] if word_ids is not None and len(word_ids) == len(tokens) else None
+        shown, values, pieces = merge_words(toks, values, recorded, words)
     scaled = [v for v, p in zip(values, pieces, strict=True) if scale_specials or p not in STRUCTURAL_TOKENS]
     scale = float(np.max(np.abs(scaled))) if scaled else 0.0  # per-row normalisation
     row = []
@@ -467,9 +438,7 @@ def class_name(label: int | None, label_names: Sequence[str] | None) -> str:
 def preview(tokens: Sequence[str], text: str | None = None) -> str:
     """The start of an instance's text: as written where the record has it, else its tokens joined into words."""
     if text is None:
-        kept = [t for t in tokens if t not in STRUCTURAL_TOKENS]
-        words, _, _ = merge_wordpieces(kept, [0.0] * len(kept))
-        text = " ".join(words)
+        text = " ".join(group_words(tokens).texts)
     text = visible(" ".join(text.split()))
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
