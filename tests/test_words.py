@@ -10,9 +10,9 @@ from transformers import PreTrainedTokenizerFast
 
 from attexp.models.inputs import tokenize_rows
 from attexp.models.sources import train_wordpiece
-from attexp.visualize.html import heatmap_row
-from attexp.visualize.html import merge_words as merge_by_word_ids
-from attexp.visualize.html import merge_words as merge_wordpieces
+from attexp.visualize.heatmap import heatmap_row
+from attexp.visualize.heatmap import merge_words as merge_by_word_ids
+from attexp.visualize.heatmap import merge_words as merge_wordpieces
 
 CORPUS = ["Hello, wonderful world of films!", "The unbelievably boring plot", "Émile's café was délicieux"] * 20
 SPECIALS = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
