@@ -38,7 +38,8 @@ from attexp.io.manifests import ExplanationsManifest
 from attexp.io.records import EXPLANATIONS
 from attexp.models.loading import label_names_of, load_classifier, resolve_device
 from attexp.utils import seed_everything
-from attexp.visualize.html import Run, render_fragment
+from attexp.visualize.heatmap import Run
+from attexp.visualize.render import render_fragment
 
 __all__ = ["Evaluation", "Explanations", "evaluate", "explain"]
 

@@ -18,7 +18,9 @@ import pytest
 from PIL import Image
 
 from attexp.plots import cost_plots, curve_plots
-from attexp.visualize.html import Run, render_report, render_summary
+from attexp.visualize.heatmap import Run
+from attexp.visualize.report import render_report
+from attexp.visualize.summary import render_summary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -180,7 +182,7 @@ def test_attribution_tree_and_layer_flow_pages_render(tmp_path):
 
     from attexp.analyze.trees import build_tree
     from attexp.visualize import flow, tree
-    from attexp.visualize.html import render_page
+    from attexp.visualize.render import render_page
 
     tokens = ["[CLS]", "a", EVIL, "great", "movie", "[SEP]"]
     maps = np.zeros((3, 6, 6))  # head-summed attributions [layers, T, T] of a hand-made instance

@@ -12,7 +12,7 @@ from test_heads import make_base
 
 from attexp.analyze import trees as T
 from attexp.visualize import tree as drawing
-from attexp.visualize.html import render_page
+from attexp.visualize.render import render_page
 
 EVIL = "<img src=x onerror=alert(1)>"
 

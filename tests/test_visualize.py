@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from attexp.errors import AttexpError
-from attexp.visualize.html import Run, heatmap_row, merge_wordpieces, render_report
+from attexp.visualize.heatmap import Run, heatmap_row
+from attexp.visualize.heatmap import merge_words as merge_wordpieces
+from attexp.visualize.report import render_report
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -182,7 +184,7 @@ def test_max_instances_and_errors(tmp_path, runs):
 
 
 def test_direction_controls_in_label_names_are_shown_not_obeyed():
-    from attexp.visualize.html import class_name, preview
+    from attexp.visualize.text import class_name, preview
 
     shown = class_name(1, ["negative", "posi\u202etive"])
     assert "\u202e" not in shown and "\\u202e" in shown and shown.startswith("1 (posi")

@@ -10,7 +10,9 @@ from transformers import PreTrainedTokenizerFast
 
 from attexp.models.inputs import tokenize_rows
 from attexp.models.sources import train_wordpiece
-from attexp.visualize.html import heatmap_row, merge_by_word_ids, merge_wordpieces
+from attexp.visualize.heatmap import heatmap_row
+from attexp.visualize.heatmap import merge_words as merge_by_word_ids
+from attexp.visualize.heatmap import merge_words as merge_wordpieces
 
 CORPUS = ["Hello, wonderful world of films!", "The unbelievably boring plot", "Émile's café was délicieux"] * 20
 SPECIALS = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
@@ -91,3 +93,21 @@ def test_specials_can_be_left_out_of_the_colour_scale():
     assert with_specials == 10.0 and without == 1.0
     assert "0.500" in row[2].style and "1.000" in row[1].style  # the words use the full colour range
     assert "1.000" in row[0].style  # a special above the scale is clipped to full colour, not hidden
+
+
+def test_one_grouping_reads_recorded_word_ids_before_spelling():
+    """`attexp.io.words.group_words` is what the heatmaps and the masking game count words by."""
+    from attexp.io.words import group_words, word_ids
+
+    tokens = ["<s>", "The", "Ġun", "like", "</s>", "</s>", "ly", "Ġgood", "</s>"]
+    # by spelling: no word reaches across a structural special (the two texts of a pair stay apart)
+    spelled = group_words(tokens)
+    assert spelled.ids == [None, 0, 1, 1, None, None, 2, 3, None]
+    assert spelled.texts == ["The", "unlike", "ly", "good"]
+    # by the record's word ids: structural tokens are in no word whatever the record says; ids are renumbered
+    recorded = [None, 5, 6, 6, 7, None, 8, 9, None]
+    grouped = group_words(tokens, recorded, ["", "", "", "", "", "The", "unlike", "x", "ly", "good"])
+    assert grouped.ids == [None, 0, 1, 1, None, None, 2, 3, None]
+    assert grouped.texts == ["The", "unlike", "ly", "good"]
+    assert group_words(tokens, recorded).texts == ["The", "unlike", "ly", "good"]  # no words: spelled
+    assert word_ids(["[CLS]", "a", "##", "##b", "[SEP]", "##c"]) == [None, 0, 1, 1, None, 2]  # a lone ## is text

@@ -14,8 +14,8 @@ applies to any explainer once its scores say which tokens to mask. Two ways (`mo
 
 Per instance (delta_p = p(target | x) - p(target | masked x); content tokens exclude structural specials):
 `success` (explain: delta_p >= done_threshold; attack: the prediction left the target), `token_mod` (masked /
-content tokens), `word_mod` (words with a masked piece / words; WordPiece `##` pieces and BPE pieces without a
-word-start marker belong to the word before), `queries`, `fidelity` (the prediction left the target: the
+content tokens), `word_mod` (words with a masked piece / words; the record's words by its `word_ids`, else by
+the pieces' spelling, `attexp.io.words`), `queries`, `fidelity` (the prediction left the target: the
 official code's fidelity+), `delta_p`, `masked` (count), and `success@B` for each budget B in `budgets`
 (success with token_mod <= B: success at equal or fewer masked tokens, comparable across explainers).
 Summary: the means; for `task: attack` also `asr`, the attack success rate over the instances the model
@@ -28,7 +28,6 @@ variants fit one table. Curve: success rate against the token budget (5%, 10%, .
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +37,7 @@ from attexp.config.schema import ComponentConfig
 from attexp.evaluate.base import MetricResult, by_idx
 from attexp.evaluate.faithfulness import FaithfulnessMetric
 from attexp.evaluate.scorer import Instance, ModelScorer, full_probabilities
+from attexp.io.words import word_ids
 from attexp.registry import METRICS
 
 CURVE_BUDGETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
@@ -66,19 +66,6 @@ class MaskingGameConfig(ComponentConfig):
         if any(not 0 < b <= 1 for b in budgets):
             raise ValueError(f"budgets must be fractions of the tokens in (0, 1], e.g. [0.1, 0.2, 0.3]; got {budgets}")
         return budgets
-
-
-def word_ids(tokens: Sequence[str]) -> list[int]:
-    """Word index per token: WordPiece `##x` continues the word before; in BPE vocabularies (tokens marked
-    `Ġ`/`▁` at word starts) an unmarked token continues it too."""
-    bpe = any(t[:1] in ("Ġ", "▁") for t in tokens)
-    out, word = [], -1
-    for i, token in enumerate(tokens):
-        continues = token.startswith("##") or (bpe and i > 0 and token[:1] not in ("Ġ", "▁"))
-        if not continues or word < 0:
-            word += 1
-        out.append(word)
-    return out
 
 
 @METRICS.register("masking_game", MaskingGameConfig)
@@ -180,10 +167,11 @@ class MaskingGameMetric(FaithfulnessMetric):
 
     @staticmethod
     def _word_rate(inst: Instance, masked: np.ndarray, record: dict, scorer: ModelScorer) -> float:
+        """Words with a masked piece / words, over the content tokens' words (`attexp.io.words.word_ids`: the
+        record's `word_ids`, else the pieces' spelling); a content token in no word counts as a word of its own."""
         tokens = record.get("tokens") or scorer.tokenizer.convert_ids_to_tokens(inst.ids.tolist())
-        content = [int(p) for p in inst.content]
-        if not content:
+        if not len(inst.content):
             return 0.0
-        words = word_ids([tokens[p] for p in content])
-        word_of = dict(zip(content, words, strict=True))
-        return len({word_of[int(p)] for p in masked}) / (max(words) + 1)
+        words = word_ids(tokens, record.get("word_ids"))
+        word_of = {int(p): words[p] if words[p] is not None else -1 - int(p) for p in inst.content}
+        return len({word_of[int(p)] for p in masked}) / len(set(word_of.values()))

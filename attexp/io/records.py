@@ -12,9 +12,10 @@ The records themselves are JSON lines, one per instance, each with a stable inte
 - explanations (`explanations/<job>/records.jsonl`): `idx, input_ids, tokens, label, predictions, target,
   attributions` (the fields Thermostat and ferret read), `text` (+ `text_pair`), `logits` (the classifier's raw
   outputs; `predictions` are their softmax), `word_ids` and `words` (which word each token belongs to, and each
-  word as written; from fast tokenizers) and the record's cost `seconds, forward_passes, backward_passes, batch`
-  (+ `extras`: per-instance scalars of the explainer); padding is never stored. Records written before `text`,
-  `logits` and the words existed lack them (same version: nothing an older reader reads changed);
+  word as written; from fast tokenizers; read through `attexp.io.words`) and the record's cost `seconds,
+  forward_passes, backward_passes, batch` (+ `extras`: per-instance scalars of the explainer); padding is never
+  stored. Records written before `text`, `logits` and the words existed lack them (same version: nothing an
+  older reader reads changed);
 - evaluation (`logs/<job>/instances.jsonl`): `explanations, idx` and one value per metric column; the run-level
   results are `metrics.json` (with the table and each column's better direction, so that the visualize stage
   can mark it without importing a metric).

@@ -20,7 +20,8 @@ from attexp.io.files import read_jsonl
 from attexp.io.records import ATTRIBUTION_TREE, LAYER_FLOW
 from attexp.registry import renders
 from attexp.visualize import flow, tree
-from attexp.visualize.html import class_name, preview, render_page
+from attexp.visualize.render import render_page
+from attexp.visualize.text import class_name, preview
 
 QUANTITY_LABELS = {"scores": "min-max normalised capacity", "capacity": "capacity (nats)"}
 

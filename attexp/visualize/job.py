@@ -24,7 +24,9 @@ from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
 from attexp.visualize import flow, tree
 from attexp.visualize.analysis_pages import QUANTITY_LABELS
-from attexp.visualize.html import Run, render_report, render_summary
+from attexp.visualize.heatmap import Run
+from attexp.visualize.report import render_report
+from attexp.visualize.summary import render_summary
 
 
 class VisualizeConfig(JobConfig):
