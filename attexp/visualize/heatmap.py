@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from attexp.errors import AttexpError
+from attexp.io.manifests import COST_FIELDS
 from attexp.io.records import PAD_TOKENS, STRUCTURAL_TOKENS
 from attexp.io.words import group_words
 from attexp.visualize.text import class_name
@@ -159,9 +160,7 @@ def record_row(
         "prediction": class_name(predicted, label_names),
         "probability": float(probabilities[predicted]) if predicted is not None else None,
         "target": class_name(record.get("target"), label_names),
-        "seconds": record.get("seconds"),
-        "forward_passes": record.get("forward_passes"),
-        "backward_passes": record.get("backward_passes"),
+        **{key: record.get(key) for key in COST_FIELDS},
         "scale": scale,
         "tokens": tokens,
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 from attexp.errors import AttexpError
 from attexp.io.files import atomic_write_text
+from attexp.io.manifests import COST_FIELDS
 from attexp.visualize.heatmap import NEGATIVE_RGB, POSITIVE_RGB, Run, predicted_class, record_row, records_by_idx
 from attexp.visualize.render import environment
 from attexp.visualize.text import class_name, preview
@@ -110,7 +111,8 @@ def render_report(
 
 
 def _cost_columns(runs: Sequence[Run]) -> list[str]:
-    """The cost keys of all runs: seconds and passes first, then the rest alphabetically."""
-    first = ["seconds", "forward_passes", "backward_passes"]
+    """The cost keys of all runs (`<cost field>_per_instance`, as the visualize job passes them): seconds and
+    passes first, then the rest alphabetically."""
+    first = [f"{key}_per_instance" for key in COST_FIELDS]
     keys = {k for run in runs for k in run.cost}
     return [k for k in first if k in keys] + sorted(keys - set(first))
