@@ -56,6 +56,34 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def rank_device(device: torch.device) -> torch.device:
+    """The device of this process: under torchrun on GPUs, its own (`cuda:<local rank>`); else `device`."""
+    if world_size() > 1 and device.type == "cuda":
+        return torch.device("cuda", idist.get_local_rank())
+    return device
+
+
+def wrap_for_gradients(model: torch.nn.Module, **ddp: object) -> torch.nn.Module:
+    """`model` wrapped for data-parallel training (`idist.auto_model`: DistributedDataParallel, which averages the
+    gradients of every rank's share of the batch) when several processes run; `model` itself otherwise. Parameters
+    that do not require gradients (a frozen classifier) are left out of the all-reduce by DDP."""
+    if world_size() == 1:
+        return model
+    return idist.auto_model(model, sync_bn=False, **ddp)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of `value` (a tensor without gradient, e.g. a token count) over the ranks; `value` for one process."""
+    if world_size() == 1:
+        return value
+    return idist.all_reduce(value.detach().clone()) / world_size()
+
+
 def barrier() -> None:
     if world_size() > 1:
         idist.barrier()

@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializeAsAny, model_validator
 
+from attexp import distributed as dist
 from attexp.config.schema import (
     ComponentConfig,
     JobConfig,
@@ -155,7 +156,7 @@ class _Setup:
         if any(metric.needs_model for metric in metrics):
             model_ref = _resolve_model(config, ctx, artifacts)
             model_name = model_ref if isinstance(model_ref, str) else model_ref.model_dump(mode="json")
-            device = resolve_device(config.device)
+            device = dist.rank_device(resolve_device(config.device))
             if isinstance(model_ref, str):
                 model, tokenizer = load_classifier(_model_artifact(ctx, model_ref).dir / "model", device=device)
             else:

@@ -21,10 +21,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-import ignite.distributed as idist
-import torch
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
+from attexp import distributed as dist
 from attexp.config.schema import ClassifierRef, ComponentConfig, JobConfig, NeutralDefault, Registered, Upstream
 from attexp.explain.artifact import RECORDS, finish_records, shard_files
 from attexp.explain.batching import explain_rows, text_length
@@ -90,9 +89,7 @@ class ExplainJob(Job):
         rows = data.read(DATASET, f"{config.split}.jsonl")
         if config.limit is not None:
             rows = rows[: config.limit]
-        device = resolve_device(config.device)
-        if ctx.world_size > 1 and device.type == "cuda":
-            device = torch.device("cuda", idist.get_local_rank())
+        device = dist.rank_device(resolve_device(config.device))
         entry = EXPLAINERS.get(config.explainer.type)
         model, tokenizer = ctx.classifier(
             config.model, eager_attention=getattr(entry.cls, "needs_attentions", False), device=device

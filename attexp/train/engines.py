@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from attexp import distributed as dist
 from attexp.errors import AttexpError
 from attexp.models.inputs import pad_features, tokenize_rows
 from attexp.models.precision import Precision, autocast, grad_scaler
@@ -98,10 +99,23 @@ class LengthBucketSampler(Sampler[list[int]]):
     Training (`shuffle=True`): each epoch draws a permutation from `seed + epoch` (set by `set_epoch`, which
     `fit` calls at every epoch start, so a resumed run sees the same order as an uninterrupted one), sorts
     each chunk by length, and shuffles the order of the resulting batches. Evaluation: sorted by length.
+
+    Data-parallel (`world_size` > 1): every rank draws the same global batches of `batch_size` rows and takes
+    its share of each (rows `rank::world_size`), so the global batch is the config's `batch_size` split over the
+    ranks and DDP's averaged gradient is the one-process gradient of that batch (exactly when the ranks' shares
+    are equal in size). In training, a last global batch with fewer rows than ranks is dropped (every rank must
+    step together); in evaluation a rank whose share of a batch is empty skips it (the metrics are all-reduced).
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0, bucket_batches: int = 50
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        bucket_batches: int = 50,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise AttexpError(f"batch_size must be at least 1, got {batch_size}")
@@ -110,6 +124,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.seed = seed
         self.bucket_batches = bucket_batches
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -129,18 +144,38 @@ class LengthBucketSampler(Sampler[list[int]]):
             batches += [part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)]
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
+    def _shares(self) -> list[list[int]]:
+        """This rank's share of every global batch (all of them for one process)."""
+        batches = self._batches()
+        if self.world_size == 1:
+            return batches
+        if self.shuffle:
+            batches = [b for b in batches if len(b) >= self.world_size]
+        return [share for b in batches if (share := b[self.rank :: self.world_size])]
+
     def __iter__(self):
-        return iter(self._batches())
+        return iter(self._shares())
 
     def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        if self.world_size == 1:
+            return math.ceil(len(self.lengths) / self.batch_size)
+        return len(self._shares())
 
 
 def make_loader(
-    features: Sequence[Mapping[str, Any]], batch_size: int, pad_token_id: int, shuffle: bool = False, seed: int = 0
+    features: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    pad_token_id: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    shard: bool = False,
 ) -> DataLoader:
-    """A DataLoader over encoded features with length buckets and dynamic padding (`pad_collate`)."""
-    sampler = LengthBucketSampler([len(f["input_ids"]) for f in features], batch_size, shuffle, seed)
+    """A DataLoader over encoded features with length buckets and dynamic padding (`pad_collate`). `shard`: under
+    torchrun, this rank's share of every batch (`LengthBucketSampler`); one process gets every row either way."""
+    rank, world = (dist.rank(), dist.world_size()) if shard else (0, 1)
+    sampler = LengthBucketSampler(
+        [len(f["input_ids"]) for f in features], batch_size, shuffle, seed, rank=rank, world_size=world
+    )
     return DataLoader(features, batch_sampler=sampler, collate_fn=partial(pad_collate, pad_token_id=pad_token_id))
 
 
@@ -226,7 +261,7 @@ def _weighted_f1(confusion: Tensor) -> Tensor:
 def create_evaluator(model: PreTrainedModel, device: torch.device | str, precision: Precision | None = None) -> Engine:
     """An ignite Engine computing `accuracy`, `f1_weighted` and `loss` (mean cross-entropy) of a classifier
     (forward under `precision`'s autocast, metrics in float32)."""
-    num_classes = model.config.num_labels
+    num_classes = dist.unwrap(model).config.num_labels
     if num_classes < 2:
         raise AttexpError(f"the evaluator needs a classifier with at least 2 labels, got num_labels={num_classes}")
 
@@ -264,10 +299,11 @@ class _SaveThenDelete(DiskSaver):
         self._superseded.append(filename)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        super().__call__(checkpoint, filename, metadata)
-        for old in self._superseded:
-            if old != filename:
-                (self.dirname / old).unlink(missing_ok=True)
+        super().__call__(checkpoint, filename, metadata)  # written by rank `save_on_rank` (0) alone
+        if dist.rank() == self.save_on_rank:
+            for old in self._superseded:
+                if old != filename:
+                    (self.dirname / old).unlink(missing_ok=True)
         self._superseded.clear()
 
 
@@ -338,6 +374,11 @@ def fit(
     so far (`best_model_<epoch>_...pt`); update early stopping; save the resumable state
     (`last_checkpoint_<epoch>.pt`); call `on_epoch` with `{"epoch", "train_loss", <report keys>, "seconds"}`.
     At the end the best weights are loaded back into `model`.
+
+    Data-parallel: under torchrun every rank calls `fit` with the same arguments, `trainer` and `evaluator` built
+    on the DDP-wrapped model (`attexp.distributed.wrap_for_gradients`) and the loaders made with `shard=True`;
+    `model` is the unwrapped module. The metrics (train loss, validation scores) are all-reduced by ignite, so
+    every rank selects and stops alike; rank 0 alone writes and deletes checkpoints, and every rank loads them.
     """
     checkpoint_dir = Path(checkpoint_dir)
     sign = 1.0 if mode == "max" else -1.0
@@ -395,7 +436,7 @@ def fit(
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
     if on_epoch is not None:
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: on_epoch(dict(history.entries[-1])))
-    if settings.progress:
+    if settings.progress and dist.is_main():
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
 
     resumed = _resume(checkpoint_dir, last, best)
@@ -405,6 +446,7 @@ def fit(
 
     if best.last_checkpoint is None:
         raise AttexpError(f"no best checkpoint in {checkpoint_dir} after training; was any epoch run?")
+    dist.barrier()  # rank 0 has written the best checkpoint
     model.load_state_dict(_load_tensors(Path(best.last_checkpoint)))
     key = report[score_metric]
     scores = [sign * e[key] for e in history.entries]
@@ -440,14 +482,16 @@ def _resume(checkpoint_dir: Path, last: Checkpoint, best: Checkpoint) -> int:
     recorded best file is gone; the best-model record is then reset and the repeated epoch saves it again.
     """
     found = sorted(checkpoint_dir.glob("last_checkpoint_*.pt"), key=_epoch_of)
+    tidy = dist.is_main()  # under torchrun every rank loads, rank 0 alone deletes
     if not found:  # a fresh run: best models of an unknown earlier run would only confuse
-        for stray in checkpoint_dir.glob("best_*.pt"):
-            stray.unlink()
+        for stray in checkpoint_dir.glob("best_*.pt") if tidy else ():
+            stray.unlink(missing_ok=True)
+        dist.barrier()
         return 0
     newest = found[-1]
     state = _load_tensors(newest)
     Checkpoint.load_objects({**last.to_save, "checkpointer": last}, state)
-    for stale in found[:-1]:
+    for stale in found[:-1] if tidy else ():
         stale.unlink(missing_ok=True)
     if best.last_checkpoint is not None and not Path(best.last_checkpoint).is_file():
         log.warning(
@@ -455,9 +499,10 @@ def _resume(checkpoint_dir: Path, last: Checkpoint, best: Checkpoint) -> int:
         )
         best.reset()
     keep = {Path(best.last_checkpoint).name} if best.last_checkpoint is not None else set()
-    for stray in checkpoint_dir.glob("best_*.pt"):
+    for stray in checkpoint_dir.glob("best_*.pt") if tidy else ():
         if stray.name not in keep:
             stray.unlink(missing_ok=True)
+    dist.barrier()
     epoch = last.to_save["trainer"].state.epoch
     log.info("resuming from %s (epoch %d done)", newest.name, epoch)
     return epoch
@@ -518,13 +563,17 @@ def fine_tune(
         pad,
         shuffle=True,
         seed=settings.seed,
+        shard=True,
     )
-    val_loader = make_loader(encode_rows(val_rows, tokenizer, settings.max_length), settings.eval_batch_size, pad)
+    val_loader = make_loader(
+        encode_rows(val_rows, tokenizer, settings.max_length), settings.eval_batch_size, pad, shard=True
+    )
     optimizer, scheduler = create_optimizer(model, settings, len(train_loader) * settings.epochs)
+    trained = dist.wrap_for_gradients(model)  # DDP under torchrun: each rank a share of every batch
     outcome = fit(
         model,
-        create_trainer(model, optimizer, scheduler, settings, device),
-        create_evaluator(model, device, settings.precision),
+        create_trainer(trained, optimizer, scheduler, settings, device),
+        create_evaluator(trained, device, settings.precision),
         train_loader,
         val_loader,
         settings,
@@ -557,11 +606,12 @@ def evaluate_classifier(
     device: torch.device | str,
     precision: Precision | None = None,
 ) -> dict[str, float]:
-    """`{"accuracy", "f1_weighted", "loss", "n"}` of a classifier on dataset rows (e.g. the test split)."""
+    """`{"accuracy", "f1_weighted", "loss", "n"}` of a classifier on dataset rows (e.g. the test split). Under
+    torchrun every rank scores its share of the rows and the metrics are all-reduced (every rank gets them all)."""
     if not rows:
         raise AttexpError("cannot evaluate a classifier on an empty split")
     model.to(device)
-    loader = make_loader(encode_rows(rows, tokenizer, max_length), batch_size, _pad_id(tokenizer))
+    loader = make_loader(encode_rows(rows, tokenizer, max_length), batch_size, _pad_id(tokenizer), shard=True)
     metrics = create_evaluator(model, device, precision).run(loader).metrics
     return {
         "accuracy": float(metrics["accuracy"]),

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import SerializeAsAny
 
+from attexp import distributed as dist
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.io.files import write_jsonl
 from attexp.io.records import CLASSIFIER, DATASET
@@ -41,12 +42,13 @@ class TrainJob(Job):
 
     schema = CLASSIFIER
     folder = "models"
+    distributed = True  # DDP under torchrun: every rank a share of every batch; rank 0 writes the model
 
     def run(self, config: TrainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
         splits = {s: data.read(DATASET, f"{s}.jsonl") for s in ("train", "validation", "test")}
         label_names = data.manifest.label_names
-        device = resolve_device(config.device)
+        device = dist.rank_device(resolve_device(config.device))
         source = MODELS.get(config.model.type).cls(config.model)
         model, tokenizer = source.load(
             num_labels=len(label_names),
@@ -75,6 +77,8 @@ class TrainJob(Job):
         test = evaluate_classifier(
             model, tokenizer, splits["test"], config.eval_batch_size, config.max_length, device, config.precision
         )
+        if not ctx.is_main:  # every rank trained and tested its share; rank 0 writes
+            return
         model.save_pretrained(ctx.path("model"))
         tokenizer.save_pretrained(ctx.path("model"))
         shutil.rmtree(ctx.path("checkpoints"))  # only needed to resume an interrupted run (~3x the model)

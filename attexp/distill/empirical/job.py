@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 from typing import Annotated, Literal
 
+from attexp import distributed as dist
 from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.distill.empirical.training import distill
 from attexp.errors import AttexpError
@@ -49,6 +50,7 @@ class DistillJob(Job):
 
     schema = EMPIRICAL_EXPLAINER
     folder = "models"
+    distributed = True  # DDP under torchrun: every rank a share of every batch; rank 0 writes the model
 
     def run(self, config: DistillConfig, ctx: JobContext) -> None:
         train_art, val_art = ctx.upstream(config.train), ctx.upstream(config.validation)
@@ -58,7 +60,7 @@ class DistillJob(Job):
                 f"distill {config.name!r}: train and validation explanations come from different explainers "
                 f"({', '.join(map(str, teachers))}); explain both splits with the same explainer."
             )
-        device = resolve_device(config.device)
+        device = dist.rank_device(resolve_device(config.device))
         classifier, tokenizer = ctx.classifier(config.model, device=device)
 
         def on_epoch(metrics: dict) -> None:
@@ -74,6 +76,8 @@ class DistillJob(Job):
             on_epoch=on_epoch,
             sep_token_id=tokenizer.sep_token_id,
         )
+        if not ctx.is_main:
+            return
         write_jsonl(ctx.path("metrics.jsonl"), result.history)
         result.model.save_pretrained(ctx.path("model"))
         tokenizer.save_pretrained(ctx.path("model"))

@@ -25,6 +25,7 @@ from ignite.utils import manual_seed
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from attexp import distributed as dist
 from attexp.distill.empirical.model import EmpiricalExplainerModel, SharedExplainerModel
 from attexp.errors import AttexpError
 from attexp.train.engines import create_optimizer, create_trainer, fit, make_loader, model_inputs, to_device
@@ -47,7 +48,7 @@ class DistillResult:
 def explainer_scores(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     """The explainer's scores [B, T] for a batch; a per-class (`head="class"`) explainer reads the column of
     the class each record's teacher explained (`targets`, from the records' `target`)."""
-    if getattr(model, "head_type", None) != "class":
+    if getattr(dist.unwrap(model), "head_type", None) != "class":  # DDP hides the module's attributes
         return model(**model_inputs(batch))
     if "targets" not in batch:
         raise AttexpError(
@@ -57,10 +58,11 @@ def explainer_scores(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Ten
     return model(**model_inputs(batch), targets=batch["targets"])
 
 
-def masked_mse(scores: Tensor, targets: Tensor, attention_mask: Tensor) -> Tensor:
-    """Mean squared error over real tokens: scores, targets, attention_mask [B, T] -> scalar."""
+def masked_mse(scores: Tensor, targets: Tensor, attention_mask: Tensor, tokens: Tensor | None = None) -> Tensor:
+    """Mean squared error over real tokens: scores, targets, attention_mask [B, T] -> scalar. `tokens`: the count
+    to divide by (default: this batch's real tokens)."""
     mask = attention_mask.to(scores.dtype)
-    return ((scores - targets) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
+    return ((scores - targets) ** 2 * mask).sum() / (mask.sum() if tokens is None else tokens).clamp_min(1.0)
 
 
 def masked_pearson(scores: Tensor, targets: Tensor, attention_mask: Tensor, eps: float = 1e-12) -> Tensor:
@@ -80,7 +82,10 @@ def distill_loss(correlation_weight: float = 0.0) -> Callable[[torch.nn.Module, 
 
     def loss(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
         scores, targets, mask = explainer_scores(model, batch), batch["attributions"], batch["attention_mask"]
-        value = masked_mse(scores, targets, mask)
+        # Under DDP each rank holds a share of the global batch and the gradients are averaged over the ranks: the
+        # share's squared error is divided by the ranks' mean token count, so that the average is the gradient of
+        # the global batch's MSE over its real tokens (shares of different lengths weigh by their tokens).
+        value = masked_mse(scores, targets, mask, dist.mean_over_ranks(mask.sum().to(scores.dtype)))
         if correlation_weight:
             value = value + correlation_weight * (1.0 - masked_pearson(scores.float(), targets, mask)).mean()
         return value
@@ -235,15 +240,21 @@ def distill(
         pad,
         shuffle=True,
         seed=settings.seed,
+        shard=True,
     )
-    val_loader = make_loader(encode_records(val_records, settings.max_length, sep_token_id), settings.batch_size, pad)
+    val_loader = make_loader(
+        encode_records(val_records, settings.max_length, sep_token_id), settings.batch_size, pad, shard=True
+    )
     optimizer, scheduler = create_optimizer(explainer, settings, len(train_loader) * settings.epochs)
+    # DDP under torchrun; the frozen classifier of `shared` requires no gradient and stays out of the all-reduce.
+    # A copied encoder keeps parameters its scores never use (the pooler): DDP is told to look for them.
+    trained = dist.wrap_for_gradients(explainer, find_unused_parameters=True)
     outcome = fit(
         explainer,
         create_trainer(
-            explainer, optimizer, scheduler, settings, device, loss_fn=distill_loss(settings.correlation_weight)
+            trained, optimizer, scheduler, settings, device, loss_fn=distill_loss(settings.correlation_weight)
         ),
-        create_explainer_evaluator(explainer, device),
+        create_explainer_evaluator(trained, device),
         train_loader,
         val_loader,
         settings,
