@@ -105,7 +105,7 @@ def check(stage: str, base: Path, one: str, many: str) -> str:
             max(abs(p - q) for p, q in zip(r["attributions"], s["attributions"], strict=True))
             for r, s in zip(x, y, strict=True)
         )
-        return f"{len(x)} records, same ids/targets: {same}, max |attribution diff| {worst:.1e}"
+        return f"{len(x)} records, same ids/targets: {same}, max abs attribution difference {worst:.1e}"
     if stage == "distill":
         a, b = (manifest(base, n)["best_validation_mse"] for n in (one, many))
         return f"best validation MSE {a:.5f} vs {b:.5f}"

@@ -18,7 +18,6 @@ from attexp.distill.empirical.model import (
     HEAD_SETTINGS,
     EmpiricalExplainerModel,
     SharedExplainerModel,
-    layer_list,
     load_explainer,
 )
 from attexp.distill.empirical.training import (
@@ -32,6 +31,7 @@ from attexp.distill.empirical.training import (
 )
 from attexp.errors import AttexpError
 from attexp.explain.batching import explain_rows
+from attexp.models.encoder import layer_stack as layer_list
 from attexp.models.sources import TinyModel, TinyModelConfig
 from attexp.train.engines import pad_collate
 

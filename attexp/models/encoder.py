@@ -204,6 +204,20 @@ class Trace:
     output: Tensor
 
 
+def layer_stack(model: nn.Module) -> nn.ModuleList:
+    """A model's stack of transformer layers: the one `nn.ModuleList` as long as `config.num_hidden_layers` (BERT's
+    `encoder.layer`, DistilBERT's `transformer.layer`, ModernBERT's and the Llama-style decoders' `layers`, ...).
+    The one finder of it: `Encoder` and the empirical explainer's student mode read it."""
+    count = model.config.num_hidden_layers
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if len(stacks) != 1:
+        raise AttexpError(
+            f"cannot find the layer stack of a {model.config.model_type!r} model ({len(stacks)} module lists of "
+            f"{count} layers)"
+        )
+    return stacks[0]
+
+
 class Encoder:
     """Layer-by-layer access to a BERT-family sequence classifier (see the module docstring)."""
 
@@ -223,10 +237,14 @@ class Encoder:
             f"transformer.layer[i].attention.q_lin ...), which the inside-the-model explainers read. Use one of "
             f"those families, or a gradient or perturbation explainer."
         )
-        if hasattr(getattr(base, "encoder", None), "layer"):
-            layers, make = base.encoder.layer, _bert_layer
-        elif hasattr(getattr(base, "transformer", None), "layer"):
-            layers, make = base.transformer.layer, _distilbert_layer
+        try:
+            layers = layer_stack(base)
+        except AttexpError:
+            raise unknown from None
+        if hasattr(getattr(layers[0], "attention", None), "self"):
+            make = _bert_layer
+        elif hasattr(getattr(layers[0], "attention", None), "q_lin"):
+            make = _distilbert_layer
         else:
             raise unknown
         try:

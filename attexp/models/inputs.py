@@ -67,9 +67,12 @@ class Batch:
         )
 
 
-def pad_id(tokenizer: Any) -> int:
-    """The id that pads a batch: the tokenizer's pad token, else 0 (padding is masked out either way)."""
-    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+def pad_id(source: Any) -> int:
+    """The id that pads a batch, from a tokenizer or a model config (both say `pad_token_id`): its pad token, else
+    0. Padding is masked out of attention and never scored, so without a pad token any id works; 0 is the one
+    every vocabulary has. The one place attexp decides this (batching, training, distillation, scoring)."""
+    value = getattr(source, "pad_token_id", None)
+    return int(value) if value is not None else 0
 
 
 def tokenize_rows(

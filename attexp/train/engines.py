@@ -40,7 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 
 from attexp import distributed as dist
 from attexp.errors import AttexpError
-from attexp.models.inputs import pad_features, tokenize_rows
+from attexp.models.inputs import pad_features, pad_id, tokenize_rows
 from attexp.models.precision import Precision, autocast, grad_scaler
 from attexp.train.settings import ClassifierSettings, TrainSettings
 
@@ -529,12 +529,6 @@ class FineTuneResult:
         return len(self.history)
 
 
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    if tokenizer.pad_token_id is None:
-        raise AttexpError(f"tokenizer {type(tokenizer).__name__} has no pad token; set tokenizer.pad_token first")
-    return int(tokenizer.pad_token_id)
-
-
 def fine_tune(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -556,7 +550,7 @@ def fine_tune(
         )
     manual_seed(settings.seed)
     model.to(device)
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     train_loader = make_loader(
         encode_rows(train_rows, tokenizer, settings.max_length),
         settings.batch_size,
@@ -611,7 +605,7 @@ def evaluate_classifier(
     if not rows:
         raise AttexpError("cannot evaluate a classifier on an empty split")
     model.to(device)
-    loader = make_loader(encode_rows(rows, tokenizer, max_length), batch_size, _pad_id(tokenizer), shard=True)
+    loader = make_loader(encode_rows(rows, tokenizer, max_length), batch_size, pad_id(tokenizer), shard=True)
     metrics = create_evaluator(model, device, precision).run(loader).metrics
     return {
         "accuracy": float(metrics["accuracy"]),

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel
 
 from attexp.errors import AttexpError
-from attexp.models.encoder import Encoder
+from attexp.models.encoder import Encoder, layer_stack
 
 HEAD_WEIGHTS = "explainer_head.safetensors"
 HEAD_SETTINGS = "explainer_head.json"
@@ -192,19 +192,6 @@ def read_settings(directory: Path) -> dict:
     return settings
 
 
-def layer_list(model: nn.Module) -> nn.ModuleList:
-    """The encoder's stack of transformer layers: the one `nn.ModuleList` as long as `config.num_hidden_layers`
-    (BERT's `encoder.layer`, DistilBERT's `transformer.layer`, ModernBERT's `layers`, ...)."""
-    count = model.config.num_hidden_layers
-    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
-    if len(stacks) != 1:
-        raise AttexpError(
-            f"cannot find the layer stack of a {model.config.model_type!r} model ({len(stacks)} module lists of "
-            f"{count} layers); use mode 'copy' or 'shared' for it"
-        )
-    return stacks[0]
-
-
 def truncated_copy(classifier: PreTrainedModel, layers: int) -> PreTrainedModel:
     """A copy of `classifier.base_model` keeping only its first `layers` transformer layers (the config says so,
     so `save_pretrained` / `AutoModel.from_pretrained` round-trip it)."""
@@ -212,7 +199,7 @@ def truncated_copy(classifier: PreTrainedModel, layers: int) -> PreTrainedModel:
     if not 1 <= layers <= total:
         raise AttexpError(f"student_layers={layers}: the classifier has {total} layers; choose 1 to {total}")
     encoder = copy.deepcopy(classifier.base_model)
-    stack = layer_list(encoder)
+    stack = layer_stack(encoder)
     del stack[layers:]
     encoder.config.num_hidden_layers = layers
     encoder.config.attexp_student_of = total  # marks a student; saved with the config

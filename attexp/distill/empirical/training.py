@@ -28,6 +28,7 @@ from transformers import PreTrainedModel
 from attexp import distributed as dist
 from attexp.distill.empirical.model import EmpiricalExplainerModel, SharedExplainerModel
 from attexp.errors import AttexpError
+from attexp.models.inputs import pad_id
 from attexp.train.engines import create_optimizer, create_trainer, fit, make_loader, model_inputs, to_device
 from attexp.train.settings import DistillSettings
 
@@ -91,10 +92,6 @@ def distill_loss(correlation_weight: float = 0.0) -> Callable[[torch.nn.Module, 
         return value
 
     return loss
-
-
-explainer_loss = distill_loss()
-"""The paper's loss: masked MSE."""
 
 
 class MaskedMSE(Metric):
@@ -200,11 +197,6 @@ def build_explainer(
     )
 
 
-def _pad_id(model: PreTrainedModel | EmpiricalExplainerModel | SharedExplainerModel) -> int:
-    config = _encoder_config(model)
-    return int(config.pad_token_id) if config.pad_token_id is not None else 0
-
-
 def distill(
     classifier: PreTrainedModel,
     train_records: Sequence[Mapping[str, Any]],
@@ -231,7 +223,7 @@ def distill(
     manual_seed(settings.seed)
     explainer = build_explainer(classifier, settings)
     explainer.to(device)
-    pad = _pad_id(classifier)
+    pad = pad_id(_encoder_config(classifier))
     if getattr(classifier.config, "type_vocab_size", 1) < 2:
         sep_token_id = None  # no segment embeddings to feed
     train_loader = make_loader(
@@ -291,6 +283,6 @@ def evaluate_explainer(
     if getattr(_encoder_config(explainer), "type_vocab_size", 1) < 2:
         sep_token_id = None
     features = encode_records(records, max(len(r["input_ids"]) for r in records), sep_token_id)  # no length cap
-    loader = make_loader(features, batch_size, _pad_id(explainer))
+    loader = make_loader(features, batch_size, pad_id(_encoder_config(explainer)))
     metrics = create_explainer_evaluator(explainer, device).run(loader).metrics
     return {"mse": float(metrics["mse"]), "n": len(records)}
