@@ -38,7 +38,8 @@ from attexp.distill.empirical.training import encode_records, masked_mse, masked
 from attexp.evaluate.agreement import Spearman, SpearmanConfig  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
-from attexp.train.engines import create_optimizer, make_loader, pad_collate  # noqa: E402
+from attexp.train.batches import make_loader, pad_collate  # noqa: E402
+from attexp.train.engines import create_optimizer  # noqa: E402
 from attexp.train.settings import DistillSettings  # noqa: E402
 
 VARIANTS = {

@@ -33,7 +33,7 @@ from attexp.errors import AttexpError
 from attexp.explain.batching import explain_rows
 from attexp.models.encoder import layer_stack as layer_list
 from attexp.models.sources import TinyModel, TinyModelConfig
-from attexp.train.engines import pad_collate
+from attexp.train.batches import pad_collate
 
 WORDS = ["the", "movie", "film", "was", "good", "bad", "plot", "acting", "great", "dull", "a", "story"]
 SCORED = {"good": 1.0, "great": 0.5, "bad": -1.0, "dull": -0.5}

@@ -371,7 +371,7 @@ def test_a_planted_training_checkpoint_is_refused_and_never_runs(tmp_path):
     from test_train import TRAIN, VAL, settings, tiny_classifier
 
     from attexp.errors import AttexpError
-    from attexp.train.engines import fine_tune
+    from attexp.train.fine_tune import fine_tune
 
     class Payload:
         def __reduce__(self):

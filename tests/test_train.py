@@ -10,13 +10,8 @@ import torch
 from sklearn.metrics import f1_score
 
 from attexp.models.sources import TinyModel, TinyModelConfig
-from attexp.train.engines import (
-    LengthBucketSampler,
-    encode_rows,
-    evaluate_classifier,
-    fine_tune,
-    pad_collate,
-)
+from attexp.train.batches import LengthBucketSampler, encode_rows, pad_collate
+from attexp.train.fine_tune import evaluate_classifier, fine_tune
 from attexp.train.settings import ClassifierSettings
 
 POSITIVE = ["good", "great", "superb", "lovely", "fine"]

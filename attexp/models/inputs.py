@@ -2,7 +2,7 @@
 length-sorted batches, and which tokens are structural specials.
 
 Every stage that feeds a classifier goes through these functions: the explain stage's batching engine, the
-train stage's data loader (`attexp.train.engines.encode_rows` / `pad_collate`), the scorer of the faithfulness
+train stage's data loader (`attexp.train.batches.encode_rows` / `pad_collate`), the scorer of the faithfulness
 metrics, the head-pruning and trigger analyses and the AttExplainer game. So a sentence pair, a truncation or a
 tokenizer without a pad token is handled the same way everywhere, and the records of one stage line up with
 the inputs of the next.

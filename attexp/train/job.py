@@ -22,7 +22,7 @@ from attexp.models.inputs import count_truncated
 from attexp.models.loading import resolve_device
 from attexp.registry import JOBS, MODELS
 from attexp.runner import Job, JobContext
-from attexp.train.engines import evaluate_classifier, fine_tune
+from attexp.train.fine_tune import evaluate_classifier, fine_tune
 from attexp.train.settings import ClassifierSettings
 
 log = logging.getLogger(__name__)

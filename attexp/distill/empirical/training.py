@@ -4,9 +4,9 @@ The training pairs are the explain stage's records: their `input_ids` are fed as
 tokenization, specials included) and their `attributions` are the regression targets. The loss is the mean
 squared error over real tokens only, padding masked out, plus `correlation_weight` times the mean over
 instances of (1 - the Pearson correlation of scores and targets over the instance's real tokens). The loop is
-the train stage's (`attexp.train.engines`): the same trainer factory with a different loss, validation each
-epoch, early stopping on validation MSE, the best model kept by ignite's `Checkpoint`, and the same
-resume-at-the-next-epoch behaviour. `build_explainer` makes the explainer of the settings' `mode`.
+the train stage's (`attexp.train.engines`, `attexp.train.fit`): the same trainer factory with a different loss,
+validation each epoch, early stopping on validation MSE, the best model kept by ignite's `Checkpoint`, and the
+same resume-at-the-next-epoch behaviour. `build_explainer` makes the explainer of the settings' `mode`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from attexp import distributed as dist
 from attexp.distill.empirical.model import EmpiricalExplainerModel, SharedExplainerModel
 from attexp.errors import AttexpError
 from attexp.models.inputs import pad_id
-from attexp.train.engines import create_optimizer, create_trainer, fit, make_loader, model_inputs, to_device
+from attexp.train.batches import make_loader, model_inputs, to_device
+from attexp.train.engines import create_optimizer, create_trainer
+from attexp.train.fit import fit
 from attexp.train.settings import DistillSettings
 
 
