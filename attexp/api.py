@@ -11,7 +11,7 @@ from a notebook and through the same code the jobs run.
 did-you-mean message, as a `ConfigError`), seeds like the job, batches rows like the job and builds records in
 the job's engine (`attexp.explain.batching.explain_rows`), so for the same model, texts and settings the records
 equal an explain job's records (a test checks every registered explainer), except for the wall time in `seconds`.
-`evaluate` runs the evaluate job's metrics and random floor (`attexp.evaluate.scoring`).
+`evaluate` runs the evaluate job's metrics and random floor (`attexp.evaluate.metric_table`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from attexp.config.build import validate_object
 from attexp.config.hashing import hash_config
 from attexp.config.upstream import upstream_refs
 from attexp.errors import AttexpError, ConfigError
-from attexp.evaluate.scorer import ModelScorer
-from attexp.evaluate.scoring import score_runs, with_floor
+from attexp.evaluate.metric_table import score_runs, with_floor
+from attexp.evaluate.model_scorer import ModelScorer
 from attexp.explain.artifact import RECORDS, save_records
 from attexp.explain.batching import explain_rows, text_length
 from attexp.io.artifacts import MANIFEST, find_artifact, new_manifest, read_manifest

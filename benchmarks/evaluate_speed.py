@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from attexp.evaluate.faithfulness import Eraser, EraserConfig  # noqa: E402
-from attexp.evaluate.scorer import ModelScorer  # noqa: E402
+from attexp.evaluate.model_scorer import ModelScorer  # noqa: E402
 from attexp.explain.baseline import random_scores  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
 from attexp.models.inputs import structural_positions  # noqa: E402

@@ -386,7 +386,7 @@ def record(tokenizer, model, text: str, scores_by_word: dict[str, float], label:
 def test_masking_metric_paper_way_and_sequential(key_classifier):
     from attexp.evaluate.masking import MaskingGameConfig
     from attexp.evaluate.masking import MaskingGameMetric as MaskingMetric
-    from attexp.evaluate.scorer import ModelScorer
+    from attexp.evaluate.model_scorer import ModelScorer
     from attexp.io.words import word_ids
 
     model, tokenizer = key_classifier

@@ -37,7 +37,7 @@ from attexp.evaluate.faithfulness import (
     TauLOO,
     TauLOOConfig,
 )
-from attexp.evaluate.scorer import ModelScorer, prepare
+from attexp.evaluate.model_scorer import ModelScorer, prepare
 from attexp.explain.baseline import RandomConfig, RandomExplainer, random_scores
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS, METRICS, load_all

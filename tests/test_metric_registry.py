@@ -20,7 +20,7 @@ from tiny import tiny_bert, word_tokenizer
 
 from attexp.errors import AttexpError
 from attexp.evaluate.base import Metric, MetricResult
-from attexp.evaluate.scorer import ModelScorer
+from attexp.evaluate.model_scorer import ModelScorer
 from attexp.registry import METRICS, load_all
 
 load_all()

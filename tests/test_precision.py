@@ -12,7 +12,7 @@ from test_byom import DATA, QUIET, save_external_model
 
 from attexp import registry
 from attexp.evaluate.faithfulness import Eraser, EraserConfig
-from attexp.evaluate.scorer import ModelScorer
+from attexp.evaluate.model_scorer import ModelScorer
 from attexp.explain.batching import explain_rows
 from attexp.models.precision import autocast, grad_scaler
 

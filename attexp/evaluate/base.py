@@ -8,7 +8,7 @@ tests/test_metric_registry.py treat every metric alike:
 - `needs_reference`: it compares with a reference explainer's records (agreement metrics, `cost`'s speed-up);
 - `needs_model`: it runs the explained classifier and takes it as `compute(..., scorer=...)` (the faithfulness
   metrics of `attexp.evaluate.faithfulness` and `attexp.evaluate.masking`; the scorer is
-  `attexp.evaluate.scorer.ModelScorer`);
+  `attexp.evaluate.model_scorer.ModelScorer`);
 - `uses_attributions`: False for metrics of the predictions or the cost alone (the random floor adds nothing
   to them).
 

@@ -62,7 +62,7 @@ from scipy import stats
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
 from attexp.evaluate.base import Metric, MetricResult
-from attexp.evaluate.scorer import Instance, ModelScorer, Perturbation, full_probabilities, prepare
+from attexp.evaluate.model_scorer import Instance, ModelScorer, Perturbation, full_probabilities, prepare
 from attexp.registry import METRICS
 
 logger = logging.getLogger(__name__)

@@ -52,9 +52,9 @@ from attexp.config.schema import (
 from attexp.errors import AttexpError
 from attexp.evaluate import shares
 from attexp.evaluate.base import Metric
+from attexp.evaluate.metric_table import Run, score_runs, with_floor
+from attexp.evaluate.model_scorer import ModelScorer
 from attexp.evaluate.report import paper_comparison, paper_report
-from attexp.evaluate.scorer import ModelScorer
-from attexp.evaluate.scoring import Run, score_runs, with_floor
 from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import EVALUATION, EXPLANATIONS

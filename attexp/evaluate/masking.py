@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 from attexp.config.schema import ComponentConfig
 from attexp.evaluate.base import MetricResult, by_idx
 from attexp.evaluate.faithfulness import FaithfulnessMetric
-from attexp.evaluate.scorer import Instance, ModelScorer, full_probabilities
+from attexp.evaluate.model_scorer import Instance, ModelScorer, full_probabilities
 from attexp.io.words import word_ids
 from attexp.registry import METRICS
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from attexp.evaluate.base import Metric
-from attexp.evaluate.scorer import ModelScorer
-from attexp.evaluate.scoring import Run
+from attexp.evaluate.metric_table import Run
+from attexp.evaluate.model_scorer import ModelScorer
 
 SHARE_GLOB = "scorer.rank*.npz"
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from attexp.evaluate.base import Metric
+from attexp.evaluate.model_scorer import ModelScorer
 from attexp.evaluate.report import direction, floor_report, format_table, versus_floor
-from attexp.evaluate.scorer import ModelScorer
 from attexp.explain.baseline import random_scores
 from attexp.models.inputs import structural_positions
 
