@@ -1,5 +1,6 @@
-"""PNG plots, shared by the stages: deletion curves per explainer, each metric against cost, and the helpers
-(`figure_text`, `save_figure`) the analyses and the visualize stage draw with.
+"""PNG plots, every figure attexp draws, in one place: deletion curves per explainer, each metric against cost,
+IBA's layer x token heatmap (`flow_plot`), the top adversarial triggers (`trigger_drops`), and the helpers
+(`figure_text`, `save_figure`).
 
 Two kinds, both drawn with matplotlib's object API on the Agg canvas (no pyplot state, no display needed):
 
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
 FLOOR_STYLE = {"color": "0.55", "linestyle": "--"}
@@ -184,3 +186,28 @@ def short_names(names: Sequence[str]) -> dict[str, str]:
         shared_tail = tail == 0 or parts[len(parts) - tail :] == common[0][len(common[0]) - tail :]
         out[name] = ".".join(parts[head : len(parts) - tail]) if shared_head and shared_tail else name
     return out
+
+
+def flow_plot(values: np.ndarray, tokens: list[str], path: Path, title: str, label: str) -> Path:
+    """A PNG heatmap of `values` [L, T]: layers as rows (the last on top), tokens as columns."""
+    layers, width = values.shape
+    fig = Figure(figsize=(max(4.0, 0.45 * width + 1.5), 0.45 * layers + 1.6))
+    ax = fig.subplots()
+    image = ax.imshow(values[::-1], aspect="auto", cmap="Reds", vmin=0)
+    ax.set_xticks(range(width), [figure_text(t) for t in tokens], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(layers), [str(layers - 1 - k) for k in range(layers)])
+    ax.set_ylabel("bottleneck after layer")
+    ax.set_title(figure_text(title), fontsize=9)
+    fig.colorbar(image, ax=ax, label=figure_text(label), fraction=0.03)
+    return save_figure(fig, path)
+
+
+def trigger_drops(best: Sequence[dict], path: Path) -> Path:
+    """A bar chart of the best adversarial triggers (`trigger` tokens, accuracy `drop` of the attacked class)."""
+    fig = Figure(figsize=(6.4, 0.4 * len(best) + 1.2))
+    ax = fig.subplots()
+    names = [figure_text(" ".join(r["trigger"])) for r in best][::-1]
+    ax.barh(names, [r["drop"] for r in best][::-1], color="#d7301f")
+    ax.set_xlabel("accuracy drop of the attacked class")
+    ax.set_title("top adversarial triggers")
+    return save_figure(fig, path)

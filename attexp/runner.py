@@ -19,6 +19,7 @@ sets its own fields on `ctx.manifest` while it runs, and a downstream job reads 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -358,12 +359,16 @@ def _claim(item: Prepared, base_dir: Path) -> tuple[filelock.FileLock, str]:
 
 
 def upstream_artifacts(cfg: JobConfig, base_dir: Path) -> dict[str, Artifact]:
-    """The finished artifacts of the upstream jobs `cfg` names; an error for one missing or unfinished."""
+    """The finished artifacts of the upstream jobs `cfg` names; an error for one missing or unfinished. A manifest
+    that declares no schema (made by hand or by another tool) is read as the typed manifest of the stage it names."""
     upstream = {}
     for name in _upstream_names(cfg):
         artifact = find_artifact(base_dir, name)
         if artifact is None:
             raise AttexpError(f"job {cfg.name!r}: upstream artifact {name!r} is missing from {base_dir}.")
+        if type(artifact.manifest) is Manifest and artifact.stage in JOBS:
+            typed = JOBS.get(artifact.stage).cls.schema.read_manifest(artifact.manifest.to_json())
+            artifact = dataclasses.replace(artifact, manifest=typed)
         upstream[name] = artifact.require_finished()
     return upstream
 

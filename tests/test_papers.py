@@ -117,7 +117,8 @@ def test_a_paper_block_without_numbers_must_say_why():
 
 def test_analysis_jobs_put_the_paper_beside_their_table(tmp_path):
     """head_pruning and triggers take a `paper:` block; its rows are their tables' rates and ranks."""
-    from attexp.analyze.model_jobs import HeadPruningConfig, _with_paper
+    from attexp.analyze.model_analysis import with_paper as _with_paper
+    from attexp.analyze.pruning_job import HeadPruningConfig
 
     paper = {"citation": "c", "table": "t", "source": "s", "numbers": {"10": {"attattr": 0.8, "taylor": 0.7}}}
     config = HeadPruningConfig(name="p", model="m", data="d", paper=paper)

@@ -180,6 +180,7 @@ def test_attribution_tree_and_layer_flow_pages_render(tmp_path):
     """The attribution tree (inline SVG) and the IBA layer x token heatmap, as a reader sees them."""
     import numpy as np
 
+    from attexp import plots
     from attexp.analyze.trees import build_tree
     from attexp.visualize import flow, tree
     from attexp.visualize.render import render_page
@@ -207,7 +208,7 @@ def test_attribution_tree_and_layer_flow_pages_render(tmp_path):
     assert reds > 100, "the root node is painted red"
 
     values = np.linspace(0, 1, 18).reshape(3, 6)  # [layers, T]
-    png = flow.flow_plot(values, tokens, tmp_path / "flow.png", "instance 7", "score")
+    png = plots.flow_plot(values, tokens, tmp_path / "flow.png", "instance 7", "score")
     context = {"idx": 7, "tokens": tokens, "label": "1", "prediction": "1", "target": "1", "previous": None}
     context.update(section=flow.section(values, tokens, "score", png), next=None)
     page = render_page("flow.html.j2", tmp_path / "flow.html", context).resolve()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from attexp import plots
 from attexp.io.files import read_jsonl
 from attexp.io.records import ATTRIBUTION_TREE, LAYER_FLOW
 from attexp.registry import renders
@@ -86,7 +87,7 @@ def flow_pages(config: Any, ctx: Any) -> None:
     items = []
     for record in read_jsonl(ctx.path(LAYER_FLOW.files[0]), LAYER_FLOW.required):
         values = np.asarray(record[config.quantity])  # [L, T]
-        png = flow.flow_plot(
+        png = plots.flow_plot(
             values, record["tokens"], ctx.path(f"plots/{record['idx']}.png"), f"instance {record['idx']}", label
         )
         items.append({**_item(record, label_names), "section": flow.section(values, record["tokens"], label, png)})

@@ -13,24 +13,6 @@ from typing import Any
 import numpy as np
 
 
-def flow_plot(values: np.ndarray, tokens: list[str], path: Path, title: str, label: str) -> Path:
-    """A PNG heatmap of `values` [L, T]: layers as rows (the last on top), tokens as columns."""
-    from matplotlib.figure import Figure
-
-    from attexp.plots import figure_text, save_figure
-
-    layers, width = values.shape
-    fig = Figure(figsize=(max(4.0, 0.45 * width + 1.5), 0.45 * layers + 1.6))
-    ax = fig.subplots()
-    image = ax.imshow(values[::-1], aspect="auto", cmap="Reds", vmin=0)
-    ax.set_xticks(range(width), [figure_text(t) for t in tokens], rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(layers), [str(layers - 1 - k) for k in range(layers)])
-    ax.set_ylabel("bottleneck after layer")
-    ax.set_title(figure_text(title), fontsize=9)
-    fig.colorbar(image, ax=ax, label=figure_text(label), fraction=0.03)
-    return save_figure(fig, path)
-
-
 def heatmap_cells(values: np.ndarray) -> list[list[dict[str, Any]]]:
     """Rows (last layer first) of cells {"value", "style"} for an HTML table: red with opacity value / row max."""
     rows = []

@@ -1,0 +1,75 @@
+"""What the two Self-Attention Attribution analyses over a split share (Hao, Dong, Wei & Xu 2021, AAAI): their
+config fields, the paper block beside their tables, loading the model and rows, and the attribution method.
+The jobs are `pruning_job` (head_pruning) and `triggers_job` (triggers).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from attexp.config.schema import ClassifierRef, JobConfig, NeutralDefault, PaperNumbers, Upstream
+from attexp.errors import AttexpError
+from attexp.evaluate.report import paper_comparison, paper_report
+from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
+from attexp.io.records import DATASET
+from attexp.models.loading import resolve_device
+from attexp.runner import JobContext
+
+log = logging.getLogger(__name__)
+Split = Literal["train", "validation", "test"]
+
+
+class AnalysisConfig(JobConfig):
+    """Fields both analyses share: the classifier, the data, AttAttr's steps and the batching."""
+
+    model: ClassifierRef
+    data: Annotated[str, Upstream(("download",))]
+    eval_split: Split = "test"
+    eval_limit: int | None = Field(None, ge=1, description="evaluate on the first N rows only (default: all)")
+    steps: int = Field(20, ge=1, description="m, AttAttr's Riemann steps")
+    batch_size: int = Field(8, ge=1, description="instances per AttAttr call")
+    internal_batch_size: int = Field(64, ge=1, description="rows (instances x steps) per AttAttr forward")
+    eval_batch_size: int = Field(64, ge=1, description="instances per accuracy forward")
+    max_length: int = Field(128, ge=8)
+    plots: bool = True
+    progress: bool = True
+    paper: Annotated[PaperNumbers | None, NeutralDefault()] = Field(
+        None,
+        description="a paper's numbers for this table (rows: head_pruning's rates, triggers' ranks), shown beside "
+        "the measured ones in table.md and metrics.json",
+    )
+
+
+def with_paper(config: AnalysisConfig, metrics: dict, table: str, rows: list[dict], key: str) -> str:
+    """Add the `paper:` comparison to metrics.json's content and return the table with its report appended."""
+    if config.paper is None:
+        return table
+    metrics["paper"] = paper_comparison(config.paper.model_dump(), rows, keys=(key,))
+    return table + "\n\n" + paper_report(metrics["paper"])
+
+
+def number(value: float) -> int | float:
+    """A rate as printed: 10 rather than 10.0000."""
+    return int(value) if float(value).is_integer() else value
+
+
+def setup(config: AnalysisConfig, ctx: JobContext):
+    device = resolve_device(config.device)
+    model, tokenizer = ctx.classifier(config.model, device=device)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and config.max_length > limit:
+        raise AttexpError(f"max_length={config.max_length} exceeds the model's max_position_embeddings={limit}.")
+    return device, model, tokenizer
+
+
+def rows_of(ctx: JobContext, config: AnalysisConfig, split: str, limit: int | None) -> list[dict]:
+    rows = ctx.upstream(config.data).read(DATASET, f"{split}.jsonl")
+    return rows[:limit] if limit is not None else rows
+
+
+def attattr_of(config: AnalysisConfig, model, tokenizer) -> AttentionAttribution:
+    settings = AttAttrConfig(steps=config.steps, internal_batch_size=config.internal_batch_size, return_maps=True)
+    return AttentionAttribution(settings, model, tokenizer, {})
