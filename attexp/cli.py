@@ -202,7 +202,8 @@ def runs_on(job_cls, shard: dist.Shard | None = None) -> str:
     if job_cls.distributed:
         parts.append("all ranks under torchrun (each a share of the work)")
     else:
-        parts.append("rank 0 only under torchrun (the other ranks wait)")
+        why = f": {job_cls.rank_zero_because}" if job_cls.rank_zero_because else ""
+        parts.append(f"rank 0 only under torchrun (the other ranks wait{why})")
     if job_cls.shardable:
         parts.append("or the shards of a job array (--shard I/N)")
     return " ".join(parts)

@@ -81,6 +81,7 @@ class Job:
     version: ClassVar[int] = 1
     distributed: ClassVar[bool] = False
     shardable: ClassVar[bool] = False
+    rank_zero_because: ClassVar[str | None] = None  # why a job that is not `distributed` runs on rank 0 alone
     resumable: ClassVar[bool] = True  # False: a partial run holds nothing worth keeping (see `decide`)
     architectures: ClassVar[frozenset[str] | None] = None  # model_types of the classifier it reads (None: any)
 

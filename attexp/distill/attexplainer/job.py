@@ -201,6 +201,7 @@ class TrainAgentJob(Job):
 
     schema = ATTEXPLAINER_AGENT
     folder = "models"
+    rank_zero_because = "reinforcement learning is sequential (one agent, one replay buffer)"
 
     def run(self, config: TrainAgentConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
