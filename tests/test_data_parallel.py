@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +134,9 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(world, tmp_path)
     assert json.loads((two / "data" / "d" / "manifest.json").read_text())["world_size"] == 1  # rank 0 alone
 
 
-@pytest.mark.parametrize("mode", ["copy", pytest.param("student", marks=pytest.mark.slow), "shared"])
+@pytest.mark.parametrize(
+    "mode", ["copy", pytest.param("student", marks=pytest.mark.slow), pytest.param("shared", marks=pytest.mark.slow)]
+)
 def test_two_ranks_distill_like_one_process(world, tmp_path, mode):
     """Each mode of the empirical explainer; `shared`'s frozen classifier stays out of the all-reduce."""
     base = tmp_path / "base"
@@ -170,3 +174,50 @@ def test_two_ranks_distill_like_one_process(world, tmp_path, mode):
         assert x["val_mse"] == pytest.approx(y["val_mse"], rel=1e-4, abs=1e-7)
     assert_same_weights(base / "models" / "x.one" / "model", base / "models" / "x.two" / "model", atol=1e-4)
     assert json.loads((base / "models" / "x.two" / "manifest.json").read_text())["world_size"] == 2
+
+
+def rank_pid(rank: int, marker: str) -> int | None:
+    """The pid of the torchrun worker of `rank` whose command line holds `marker` (read from /proc)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in cmdline and f"RANK={rank}".encode() in environ and "torch.distributed.run" not in cmdline:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_training_and_the_command_rerun_resumes(world, tmp_path):
+    """kill -9 of rank 1 after an epoch's checkpoint: torchrun stops the job; the same command resumes from that
+    epoch (not from scratch) and ends with the weights of an uninterrupted run."""
+    base, whole = tmp_path / "killed", tmp_path / "whole"
+    config = {"jobs": [*jobs(world)[:1], {**jobs(world)[1], "epochs": 6}]}
+    run(config, whole, 2, tmp_path)
+    path = tmp_path / "killed.json"
+    path.write_text(json.dumps(config))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    cmd += ["run_job.py", str(path), "--base-dir", str(base)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = base / "models" / "t" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(checkpoints.glob("last_checkpoint_2.pt")):
+        time.sleep(0.05)
+    pid = rank_pid(1, str(path))
+    assert pid is not None and proc.poll() is None, "rank 1 runs"
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=120) != 0
+    manifest = json.loads((base / "models" / "t" / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+    run(config, base, 2, tmp_path)  # the same command again
+    manifest = json.loads((base / "models" / "t" / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["resumed"] == 1 and manifest["world_size"] == 2
+    assert [e["epoch"] for e in history(base / "models" / "t")] == list(range(1, 7))
+    log = (base / "models" / "t" / "job.log").read_text()
+    assert "resuming from last_checkpoint_" in log
+    assert_same_weights(base / "models" / "t" / "model", whole / "models" / "t" / "model", atol=1e-5)
