@@ -77,6 +77,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The sum of `value` (a count, without gradient) over the ranks; `value` for one process."""
+    if world_size() == 1:
+        return value
+    return idist.all_reduce(value.detach().clone())
+
+
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     """The mean of `value` (a tensor without gradient, e.g. a token count) over the ranks; `value` for one process."""
     if world_size() == 1:

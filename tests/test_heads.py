@@ -320,3 +320,38 @@ def test_head_pruning_config_errors_exit_2(tmp_path, run_cli):
     code, _, err = run_cli(path, "--base-dir", base)
     assert code == 2 and "download job" in err
     assert not (base / "logs").exists()
+
+
+def test_head_pruning_on_two_torchrun_ranks_equals_one_process(tmp_path, run_cli):
+    """Each rank scores a share of the importance instances and of the evaluation rows; the accuracies are summed
+    over the ranks: the same importance, orders and table as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    base = make_base(tmp_path / "base")
+    settings = {"rates": [0, 25, 50, 75, 100], "random_seeds": 2, "plots": False}
+    one = run_pruning(tmp_path, run_cli, base, name="t.prune.one", **settings)
+    config = {"job": "head_pruning", "name": "t.prune.two", "model": "t.train", "data": "t.data",
+              "importance_size": 10, "max_length": 32, "progress": False, **settings}  # fmt: skip
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(config))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*cmd, "run_job.py", str(path), "--base-dir", str(base)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = base / "logs" / "t.prune.two"
+    assert (two / "table.md").read_text() == (one / "table.md").read_text()
+    a, b = (json.loads((f / "metrics.json").read_text()) for f in (one, two))
+    for name in a["importance"]:
+        torch.testing.assert_close(torch.tensor(b["importance"][name]), torch.tensor(a["importance"][name]))
+    assert a["curves"] == b["curves"] and a["model_accuracy"] == b["model_accuracy"]
+    assert (two / "head_scores.jsonl").read_text() != "" and not list(two.glob("*.partial"))
+    assert json.loads((two / "manifest.json").read_text())["world_size"] == 2

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from attexp import distributed as dist
 from attexp.errors import AttexpError
 from attexp.explain.attattr import AttentionAttribution
 from attexp.models.encoder import Encoder
@@ -225,14 +226,25 @@ def predictions(model: torch.nn.Module, batches: Batches) -> Tensor:
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def accuracy(model: torch.nn.Module, batches: Batches, encoder: Encoder | None = None, masked: Tensor | None = None):
-    """Accuracy on `batches` against their labels, with the heads in `masked` [L, heads] masked (if given)."""
+def accuracy(
+    model: torch.nn.Module,
+    batches: Batches,
+    encoder: Encoder | None = None,
+    masked: Tensor | None = None,
+    over_ranks: bool = False,
+):
+    """Accuracy on `batches` against their labels, with the heads in `masked` [L, heads] masked (if given).
+    `over_ranks`: `batches` is this rank's share of the instances; the counts are summed over the ranks (every
+    rank calls this with the same mask), so every rank gets the accuracy on all the instances."""
     if masked is None or not bool(masked.any()):
         predicted = predictions(model, batches)
     else:
         with head_mask(encoder or Encoder(model), masked):
             predicted = predictions(model, batches)
-    return float((predicted == batches.labels).float().mean()) if len(batches) else float("nan")
+    counts = torch.tensor([float((predicted == batches.labels).sum()), float(len(batches))], dtype=torch.float64)
+    if over_ranks:
+        counts = dist.sum_over_ranks(counts)
+    return float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
 
 
 def pruning_curves(
@@ -241,10 +253,12 @@ def pruning_curves(
     orders: dict[str, list[tuple[int, int]]],
     rates: Sequence[float],
     progress: bool = False,
+    over_ranks: bool = False,
 ) -> dict[str, list[float]]:
     """Accuracy at each pruning rate for each order: {order name: [accuracy per rate]}.
 
     Masks shared by several orders (0% and 100% always are) are evaluated once; `progress` shows a bar.
+    `over_ranks`: `batches` is this rank's share, the accuracies are of all ranks' instances (`accuracy`).
     """
     encoder = Encoder(model)
     layers, heads = encoder.num_layers, encoder.num_heads
@@ -257,7 +271,7 @@ def pruning_curves(
             masked = mask_of(order, pruned_count(rate, layers * heads), layers, heads)
             key = masked.numpy().tobytes()
             if key not in seen:
-                seen[key] = accuracy(model, batches, encoder, masked)
+                seen[key] = accuracy(model, batches, encoder, masked, over_ranks)
             values.append(seen[key])
             bar.update(1)
         curves[name] = values

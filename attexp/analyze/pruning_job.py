@@ -31,7 +31,7 @@ from attexp.analyze import heads as H
 from attexp.analyze.model_analysis import AnalysisConfig, Split, attattr_of, number, rows_of, setup, with_paper
 from attexp.config.schema import NeutralDefault
 from attexp.evaluate.report import format_table
-from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
+from attexp.io.files import ResumableJsonlWriter, atomic_write_text, done_idx, read_jsonl, write_json, write_jsonl
 from attexp.io.records import HEAD_PRUNING
 from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder
 from attexp.registry import JOBS
@@ -80,6 +80,7 @@ class HeadPruningJob(Job):
 
     schema = HEAD_PRUNING
     folder = "logs"
+    distributed = True  # under torchrun: each rank scores a share of the importance instances and of the evaluation
 
     def run(self, config: HeadPruningConfig, ctx: JobContext) -> None:
         device, model, tokenizer = setup(config, ctx)
@@ -97,9 +98,14 @@ class HeadPruningJob(Job):
         orders.update({draw: H.random_order(layers, heads, config.seed + k) for k, draw in enumerate(draws)})
 
         rows = rows_of(ctx, config, config.eval_split, config.eval_limit)
-        batches = H.Batches(rows, tokenizer, config.eval_batch_size, config.max_length, device)
-        base = H.accuracy(model, batches)
-        curves = H.pruning_curves(model, batches, orders, config.rates, progress=config.progress)
+        split = ctx.world_size > 1  # every rank its share of the rows; the accuracies count all of them
+        mine = rows[ctx.rank :: ctx.world_size]
+        batches = H.Batches(mine, tokenizer, config.eval_batch_size, config.max_length, device)
+        base = H.accuracy(model, batches, over_ranks=split)
+        progress = config.progress and ctx.is_main
+        curves = H.pruning_curves(model, batches, orders, config.rates, progress=progress, over_ranks=split)
+        if not ctx.is_main:
+            return
         band = None
         if draws:  # the random order: mean over the seeds, with its min-max band
             runs = np.array([curves.pop(draw) for draw in draws])  # [seeds, rates]
@@ -190,14 +196,22 @@ class HeadPruningJob(Job):
             ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
 
     def _head_scores(self, config, ctx, model, tokenizer, encoder, source, device) -> list[dict]:
-        """Per instance of `source`: its heads' attribution maxima and Taylor scores (resumable)."""
+        """Per instance of `source`: its heads' attribution maxima and Taylor scores (resumable), sorted by idx.
+
+        Under torchrun every rank scores a fixed share of `source` into its own file (`head_scores.jsonl.rank<r>`)
+        and every rank then reads all of them, so each computes the same importance."""
+        fields = ("idx", "attattr", "taylor")
         if ctx.path("head_scores.jsonl").exists():  # finished by an earlier run that stopped later on
-            return read_jsonl(ctx.path("head_scores.jsonl"), required=("idx", "attattr", "taylor"))
-        writer = ResumableJsonlWriter(ctx.path("head_scores.jsonl"))
+            return read_jsonl(ctx.path("head_scores.jsonl"), required=fields)
+        shards = sorted(ctx.out_dir.glob("head_scores.jsonl.rank*.partial"))
+        done = done_idx([*shards, ctx.path("head_scores.jsonl.partial")])
+        ctx.barrier()  # every rank has seen what is done before any rank writes
+        name = "head_scores.jsonl" if ctx.world_size == 1 else f"head_scores.jsonl.rank{ctx.rank}"
+        writer = ResumableJsonlWriter(ctx.path(name))
         try:
-            todo = [row for row in source if row["idx"] not in writer.done]
-            if writer.done:
-                log.info("%s: resuming, %d of %d instances scored", config.name, len(writer.done), len(source))
+            todo = [row for row in source[ctx.rank :: ctx.world_size] if row["idx"] not in done | writer.done]
+            if done and ctx.is_main:
+                log.info("%s: resuming, %d of %d instances scored", config.name, len(done), len(source))
             explainer = attattr_of(config, model, tokenizer) if "attattr" in config.orders else None
             batches = H.Batches(todo, tokenizer, config.batch_size, config.max_length, device)
             bar = tqdm(total=len(todo), desc="head importance", unit="row", disable=not config.progress)
@@ -214,7 +228,18 @@ class HeadPruningJob(Job):
                 )
                 bar.update(len(rows))
             bar.close()
-            writer.finalize()
         finally:
             writer.close()
-        return read_jsonl(ctx.path("head_scores.jsonl"), required=("idx", "attattr", "taylor"))
+        ctx.barrier()  # every rank's share is on disk
+        partials = sorted(ctx.out_dir.glob("head_scores.jsonl*.partial"))
+        scores: dict[int, dict] = {}
+        for path in partials:
+            for record in read_jsonl(path, required=fields):
+                scores.setdefault(record["idx"], record)
+        ordered = [scores[idx] for idx in sorted(scores)]
+        ctx.barrier()  # every rank has read them
+        if ctx.is_main:  # one file, sorted by idx, as a single process writes it
+            write_jsonl(ctx.path("head_scores.jsonl"), ordered)
+            for path in partials:
+                path.unlink(missing_ok=True)
+        return ordered
