@@ -130,3 +130,37 @@ def test_triggers_config_errors_exit_2(tmp_path, run_cli):
     code, _, err = run_cli(path, "--base-dir", base)
     assert code == 2 and "unknown upstream job 't.nope'" in err
     assert not (base / "logs").exists()
+
+
+def test_triggers_on_two_torchrun_ranks_equal_one_process(tmp_path, run_cli):
+    """Each rank extracts a share of the source patterns and scores a share of the evaluation rows per trigger
+    (per-class counts summed over the ranks): the same patterns, records and table as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    base = make_base(tmp_path / "base", sizes=(12, 8, 21))
+    config = {"job": "triggers", "model": "t.train", "data": "t.data", "source_size": 7, "steps": 3,
+              "threshold": 0.0, "top": 3, "max_length": 32, "progress": False, "plots": False}  # fmt: skip
+    (tmp_path / "one.json").write_text(json.dumps({**config, "name": "t.one"}))
+    assert run_cli(tmp_path / "one.json", "--base-dir", base)[0] == 0
+    (tmp_path / "two.json").write_text(json.dumps({**config, "name": "t.two"}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "run_job.py"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [*cmd, str(tmp_path / "two.json"), "--base-dir", str(base)]
+    proc = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, two = base / "logs" / "t.one", base / "logs" / "t.two"
+    assert (two / "table.md").read_text() == (one / "table.md").read_text()
+    read = lambda folder, name: [json.loads(line) for line in (folder / name).read_text().splitlines()]  # noqa: E731
+    assert [p["idx"] for p in read(two, "patterns.jsonl")] == list(range(7))
+    for a, b in zip(read(one, "records.jsonl"), read(two, "records.jsonl"), strict=True):
+        assert a["trigger"] == b["trigger"] and a["accuracy_after"] == b["accuracy_after"]
+    assert json.loads((two / "manifest.json").read_text())["world_size"] == 2
+    assert not list(two.glob("*.partial"))

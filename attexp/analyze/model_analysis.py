@@ -6,6 +6,7 @@ The jobs are `pruning_job` (head_pruning) and `triggers_job` (triggers).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -14,6 +15,7 @@ from attexp.config.schema import ClassifierRef, JobConfig, NeutralDefault, Paper
 from attexp.errors import AttexpError
 from attexp.evaluate.report import paper_comparison, paper_report
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
+from attexp.io.files import ResumableJsonlWriter, done_idx, read_jsonl, write_jsonl
 from attexp.io.records import DATASET
 from attexp.models.loading import resolve_device
 from attexp.runner import JobContext
@@ -73,3 +75,42 @@ def rows_of(ctx: JobContext, config: AnalysisConfig, split: str, limit: int | No
 def attattr_of(config: AnalysisConfig, model, tokenizer) -> AttentionAttribution:
     settings = AttAttrConfig(steps=config.steps, internal_batch_size=config.internal_batch_size, return_maps=True)
     return AttentionAttribution(settings, model, tokenizer, {})
+
+
+def per_instance_pass(
+    ctx: JobContext,
+    name: str,
+    source: list[dict],
+    score: Callable[[list[dict]], Iterator[list[dict]]],
+    fields: tuple[str, ...],
+) -> list[dict]:
+    """The records `score(rows)` yields (a list per batch, one record per row with its `idx`) for every row of
+    `source`, streamed to a resumable file and returned sorted by idx; a finished `name` (e.g. `head_scores.jsonl`)
+    is read as it is. Under torchrun every rank scores a fixed share of `source` into its own file
+    (`<name>.rank<r>.partial`) and every rank reads all of them; rank 0 then writes `name` as one process would."""
+    if ctx.path(name).exists():  # finished by an earlier run that stopped later on
+        return read_jsonl(ctx.path(name), required=fields)
+    done = done_idx(ctx.out_dir.glob(f"{name}*.partial"))
+    ctx.barrier()  # every rank has seen what is done before any rank writes
+    writer = ResumableJsonlWriter(ctx.path(name if ctx.world_size == 1 else f"{name}.rank{ctx.rank}"))
+    try:
+        todo = [row for row in source[ctx.rank :: ctx.world_size] if row["idx"] not in done | writer.done]
+        if done and ctx.is_main:
+            log.info("%s: resuming, %d of %d instances done", ctx.config.name, len(done), len(source))
+        for records in score(todo):
+            writer.write(records)
+    finally:
+        writer.close()
+    ctx.barrier()  # every rank's share is on disk
+    partials = sorted(ctx.out_dir.glob(f"{name}*.partial"))
+    found: dict[int, dict] = {}
+    for path in partials:
+        for record in read_jsonl(path, required=fields):
+            found.setdefault(record["idx"], record)
+    ordered = [found[idx] for idx in sorted(found)]
+    ctx.barrier()  # every rank has read them
+    if ctx.is_main:
+        write_jsonl(ctx.path(name), ordered)
+        for path in partials:
+            path.unlink(missing_ok=True)
+    return ordered

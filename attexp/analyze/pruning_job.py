@@ -19,6 +19,7 @@ and `plots/*.png`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 import numpy as np
@@ -28,10 +29,19 @@ from tqdm import tqdm
 
 from attexp import plots as P
 from attexp.analyze import heads as H
-from attexp.analyze.model_analysis import AnalysisConfig, Split, attattr_of, number, rows_of, setup, with_paper
+from attexp.analyze.model_analysis import (
+    AnalysisConfig,
+    Split,
+    attattr_of,
+    number,
+    per_instance_pass,
+    rows_of,
+    setup,
+    with_paper,
+)
 from attexp.config.schema import NeutralDefault
 from attexp.evaluate.report import format_table
-from attexp.io.files import ResumableJsonlWriter, atomic_write_text, done_idx, read_jsonl, write_json, write_jsonl
+from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import HEAD_PRUNING
 from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder
 from attexp.registry import JOBS
@@ -196,25 +206,15 @@ class HeadPruningJob(Job):
             ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
 
     def _head_scores(self, config, ctx, model, tokenizer, encoder, source, device) -> list[dict]:
-        """Per instance of `source`: its heads' attribution maxima and Taylor scores (resumable), sorted by idx.
+        """Per instance of `source`: its heads' attribution maxima and Taylor scores (resumable; under torchrun a
+        share per rank, `per_instance_pass`), sorted by idx."""
+        explainer = attattr_of(config, model, tokenizer) if "attattr" in config.orders else None
 
-        Under torchrun every rank scores a fixed share of `source` into its own file (`head_scores.jsonl.rank<r>`)
-        and every rank then reads all of them, so each computes the same importance."""
-        fields = ("idx", "attattr", "taylor")
-        if ctx.path("head_scores.jsonl").exists():  # finished by an earlier run that stopped later on
-            return read_jsonl(ctx.path("head_scores.jsonl"), required=fields)
-        shards = sorted(ctx.out_dir.glob("head_scores.jsonl.rank*.partial"))
-        done = done_idx([*shards, ctx.path("head_scores.jsonl.partial")])
-        ctx.barrier()  # every rank has seen what is done before any rank writes
-        name = "head_scores.jsonl" if ctx.world_size == 1 else f"head_scores.jsonl.rank{ctx.rank}"
-        writer = ResumableJsonlWriter(ctx.path(name))
-        try:
-            todo = [row for row in source[ctx.rank :: ctx.world_size] if row["idx"] not in done | writer.done]
-            if done and ctx.is_main:
-                log.info("%s: resuming, %d of %d instances scored", config.name, len(done), len(source))
-            explainer = attattr_of(config, model, tokenizer) if "attattr" in config.orders else None
+        def score(todo: list[dict]) -> Iterator[list[dict]]:
             batches = H.Batches(todo, tokenizer, config.batch_size, config.max_length, device)
-            bar = tqdm(total=len(todo), desc="head importance", unit="row", disable=not config.progress)
+            bar = tqdm(
+                total=len(todo), desc="head importance", unit="row", disable=not (config.progress and ctx.is_main)
+            )
             for batch, rows in zip(batches.batches, batches.rows, strict=True):
                 # [B, L, heads] each; an order that is not measured is not computed (null)
                 maxima = H.attattr_head_maxima(explainer, batch).cpu().tolist() if explainer else [None] * len(rows)
@@ -223,23 +223,8 @@ class HeadPruningJob(Job):
                     if "taylor" in config.orders
                     else [None] * len(rows)
                 )
-                writer.write(
-                    {"idx": row["idx"], "attattr": maxima[i], "taylor": taylor[i]} for i, row in enumerate(rows)
-                )
+                yield [{"idx": row["idx"], "attattr": maxima[i], "taylor": taylor[i]} for i, row in enumerate(rows)]
                 bar.update(len(rows))
             bar.close()
-        finally:
-            writer.close()
-        ctx.barrier()  # every rank's share is on disk
-        partials = sorted(ctx.out_dir.glob("head_scores.jsonl*.partial"))
-        scores: dict[int, dict] = {}
-        for path in partials:
-            for record in read_jsonl(path, required=fields):
-                scores.setdefault(record["idx"], record)
-        ordered = [scores[idx] for idx in sorted(scores)]
-        ctx.barrier()  # every rank has read them
-        if ctx.is_main:  # one file, sorted by idx, as a single process writes it
-            write_jsonl(ctx.path("head_scores.jsonl"), ordered)
-            for path in partials:
-                path.unlink(missing_ok=True)
-        return ordered
+
+        return per_instance_pass(ctx, "head_scores.jsonl", source, score, ("idx", "attattr", "taylor"))

@@ -141,8 +141,16 @@ class Trigger:
 
 def per_class_accuracy(predicted: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> dict[str, float]:
     """Accuracy of `predicted` [N] against `labels` [N] within each gold class (keys: the class ids as strings)."""
-    out = {}
-    for label in classes:
-        chosen = labels == label
-        out[str(label)] = float((predicted[chosen] == label).mean()) if chosen.any() else float("nan")
-    return out
+    return accuracy_from_counts(per_class_counts(predicted, labels, classes), classes)
+
+
+def per_class_counts(predicted: np.ndarray, labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """[C, 2]: per gold class, the instances predicted right and the instances (summable over shards)."""
+    return np.array(
+        [[float((predicted[labels == c] == c).sum()), float((labels == c).sum())] for c in classes], dtype=np.float64
+    ).reshape(len(classes), 2)
+
+
+def accuracy_from_counts(counts: np.ndarray, classes: Sequence[int]) -> dict[str, float]:
+    """`per_class_counts` (of one shard or summed over all) as {class id: accuracy}; nan for a class with none."""
+    return {str(c): float(right / n) if n > 0 else float("nan") for c, (right, n) in zip(classes, counts, strict=True)}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -27,12 +28,21 @@ import torch
 from pydantic import Field
 from tqdm import tqdm
 
+from attexp import distributed as dist
 from attexp import plots as P
 from attexp.analyze import heads as H
 from attexp.analyze import triggers as TR
-from attexp.analyze.model_analysis import AnalysisConfig, Split, attattr_of, rows_of, setup, with_paper
+from attexp.analyze.model_analysis import (
+    AnalysisConfig,
+    Split,
+    attattr_of,
+    per_instance_pass,
+    rows_of,
+    setup,
+    with_paper,
+)
 from attexp.evaluate.report import format_table
-from attexp.io.files import ResumableJsonlWriter, atomic_write_text, read_jsonl, write_json, write_jsonl
+from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import TRIGGERS
 from attexp.models.encoder import ENCODER_MODEL_TYPES
 from attexp.models.inputs import structural_ids, tokenize_rows
@@ -71,6 +81,7 @@ class TriggersJob(Job):
 
     schema = TRIGGERS
     folder = "logs"
+    distributed = True  # under torchrun: a share of the source patterns and of the evaluation rows per rank
 
     def run(self, config: TriggersConfig, ctx: JobContext) -> None:
         device, model, tokenizer = setup(config, ctx)
@@ -87,14 +98,22 @@ class TriggersJob(Job):
             len(kept),
         )
 
-        rows = rows_of(ctx, config, config.eval_split, config.eval_limit)
+        every = rows_of(ctx, config, config.eval_split, config.eval_limit)
+        classes = sorted({int(r["label"]) for r in every})
+        rows = every[ctx.rank :: ctx.world_size]  # under torchrun this rank's share; the counts are summed
         features = tokenize_rows(tokenizer, rows, config.max_length)
-        classes = sorted({int(r["label"]) for r in rows})
         labels = np.array([int(r["label"]) for r in rows])
+
+        def class_accuracy(predicted: np.ndarray) -> dict[str, float]:
+            counts = torch.from_numpy(TR.per_class_counts(predicted, labels, classes))  # [C, 2]
+            return TR.accuracy_from_counts(dist.sum_over_ranks(counts).numpy(), classes)
+
         clean = self._predict(model, tokenizer, rows, features, config, device)
-        before = TR.per_class_accuracy(clean, labels, classes)
+        before = class_accuracy(clean)
+        overall = dist.sum_over_ranks(torch.tensor([float((clean == labels).sum()), float(len(rows))]))
+        progress = config.progress and ctx.is_main
         records, seen = [], {}
-        for rank, pattern in enumerate(tqdm(kept, desc="triggers", unit="trigger", disable=not config.progress)):
+        for rank, pattern in enumerate(tqdm(kept, desc="triggers", unit="trigger", disable=not progress)):
             trigger = TR.Trigger.from_pattern(
                 pattern, pattern["input_ids"], pattern["tokens"], specials, config.ratio, config.both
             )
@@ -113,7 +132,7 @@ class TriggersJob(Job):
                 ]
                 attacked = [{k: v for k, v in f.items() if v is not None} for f in attacked]
                 predicted = self._predict(model, tokenizer, rows, attacked, config, device)
-                seen[trigger] = TR.per_class_accuracy(predicted, labels, classes)
+                seen[trigger] = class_accuracy(predicted)
             after = seen[trigger]
             drops = {c: before[c] - after[c] for c in before}
             records.append(
@@ -137,6 +156,8 @@ class TriggersJob(Job):
                     "mean_drop": float(np.mean(list(drops.values()))),
                 }
             )
+        if not ctx.is_main:
+            return
         write_jsonl(ctx.path("records.jsonl"), records)
         best = sorted(records, key=lambda r: (-r["drop"], r["idx"]))[: config.top]
         columns = ["rank", "trigger", "score", *[f"drop_{c}" for c in before], "drop", "source_idx"]
@@ -152,7 +173,7 @@ class TriggersJob(Job):
             for r in best
         ]
         table = format_table(table_rows, columns)
-        accuracy = float((clean == labels).mean()) if len(rows) else math.nan
+        accuracy = float(overall[0] / overall[1]) if overall[1] > 0 else math.nan
         metrics = {
             "model": config.model,
             "accuracy": accuracy,
@@ -174,21 +195,19 @@ class TriggersJob(Job):
             if config.plots and best
             else []
         )
-        ctx.counts.update(patterns=len(patterns), triggers=len(records), evaluation_instances=len(rows))
+        ctx.counts.update(patterns=len(patterns), triggers=len(records), evaluation_instances=len(every))
         ctx.manifest.accuracy_per_class, ctx.manifest.plots = before, plots
         ctx.log_metrics({"accuracy": accuracy, "triggers": len(records), "top_drop": best[0]["drop"] if best else 0.0})
 
     def _patterns(self, config: TriggersConfig, ctx, model, tokenizer, device) -> list[dict]:
-        """Each source instance's pattern (resumable): idx, input_ids, tokens, target, label and the edges."""
-        if ctx.path("patterns.jsonl").exists():  # finished by an earlier run that stopped later on
-            return read_jsonl(ctx.path("patterns.jsonl"), required=("idx", "input_ids", "tokens", "scores"))
+        """Each source instance's pattern (resumable; under torchrun a share per rank, `per_instance_pass`): idx,
+        input_ids, tokens, target, label and the edges."""
         source = rows_of(ctx, config, config.source_split, config.source_size)
-        writer = ResumableJsonlWriter(ctx.path("patterns.jsonl"))
-        try:
-            todo = [row for row in source if row["idx"] not in writer.done]
-            explainer = attattr_of(config, model, tokenizer)
+        explainer = attattr_of(config, model, tokenizer)
+
+        def score(todo: list[dict]) -> Iterator[list[dict]]:
             batches = H.Batches(todo, tokenizer, config.batch_size, config.max_length, device)
-            bar = tqdm(total=len(todo), desc="patterns", unit="row", disable=not config.progress)
+            bar = tqdm(total=len(todo), desc="patterns", unit="row", disable=not (config.progress and ctx.is_main))
             for batch, rows in zip(batches.batches, batches.rows, strict=True):
                 labels = batch.targets
                 if config.target == "predicted":
@@ -211,13 +230,11 @@ class TriggersJob(Job):
                             **TR.extract_pattern(maps[i], n),
                         }
                     )
-                writer.write(out)
+                yield out
                 bar.update(len(rows))
             bar.close()
-            writer.finalize()
-        finally:
-            writer.close()
-        return read_jsonl(ctx.path("patterns.jsonl"), required=("idx", "input_ids", "tokens", "scores"))
+
+        return per_instance_pass(ctx, "patterns.jsonl", source, score, ("idx", "input_ids", "tokens", "scores"))
 
     @staticmethod
     def _predict(model, tokenizer, rows, features, config, device) -> np.ndarray:
