@@ -217,3 +217,43 @@ def test_config_errors_exit_2(tmp_path, run_cli):
     code, _, err = run_cli(path, "--base-dir", base)
     assert code == 2 and "Did you mean 'threshold'?" in err
     assert not (base / "visualizations").exists()
+
+
+def test_attribution_trees_on_two_torchrun_ranks_equal_one_process(analysed, tmp_path):
+    """Each rank builds the trees of a share of the instances; rank 0 merges them sorted by idx."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    config = {"job": "attribution_tree", "name": "t.tree.two", "instances": [3, 1, 0, 2, 5], "steps": 3,
+              "model": "t.train", "data": "t.data", "max_length": 32}  # fmt: skip
+    one = dict(config, name="t.tree.one")
+    for cfg in (one, config):
+        (tmp_path / f"{cfg['name']}.json").write_text(json.dumps(cfg))
+    from attexp.cli import main
+
+    assert main([str(tmp_path / "t.tree.one.json"), "--base-dir", str(analysed)]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "run_job.py"]
+    run = [*cmd, str(tmp_path / "t.tree.two.json"), "--base-dir", str(analysed)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    folder = analysed / "visualizations"
+    a = [json.loads(line) for line in (folder / "t.tree.one" / "trees.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (folder / "t.tree.two" / "trees.jsonl").read_text().splitlines()]
+    assert [r["idx"] for r in b] == [0, 1, 2, 3, 5] == [r["idx"] for r in a]
+    for x, y in zip(a, b, strict=True):  # the same trees; weights to float noise (other batch compositions)
+        assert (x["tokens"], x["root"]) == (y["tokens"], y["root"])
+        assert [(e["layer"], e["parent"], e["child"]) for e in x["edges"]] == [
+            (e["layer"], e["parent"], e["child"]) for e in y["edges"]
+        ]
+        assert [e["weight"] for e in x["edges"]] == pytest.approx([e["weight"] for e in y["edges"]], abs=1e-5)
+    manifest = json.loads((folder / "t.tree.two" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["counts"]["instances"] == 5
+    assert not list((folder / "t.tree.two").glob("*.partial"))

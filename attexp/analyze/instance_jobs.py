@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from attexp import distributed as dist
 from attexp.analyze import flow as F
 from attexp.analyze import trees as T
 from attexp.analyze.heads import Batches
@@ -31,7 +32,7 @@ from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.errors import AttexpError
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.bottleneck import IBAConfig
-from attexp.io.files import write_jsonl
+from attexp.io.files import merge_partials, read_jsonl, write_jsonl
 from attexp.io.records import ATTRIBUTION_TREE, DATASET, LAYER_FLOW
 from attexp.models.encoder import ENCODER_MODEL_TYPES
 from attexp.models.loading import label_names_of, resolve_device
@@ -72,7 +73,7 @@ class LayerFlowConfig(_InstancesConfig):
 
 
 def _load(config: _InstancesConfig, ctx: JobContext):
-    device = resolve_device(config.device)
+    device = dist.rank_device(resolve_device(config.device))
     model, tokenizer = ctx.classifier(config.model, device=device)
     rows = ctx.upstream(config.data).read(DATASET, f"{config.split}.jsonl")
     if config.instances is None:
@@ -86,11 +87,19 @@ def _load(config: _InstancesConfig, ctx: JobContext):
                 f"{config.data!r} (it has {len(rows)} rows, idx {rows[0]['idx'] if rows else '-'}..). Fix `instances`."
             )
         chosen = [by_idx[i] for i in config.instances]
+    chosen = chosen[ctx.rank :: ctx.world_size]  # under torchrun this rank's share (`finish` merges the shards)
     batches = Batches(chosen, tokenizer, config.batch_size, config.max_length, device)
     label_names = ctx.upstream(config.data).manifest.label_names
     if not isinstance(config.model, str):  # a model of its own names its own classes
         label_names = label_names_of(model)
     return model, tokenizer, batches, label_names
+
+
+def _merge_shares(ctx: JobContext, name: str) -> list[dict]:
+    """Rank 0, once every rank wrote its share (`<name>.rank<r>.partial`): one file sorted by idx; its records."""
+    count = merge_partials(ctx.path(name), sorted(ctx.out_dir.glob(f"{name}.rank*.partial")))
+    ctx.counts.update(instances=count)
+    return read_jsonl(ctx.path(name))
 
 
 def _predict(model, batch) -> torch.Tensor:
@@ -107,6 +116,13 @@ class AttributionTreeJob(Job):
     schema = ATTRIBUTION_TREE
     folder = "visualizations"
     resumable = False
+    distributed = True  # under torchrun each rank a share of the instances; `finish` merges them
+
+    @classmethod
+    def finish(cls, config: AttributionTreeConfig, ctx: JobContext) -> None:
+        records = _merge_shares(ctx, "trees.jsonl")
+        edges = [len(r["edges"]) for r in records]
+        ctx.log_metrics({"instances": len(records), "mean_edges": float(np.mean(edges)) if edges else 0.0})
 
     def run(self, config: AttributionTreeConfig, ctx: JobContext) -> None:
         model, tokenizer, batches, label_names = _load(config, ctx)
@@ -133,10 +149,7 @@ class AttributionTreeJob(Job):
                         **tree.to_json(tokens),
                     }
                 )
-        write_jsonl(ctx.path("trees.jsonl"), sorted(records, key=lambda r: r["idx"]))
-        edges = [len(r["edges"]) for r in records]
-        ctx.counts.update(instances=len(records))
-        ctx.log_metrics({"instances": len(records), "mean_edges": float(np.mean(edges)) if edges else 0.0})
+        write_jsonl(ctx.path(f"trees.jsonl.rank{ctx.rank}.partial"), records)
         ctx.manifest.label_names = label_names
         ctx.manifest.notes = [
             f"model: {config.model}; data: {config.data} ({config.split}); AttAttr m = {config.steps}"
@@ -152,6 +165,11 @@ class LayerFlowJob(Job):
     schema = LAYER_FLOW
     folder = "visualizations"
     resumable = False
+    distributed = True  # under torchrun each rank a share of the instances (IBA samples noise: per-rank seeds)
+
+    @classmethod
+    def finish(cls, config: LayerFlowConfig, ctx: JobContext) -> None:
+        ctx.log_metrics({"instances": len(_merge_shares(ctx, "flow.jsonl"))})
 
     def run(self, config: LayerFlowConfig, ctx: JobContext) -> None:
         model, tokenizer, batches, label_names = _load(config, ctx)
@@ -178,9 +196,7 @@ class LayerFlowJob(Job):
                         "capacity": capacity[i, :, :n].cpu().tolist(),
                     }
                 )
-        write_jsonl(ctx.path("flow.jsonl"), sorted(records, key=lambda r: r["idx"]))
-        ctx.counts.update(instances=len(records))
-        ctx.log_metrics({"instances": len(records)})
+        write_jsonl(ctx.path(f"flow.jsonl.rank{ctx.rank}.partial"), records)
         ctx.manifest.label_names = label_names
         ctx.manifest.notes = [
             f"model: {config.model}; data: {config.data} ({config.split}); iba: beta={config.iba.beta}, "

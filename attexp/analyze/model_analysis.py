@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from attexp import distributed as dist
 from attexp.config.schema import ClassifierRef, JobConfig, NeutralDefault, PaperNumbers, Upstream
 from attexp.errors import AttexpError
 from attexp.evaluate.report import paper_comparison, paper_report
@@ -59,7 +60,7 @@ def number(value: float) -> int | float:
 
 
 def setup(config: AnalysisConfig, ctx: JobContext):
-    device = resolve_device(config.device)
+    device = dist.rank_device(resolve_device(config.device))
     model, tokenizer = ctx.classifier(config.model, device=device)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and config.max_length > limit:
