@@ -1,19 +1,12 @@
-"""What attention attribution is for (Hao, Dong, Wei & Xu 2021, "Self-Attention Attribution", AAAI): two
-evaluate-stage jobs that use the per-head Self-Attention Attribution maps on any BERT-family classifier.
+"""Adversarial triggers from attribution patterns (Hao, Dong, Wei & Xu 2021, "Self-Attention Attribution", AAAI,
+Sec. 4.3), the `triggers` job: attribution patterns from the first `source_size` instances of `source_split`,
+inserted as triggers into every instance of `eval_split`; accuracy per gold class before and after each trigger
+(see `attexp.analyze.triggers`).
 
-- `head_pruning` (Sec. 4.1): head importance from attribution (and the Taylor baseline of Michel et al. 2019)
-  on `importance_size` instances of `importance_split` with their gold labels as targets, then accuracy on
-  the whole `eval_split` with the least important heads masked at 0, 10, ..., 100%, for the attribution
-  order, the Taylor order and a seeded random order (see `attexp.analyze.heads`).
-- `triggers` (Sec. 4.3): attribution patterns from the first `source_size` instances of `source_split`,
-  inserted as adversarial triggers into every instance of `eval_split`; accuracy per gold class before and
-  after each trigger (see `attexp.analyze.triggers`).
-
-Output (`logs/<name>/`): the expensive per-instance part streams to a resumable JSON-lines file
-(`head_scores.jsonl`: each instance's per-head attribution maxima and Taylor scores; `patterns.jsonl`: each
-source instance's pattern), so a killed job rerun with the same command continues where it stopped. Then
-`records.jsonl` (head_pruning: one record per rate; triggers: one per trigger), `metrics.json`, `table.md`
-and `plots/*.png`.
+Output (`logs/<name>/`): each source instance's pattern streams to a resumable `patterns.jsonl`; then
+`records.jsonl` (one record per trigger), `metrics.json`, `table.md` and `plots/trigger_drops.png`. Under torchrun
+every rank extracts a share of the patterns and scores a share of the evaluation rows per trigger (per-class counts
+summed over the ranks): the same table as one process.
 """
 
 from __future__ import annotations
