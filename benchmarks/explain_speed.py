@@ -59,7 +59,7 @@ from attexp.explain.batching import explain_rows  # noqa: E402
 from attexp.explain.gradient import LayerIntegratedGradientsExplainer, LIGConfig  # noqa: E402
 from attexp.explain.perturbation import ShapleySamplingConfig, ShapleySamplingExplainer  # noqa: E402
 from attexp.io.files import ResumableJsonlWriter, read_jsonl  # noqa: E402
-from attexp.models.inputs import pad_features, structural_positions, tokenize_rows  # noqa: E402
+from attexp.models.inputs import pad_features, pad_id, structural_positions, tokenize_rows  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -246,11 +246,11 @@ def run_lig(args, model, tokenizer) -> None:
     rows = read_rows(args.data, args.instances)
     groups = [[rows[i] for i in g] for g in buckets(tokenizer, rows, args.batch_size, args.max_length)]
     # the floor gets its batches tokenised and padded beforehand: it times the passes alone
-    padded = {id(g): pad_features(tokenize_rows(tokenizer, g, args.max_length), tokenizer.pad_token_id) for g in groups}
+    padded = {id(g): pad_features(tokenize_rows(tokenizer, g, args.max_length), pad_id(tokenizer)) for g in groups}
 
     def floor(group):
         batch = padded.get(id(group)) or pad_features(
-            tokenize_rows(tokenizer, group, args.max_length), tokenizer.pad_token_id
+            tokenize_rows(tokenizer, group, args.max_length), pad_id(tokenizer)
         )
         return lig_floor(model, tokenizer, batch, args.steps, group)
 

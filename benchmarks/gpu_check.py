@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from attexp import registry  # noqa: E402
 from attexp.explain.batching import explain_rows  # noqa: E402
-from attexp.models.inputs import pad_features, structural_positions, tokenize_rows  # noqa: E402
+from attexp.models.inputs import pad_features, pad_id, structural_positions, tokenize_rows  # noqa: E402
 from attexp.models.precision import autocast  # noqa: E402
 
 SKIP = {"empirical", "attexplainer"}  # need an upstream artifact
@@ -148,7 +148,7 @@ def lig_floor(model, tokenizer, rows, device, batch_size, max_length) -> None:
     weights_t = torch.tensor(weights / 2, dtype=torch.float32, device=device)
     embed = model.get_input_embeddings()
     for start in range(0, len(rows), batch_size):
-        ids, mask, _ = pad_features(features[start : start + batch_size], tokenizer.pad_token_id)
+        ids, mask, _ = pad_features(features[start : start + batch_size], pad_id(tokenizer))
         ids, mask = ids.to(device), mask.to(device)
         with torch.inference_mode():
             targets = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)

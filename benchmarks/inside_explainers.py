@@ -52,7 +52,7 @@ from attexp.explain.attention import (  # noqa: E402
 )
 from attexp.explain.bottleneck import IBAConfig, InformationBottleneck  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
-from attexp.models.inputs import Batch, pad_features, tokenize_rows  # noqa: E402
+from attexp.models.inputs import Batch, pad_features, pad_id, tokenize_rows  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
 transformers.logging.set_verbosity_error()
@@ -80,9 +80,7 @@ def batches(model, tokenizer, rows: list[dict], batch_size: int, max_length: int
     order = sorted(range(len(rows)), key=lambda i: -len(features[i]["input_ids"]))
     out = []
     for start in range(0, len(order), batch_size):
-        ids, mask, types = pad_features(
-            [features[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id
-        )
+        ids, mask, types = pad_features([features[i] for i in order[start : start + batch_size]], pad_id(tokenizer))
         with torch.inference_mode():
             kwargs = {"input_ids": ids, "attention_mask": mask} | ({} if types is None else {"token_type_ids": types})
             targets = model(**kwargs).logits.argmax(-1)

@@ -37,6 +37,7 @@ from attexp.distill.empirical.model import SharedExplainerModel  # noqa: E402
 from attexp.distill.empirical.training import encode_records, masked_mse, masked_pearson  # noqa: E402
 from attexp.evaluate.agreement import Spearman, SpearmanConfig  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
+from attexp.models.inputs import pad_id  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 from attexp.train.batches import make_loader, pad_collate  # noqa: E402
 from attexp.train.engines import create_optimizer  # noqa: E402
@@ -183,7 +184,7 @@ def main() -> None:
 
     classifier, _ = load_classifier(args.base_dir / "models" / args.model / "model")
     classifier.eval()
-    pad = classifier.config.pad_token_id or 0
+    pad = pad_id(classifier.config)
     settings = DistillSettings(
         mode="shared", lr=args.lr, epochs=args.epochs, correlation_weight=args.correlation_weight, batch_size=32
     )

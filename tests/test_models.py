@@ -193,3 +193,17 @@ def test_load_classifier_eval_mode_and_eager_attention(tmp_path):
     assert torch.allclose(out.logits, model.eval()(**enc).logits, atol=1e-6)
     with pytest.raises(AttexpError, match="no classifier at"):
         load_classifier(tmp_path / "nothing")
+
+
+def test_one_pad_id_for_tokenizers_and_configs_and_training_refuses_none():
+    """pad_id reads a tokenizer or a model config; without a pad token it pads with 0 (masked either way) unless
+    the caller requires one (training a classifier: a decoder pools at the config's pad id)."""
+    from types import SimpleNamespace
+
+    from attexp.errors import AttexpError
+    from attexp.models.inputs import pad_id
+
+    assert pad_id(SimpleNamespace(pad_token_id=7)) == 7 == pad_id(SimpleNamespace(pad_token_id=7), required=True)
+    assert pad_id(SimpleNamespace(pad_token_id=None)) == 0
+    with pytest.raises(AttexpError, match="no pad token"):
+        pad_id(SimpleNamespace(pad_token_id=None), required=True)

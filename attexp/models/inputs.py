@@ -67,11 +67,20 @@ class Batch:
         )
 
 
-def pad_id(source: Any) -> int:
+def pad_id(source: Any, required: bool = False) -> int:
     """The id that pads a batch, from a tokenizer or a model config (both say `pad_token_id`): its pad token, else
-    0. Padding is masked out of attention and never scored, so without a pad token any id works; 0 is the one
-    every vocabulary has. The one place attexp decides this (batching, training, distillation, scoring)."""
+    0. The one place attexp decides this (batching, training, distillation, scoring).
+
+    For the right-padded, attention-masked inputs of BERT-family encoders any id works, so 0 stands in for a
+    missing pad token. A decoder classifier (GPT-2, Llama) pools at the last token whose id is not the *config's*
+    pad id, so padding with another id gives wrong logits without an error: `required=True` (training, testing a
+    trained classifier) refuses a source without a pad token instead, with the fix."""
     value = getattr(source, "pad_token_id", None)
+    if value is None and required:
+        raise AttexpError(
+            f"{type(source).__name__} has no pad token, so batches cannot be padded safely; set one first "
+            f"(e.g. tokenizer.pad_token = tokenizer.eos_token and model.config.pad_token_id to its id)."
+        )
     return int(value) if value is not None else 0
 
 

@@ -64,7 +64,7 @@ def fine_tune(
         )
     manual_seed(settings.seed)
     model.to(device)
-    pad = pad_id(tokenizer)
+    pad = pad_id(tokenizer, required=True)
     train_loader = make_loader(
         encode_rows(train_rows, tokenizer, settings.max_length),
         settings.batch_size,
@@ -119,7 +119,9 @@ def evaluate_classifier(
     if not rows:
         raise AttexpError("cannot evaluate a classifier on an empty split")
     model.to(device)
-    loader = make_loader(encode_rows(rows, tokenizer, max_length), batch_size, pad_id(tokenizer), shard=True)
+    loader = make_loader(
+        encode_rows(rows, tokenizer, max_length), batch_size, pad_id(tokenizer, required=True), shard=True
+    )
     metrics = create_evaluator(model, device, precision).run(loader).metrics
     return {
         "accuracy": float(metrics["accuracy"]),
