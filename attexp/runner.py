@@ -84,6 +84,7 @@ class Job:
     rank_zero_because: ClassVar[str | None] = None  # why a job that is not `distributed` runs on rank 0 alone
     resumable: ClassVar[bool] = True  # False: a partial run holds nothing worth keeping (see `decide`)
     architectures: ClassVar[frozenset[str] | None] = None  # model_types of the classifier it reads (None: any)
+    architecture_note: ClassVar[str] = ""  # why the architectures left out are refused
 
     def run(self, config: Any, ctx: JobContext) -> None:
         raise NotImplementedError

@@ -74,14 +74,14 @@ def by_hand(model, batch, zeroed: int) -> torch.Tensor:
     """Logits with layer `zeroed`'s attention output replaced by the output projection's bias."""
     encoder = Encoder(model)
     hidden = encoder.embed(batch.input_ids, batch.token_type_ids)
-    mask = encoder.mask(batch.attention_mask, hidden.dtype)
+    context = encoder.context(batch.attention_mask, hidden.dtype, batch.input_ids)
     with encoder.attention():
         for index, layer in enumerate(encoder.layers):
             if index == zeroed:
                 hidden = layer.feed_forward(layer.norm(layer.output.bias + hidden))
             else:
-                hidden = encoder.run(hidden, mask, index, index + 1)
-    return encoder.classify(hidden)
+                hidden = encoder.run(hidden, context, index, index + 1)
+    return encoder.classify(hidden, context)
 
 
 @pytest.mark.parametrize("layer", [0, 2])

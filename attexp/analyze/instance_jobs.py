@@ -34,7 +34,7 @@ from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.bottleneck import IBAConfig
 from attexp.io.files import merge_partials, read_jsonl, write_jsonl
 from attexp.io.records import ATTRIBUTION_TREE, DATASET, LAYER_FLOW
-from attexp.models.encoder import ENCODER_MODEL_TYPES
+from attexp.models.encoder import ENCODER_MODEL_TYPES, INSIDE_MODEL_TYPES
 from attexp.models.loading import label_names_of, resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
@@ -112,6 +112,10 @@ class AttributionTreeJob(Job):
     """Attribution trees (Hao et al. 2021) of chosen instances, as JSON edges and SVG pages."""
 
     architectures = ENCODER_MODEL_TYPES
+    architecture_note = (
+        "the paper's tree is rooted at [CLS], the position a bidirectional encoder's head reads; a decoder's head "
+        "reads its last token, which attends to no later token, so the paper's construction does not apply"
+    )
 
     schema = ATTRIBUTION_TREE
     folder = "visualizations"
@@ -160,7 +164,7 @@ class AttributionTreeJob(Job):
 class LayerFlowJob(Job):
     """IBA's information flow: a bottleneck after each layer in turn, as a layer x token heatmap."""
 
-    architectures = ENCODER_MODEL_TYPES
+    architectures = INSIDE_MODEL_TYPES
 
     schema = LAYER_FLOW
     folder = "visualizations"

@@ -38,7 +38,7 @@ from attexp.config.schema import NeutralDefault
 from attexp.evaluate.report import format_table
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import HEAD_PRUNING
-from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder
+from attexp.models.encoder import INSIDE_MODEL_TYPES, Encoder
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
 
@@ -81,7 +81,7 @@ class HeadPruningConfig(AnalysisConfig):
 class HeadPruningJob(Job):
     """Head importance by Self-Attention Attribution vs Taylor vs random, as accuracy under head pruning."""
 
-    architectures = ENCODER_MODEL_TYPES
+    architectures = INSIDE_MODEL_TYPES
 
     schema = HEAD_PRUNING
     folder = "logs"

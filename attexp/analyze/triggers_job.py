@@ -37,7 +37,7 @@ from attexp.analyze.model_analysis import (
 from attexp.evaluate.report import format_table
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import TRIGGERS
-from attexp.models.encoder import ENCODER_MODEL_TYPES
+from attexp.models.encoder import INSIDE_MODEL_TYPES
 from attexp.models.inputs import structural_ids, tokenize_rows
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
@@ -70,7 +70,7 @@ class TriggersConfig(AnalysisConfig):
 class TriggersJob(Job):
     """Adversarial triggers from Self-Attention Attribution patterns: accuracy per class before and after."""
 
-    architectures = ENCODER_MODEL_TYPES
+    architectures = INSIDE_MODEL_TYPES
 
     schema = TRIGGERS
     folder = "logs"

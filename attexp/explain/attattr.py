@@ -14,14 +14,16 @@ How it runs on transformers 5: the scaled probabilities are substituted through 
 with `transformers.AttentionInterface` (see `attexp.models.encoder`), inside the model's own layer modules.
 Prefix caching: the layers below l do not depend on alpha, so they run once per batch (one recorded forward
 pass gives every layer's input and attention) and only layers l..L run for the m steps, all instances and
-steps stacked into one batch; the last layer computes only the [CLS] position, the only one the classifier
-reads. The results equal the naive computation (`prefix_cache=False`: every step runs the whole model from
+steps stacked into one batch; for the BERT family the last layer computes only the [CLS] position, the only one
+the classifier reads. Any softmax attention is attributed the same way: causal (decoders), local or global
+(ModernBERT), grouped-query (each query head's probabilities are attributed). The results equal the naive computation (`prefix_cache=False`: every step runs the whole model from
 the embeddings, as the original code does), which the tests check and benchmarks/inside_explainers.py times.
 
 Token scores (the paper attributes edges, not tokens; attexp documents its aggregation): `aggregate="received"`
 (default) sums, per layer, the attributions of all edges that attend *to* token j (over heads and query
 tokens i) and averages over the attributed layers, so each layer's share keeps completeness;
-`aggregate="cls"` keeps only the edges from [CLS] (i = 0), the position the classifier reads.
+`aggregate="cls"` keeps only the edges from the position the classifier reads ([CLS], i = 0; a decoder's last
+token; ModernBERT's mean pooling: the mean of the real tokens' rows).
 
 Parity with the official code: zero baseline, a class's probability as F and the left Riemann rule
 (alpha = 0, 1/m, ..., (m-1)/m) are the official code's; the paper's Eq. (3) is the right rule
@@ -44,7 +46,7 @@ from torch import Tensor
 
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder, eager_probabilities, layer_index
+from attexp.models.encoder import INSIDE_MODEL_TYPES, Encoder, eager_probabilities, layer_index
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
 
@@ -93,7 +95,7 @@ class AttentionAttribution(Explainer):
 
     needs_gradients = True
     needs_attentions = True
-    architectures = ENCODER_MODEL_TYPES
+    architectures = INSIDE_MODEL_TYPES
     config: AttAttrConfig
 
     def __init__(self, config: AttAttrConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
@@ -118,7 +120,8 @@ class AttentionAttribution(Explainer):
         maps = [self.attribute_layer(batch, layer, trace.probs[layer], trace.inputs[layer]) for layer in self.layers]
         stacked = torch.stack(maps, dim=1)  # [B, layers, h, T, T]
         if cfg.aggregate == "cls":
-            scores = stacked[:, :, :, 0, :].sum(dim=2).mean(dim=1)  # edges from [CLS]: [B, T]
+            read = trace.context.read.to(stacked.dtype)  # [B, T]: the head's read weights
+            scores = torch.einsum("bq,blhqk->bk", read, stacked) / stacked.shape[1]  # edges from the read row
         else:
             scores = stacked.sum(dim=(2, 3)).mean(dim=1)  # edges into each token: [B, T]
         size = len(batch)
@@ -168,21 +171,19 @@ class AttentionAttribution(Explainer):
         `attention` [rows, h, T, T]. `inputs` [rows, T, H], the layer's input hidden states, enables prefix
         caching (otherwise the whole model runs from the embeddings)."""
         encoder, last = self.encoder, self.encoder.num_layers - 1
-        mask = encoder.mask(batch.attention_mask[instance], attention.dtype)
+        context = encoder.context(batch.attention_mask[instance], attention.dtype, batch.input_ids[instance])
 
         def substitute(index: int, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scaling: float):
             return attention if index == layer else eager_probabilities(query, key, mask, scaling)
 
         if inputs is not None:  # prefix caching: start at the attributed layer
             if layer == last:
-                hidden = encoder.cls_layer(layer, inputs, mask, probs=attention)
-            else:
-                with encoder.attention(substitute):
-                    hidden = encoder.run(inputs, mask, layer, last)
-                hidden = encoder.cls_layer(last, hidden, mask)
-        else:
-            types = None if batch.token_type_ids is None else batch.token_type_ids[instance]
-            hidden = encoder.embed(batch.input_ids[instance], types)
+                return encoder.head(encoder.read_last(inputs, context, probs=attention))
             with encoder.attention(substitute):
-                hidden = encoder.run(hidden, mask)
-        return encoder.classify(hidden)
+                hidden = encoder.run(inputs, context, layer, last)
+            return encoder.head(encoder.read_last(hidden, context))
+        types = None if batch.token_type_ids is None else batch.token_type_ids[instance]
+        hidden = encoder.embed(batch.input_ids[instance], types)
+        with encoder.attention(substitute):
+            hidden = encoder.run(hidden, context)
+        return encoder.classify(hidden, context)

@@ -1,17 +1,22 @@
 """Attention-based explainers: raw attention, attention rollout and ALTI.
 
 They read the model's attention probabilities (and for ALTI its value vectors, output projection and first
-LayerNorm) layer by layer through `attexp.models.encoder.Encoder`, so they work on any BERT-family
-classifier (BERT, RoBERTa, DistilBERT, ELECTRA) and whatever attention implementation the model was loaded
-with: the explain stage loads the model with eager attention (`needs_attentions = True`), and the encoder
+LayerNorm) layer by layer through `attexp.models.encoder.Encoder`, so they work on every layout it describes
+(the BERT family, the Llama-style decoders, ModernBERT) and whatever attention implementation the model was
+loaded with: the explain stage loads the model with eager attention (`needs_attentions = True`), and the encoder
 routes attention through attexp's own eager-equivalent function for the duration of `explain` anyway, so an
 sdpa model works too and is left as it was. Each costs one forward pass per instance.
 
-- Raw attention: the attention paid by [CLS] (the position the classifier reads) in one layer, averaged
-  over heads.
+Every method scores tokens by the row of the position the classification head reads (`LayerContext.read`): [CLS]
+for the BERT family and ModernBERT (`classifier_pooling="cls"`), the last real token for decoders (the token the
+`*ForSequenceClassification` head reads; earlier rows cannot see later tokens under the causal mask), the mean of
+the real tokens' rows for ModernBERT with `classifier_pooling="mean"`. Causal attention needs nothing else: its
+probabilities above the diagonal are 0, so rollout and ALTI give no later token a share of an earlier one.
+
+- Raw attention: the attention paid by the read position in one layer, averaged over heads.
 - Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", ACL): per layer
   average the heads, add the identity for the residual connection, renormalise the rows, and multiply the
-  layers' matrices from the first to the last; the token scores are the [CLS] row of the product.
+  layers' matrices from the first to the last; the token scores are the read row of the product.
 - ALTI (Ferrando, Gállego & Costa-jussà 2022, "Measuring the Mixing of Contextual Information in the
   Transformer", EMNLP; official code mt-upc/transformer-contributions): each layer's attention block,
   up to and including its first LayerNorm, is an affine map of the layer's input once the LayerNorm's
@@ -20,10 +25,17 @@ sdpa model works too and is left as it was. Each costs one forward pass per inst
   T_i(x_j) = g_i * centre(sum_h A^h_ij (x_j W_V^h + b_V^h) W_O^h + [i = j] x_j), g_i = gamma / sigma_i.
   Token j's contribution to token i is c_ij = max(0, ||y_i||_1 - ||y_i - T_i(x_j)||_1), normalised over j;
   the layers' contribution matrices are rolled out (multiplied, no identity added: the residual is already
-  inside T) and the token scores are the [CLS] row of the last layer's product. `measure="alti_l2"` uses L2
+  inside T) and the token scores are the read row of the last layer's product. `measure="alti_l2"` uses L2
   distances and norms instead; `measure="norm"` is the norm-based analysis of Kobayashi et al. (2021,
   "Incorporating Residual and Normalization Layers into Analysis of Masked Language Models", EMNLP):
   c_ij = ||T_i(x_j)||_2, normalised and rolled out the same way.
+  Pre-norm layouts (the Llama-style decoders, ModernBERT; Ferrando, Gállego, Tsiamas & Costa-jussà 2023,
+  "Explaining How Transformers Use Context to Build Predictions", ACL, which extends ALTI to such models):
+  the norm before attention (LayerNorm or RMSNorm, with or without bias) sees token j alone, so no
+  linearisation is needed: T_i(x_j) = sum_h A^h_ij v^h_j W_O^h + [i = j] x_j with v^h_j the value vector of
+  norm(x_j) (bias included), y_i = x_i + the attention output (the residual stream the next block reads), and
+  the remainder is b_O. Grouped-query attention enters through each query head's own (shared) value vectors.
+  `std` has no effect there.
 
 Efficiency of ALTI: heads are contracted in the same matrix product that applies the attention
 (sum_h A^h_ij u^h_j for all i, j at once, u = values projected by W_O), so the heads x n x n x d tensor of
@@ -46,7 +58,7 @@ from pydantic import Field
 from torch import Tensor
 
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder, Layer, layer_index
+from attexp.models.encoder import INSIDE_MODEL_TYPES, Encoder, Layer, layer_index
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
 
@@ -72,7 +84,7 @@ class _InsideExplainer(Explainer):
     """Shared set-up: the encoder view of the model."""
 
     needs_attentions = True
-    architectures = ENCODER_MODEL_TYPES
+    architectures = INSIDE_MODEL_TYPES
 
     def __init__(self, config: ExplainerConfig, model: torch.nn.Module, tokenizer: Any, upstream: Mapping[str, Path]):
         super().__init__(config, model, tokenizer, upstream)
@@ -87,7 +99,8 @@ class _InsideExplainer(Explainer):
 
 
 class RawAttentionConfig(ExplainerConfig):
-    """Raw attention: [CLS]'s attention in one layer, averaged over heads.
+    """Raw attention: the read position's attention in one layer ([CLS], or a decoder's last token), averaged
+    over heads.
 
     layer: which layer (0-based; negative counts from the end; default -1, the last).
     """
@@ -98,7 +111,7 @@ class RawAttentionConfig(ExplainerConfig):
 
 @EXPLAINERS.register("raw_attention", RawAttentionConfig)
 class RawAttention(_InsideExplainer):
-    """Raw attention: mean over heads of the [CLS] row of one layer's attention probabilities.
+    """Raw attention: mean over heads of the read row of one layer's attention probabilities.
 
     Scores are probabilities: each instance's scores sum to 1 over its tokens. Cost: 1 forward pass.
     """
@@ -112,7 +125,8 @@ class RawAttention(_InsideExplainer):
     def explain(self, batch: Batch) -> Explanation:
         with torch.inference_mode():
             trace = self.encoder.trace(batch.input_ids, batch.attention_mask, batch.token_type_ids, stop=self.layer + 1)
-            scores = trace.probs[self.layer][:, :, 0, :].mean(dim=1)  # [B, T]
+            read = trace.context.read  # [B, T]: the head's read weights over query positions
+            scores = torch.einsum("bq,bqk->bk", read, trace.probs[self.layer].float().mean(dim=1))  # [B, T]
         return self._explanation(scores, batch)
 
 
@@ -129,7 +143,7 @@ class RolloutConfig(ExplainerConfig):
 
 @EXPLAINERS.register("rollout", RolloutConfig)
 class Rollout(_InsideExplainer):
-    """Attention rollout (Abnar & Zuidema 2020): [CLS] row of prod_l normalise(mean_h A_l + I).
+    """Attention rollout (Abnar & Zuidema 2020): read row of prod_l normalise(mean_h A_l + I).
 
     Scores sum to 1 over each instance's tokens. Cost: 1 forward pass.
     """
@@ -147,7 +161,7 @@ class Rollout(_InsideExplainer):
             # padding rows would mix only with themselves; zero them so they never enter a product
             mixed = mixed * _pad_mask(batch.attention_mask)
             products = rollout(mixed)  # [B, L, T, T]
-            scores = products[:, -1, 0, :]
+            scores = torch.einsum("bq,bqk->bk", trace.context.read, products[:, -1].float())
         extras = {"rollout": products} if self.config.return_matrices else {}
         return self._explanation(scores, batch, extras)
 
@@ -176,14 +190,16 @@ def decompose(
     probs: Tensor,
     values: Tensor,
     std: Literal["layernorm", "official"] = "layernorm",
+    pre_norm: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """ALTI's decomposition of one layer's attention block for unpadded instances of one length n.
 
     inputs [G, n, H] (the layer's input), probs [G, h, n, n], values [G, h, n, d] (value vectors with their
-    bias). Returns the transformed vectors T_i(x_j) [G, n, n, H] (query i, key j) and the remainder
-    L_i(b_O) + beta [G, n, H], so that sum_j T_i(x_j) + remainder = the first LayerNorm's output.
+    bias). Returns the transformed vectors T_i(x_j) [G, n, n, H] (query i, key j) and the remainder [G, n, H],
+    so that sum_j T_i(x_j) + remainder = the block's output y: post-norm layouts, the first LayerNorm's output
+    (remainder L_i(b_O) + beta); `pre_norm` layouts, the residual stream after attention (remainder b_O).
     """
-    stats = _LayerStats(layer, inputs, probs, values, std)
+    stats = _LayerStats(layer, inputs, probs, values, std, pre_norm)
     transformed = stats.mixed(slice(None), slice(None)).transpose(1, 2) * stats.scale[:, :, None, :]
     return transformed, stats.scale * stats.bias + stats.beta
 
@@ -191,29 +207,39 @@ def decompose(
 class _LayerStats:
     """One layer's decomposition, shared by all tiles.
 
-    Centring is linear, so the centred transformed vectors are sum_h A^h_ij centre(u^h_j) + [i = j] centre(x_j)
-    with u^h_j = v^h_j W_O^h: the residual enters as one more "head" whose attention is the identity, and the
-    whole sum is one batched matrix product per tile, contracting the heads (h + 1 of them) directly.
+    Post-norm: centring is linear, so the centred transformed vectors are sum_h A^h_ij centre(u^h_j) +
+    [i = j] centre(x_j) with u^h_j = v^h_j W_O^h, scaled by g_i afterwards. Pre-norm: the same sum without
+    centring or scaling (scale 1, beta 0). Either way the residual enters as one more "head" whose attention is
+    the identity, and the whole sum is one batched matrix product per tile, contracting the heads (h + 1 of
+    them) directly.
     """
 
-    def __init__(self, layer: Layer, inputs: Tensor, probs: Tensor, values: Tensor, std: str) -> None:
+    def __init__(
+        self, layer: Layer, inputs: Tensor, probs: Tensor, values: Tensor, std: str, pre_norm: bool = False
+    ) -> None:
         groups, heads, n, head_size = values.shape
         hidden = inputs.shape[-1]
         weight = layer.output.weight.view(hidden, heads, head_size)  # W_O: [H_out, h, d]
         projected = torch.einsum("ghjd,ehd->gjhe", values, weight)  # u^h_j: [G, n, h, H]
         parts = torch.cat([projected, inputs[:, :, None, :]], dim=2)  # [G, n, h + 1, H]
-        self.parts = parts - parts.mean(dim=-1, keepdim=True)  # centred
         eye = torch.eye(n, dtype=probs.dtype, device=probs.device).expand(groups, 1, n, n)
         self.weights = torch.cat([probs, eye], dim=1)  # [G, h + 1, n, n]
         context = torch.matmul(probs, values).transpose(1, 2).reshape(groups, n, heads * head_size)
-        pre_norm = layer.output(context) + inputs  # [G, n, H]: what the LayerNorm receives
+        attended = layer.output(context) + inputs  # [G, n, H]: the residual stream after attention
+        bias = layer.output.bias if layer.output.bias is not None else inputs.new_zeros(hidden)
+        if pre_norm:  # y_i = attended: nothing to linearise
+            self.parts = parts
+            self.scale = torch.ones_like(attended)
+            self.output = attended
+            self.bias, self.beta = bias, inputs.new_zeros(hidden)
+            return
+        self.parts = parts - parts.mean(dim=-1, keepdim=True)  # centred
         if std == "official":
-            sigma = pre_norm.std(dim=-1, keepdim=True)  # unbiased, no eps
+            sigma = attended.std(dim=-1, keepdim=True)  # unbiased, no eps
         else:
-            sigma = (pre_norm.var(dim=-1, unbiased=False, keepdim=True) + layer.norm.eps).sqrt()
+            sigma = (attended.var(dim=-1, unbiased=False, keepdim=True) + layer.norm.eps).sqrt()
         self.scale = layer.norm.weight / sigma  # g_i = gamma / sigma_i: [G, n, H]
-        self.output = self.scale * (pre_norm - pre_norm.mean(dim=-1, keepdim=True)) + layer.norm.bias  # y_i
-        bias = layer.output.bias if layer.output.bias is not None else torch.zeros_like(layer.norm.bias)
+        self.output = self.scale * (attended - attended.mean(dim=-1, keepdim=True)) + layer.norm.bias  # y_i
         self.bias = bias - bias.mean()  # centre(b_O): [H]
         self.beta = layer.norm.bias
 
@@ -230,10 +256,11 @@ def alti_contributions(
     values: Tensor,
     measure: Literal["alti", "alti_l2", "norm"] = "alti",
     std: Literal["layernorm", "official"] = "layernorm",
+    pre_norm: bool = False,
 ) -> Tensor:
     """Row-normalised contribution matrix [G, n, n] (query i, key j) of one layer, for unpadded instances of one
-    length n: inputs [G, n, H], probs [G, h, n, n], values [G, h, n, d]."""
-    stats = _LayerStats(layer, inputs, probs, values, std)
+    length n: inputs [G, n, H], probs [G, h, n, n], values [G, h, n, d]; `pre_norm` for pre-norm layouts."""
+    stats = _LayerStats(layer, inputs, probs, values, std, pre_norm)
     count, n, hidden = inputs.shape
     p = 1 if measure == "alti" else 2
     # tiles of whole instances, or of query rows when one instance is larger than a tile
@@ -258,7 +285,7 @@ def alti_contributions(
 
 @EXPLAINERS.register("alti", ALTIConfig)
 class ALTI(_InsideExplainer):
-    """ALTI (Ferrando et al. 2022): [CLS] row of the rolled-out per-layer token-to-token contributions.
+    """ALTI (Ferrando et al. 2022): read row of the rolled-out per-layer token-to-token contributions.
 
     Scores sum to 1 over each instance's tokens. Cost: 1 forward pass (plus the decomposition, which is
     arithmetic on what that pass recorded).
@@ -293,13 +320,15 @@ class ALTI(_InsideExplainer):
                         trace.values[index][group, :, :n],
                         cfg.measure,
                         cfg.std,
+                        self.encoder.layout.pre_norm,
                     )
                     for index, layer in enumerate(self.encoder.layers)
                 ]
                 stacked = torch.stack(per_layer, dim=1)  # [G, L, n, n]
                 # in the model's dtype (bfloat16, float64, ...) until here; the scores are float32 like every
                 # explainer's, whatever the model's dtype
-                scores[group, :n] = rollout(stacked)[:, -1, 0, :].to(scores.dtype)
+                read = trace.context.read[group, :n].to(stacked.dtype)  # [G, n]: the head's read weights
+                scores[group, :n] = torch.einsum("gq,gqk->gk", read, rollout(stacked)[:, -1]).to(scores.dtype)
                 if matrices is not None:
                     matrices[group, :, :n, :n] = stacked.to(matrices.dtype)
         extras = {"contributions": matrices} if matrices is not None else {}

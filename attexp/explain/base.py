@@ -84,6 +84,7 @@ class Explainer(abc.ABC):
     """
 
     architectures: ClassVar[frozenset[str] | None] = None
+    architecture_note: ClassVar[str] = ""  # why the architectures left out are refused
     mixed_precision: ClassVar[bool] = False  # True: `explain` runs under the job's precision (autocast)
     needs_gradients: ClassVar[bool] = False
     needs_attentions: ClassVar[bool] = False

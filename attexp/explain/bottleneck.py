@@ -52,7 +52,7 @@ from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.io.artifacts import MANIFEST, read_manifest, verify_file
 from attexp.io.files import read_jsonl
-from attexp.models.encoder import ENCODER_MODEL_TYPES, Encoder, layer_index
+from attexp.models.encoder import INSIDE_MODEL_TYPES, Encoder, layer_index
 from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
 from attexp.registry import EXPLAINERS
 
@@ -132,7 +132,7 @@ class InformationBottleneck(Explainer):
     """
 
     needs_gradients = True
-    architectures = ENCODER_MODEL_TYPES
+    architectures = INSIDE_MODEL_TYPES
     deterministic = False  # the noise samples come from torch's RNG
     config: IBAConfig
 
@@ -192,10 +192,10 @@ class InformationBottleneck(Explainer):
         """Layer l's output R and its input (the official prior's mean), both [B, T, H]."""
         encoder = self.encoder
         hidden = encoder.embed(input_ids, token_type_ids)
-        mask = encoder.mask(attention_mask, hidden.dtype)
+        context = encoder.context(attention_mask, hidden.dtype, input_ids)
         with encoder.attention():
-            below = encoder.run(hidden, mask, 0, self.layer)
-            return encoder.run(below, mask, self.layer, self.layer + 1), below
+            below = encoder.run(hidden, context, 0, self.layer)
+            return encoder.run(below, context, self.layer, self.layer + 1), below
 
     def explain(self, batch: Batch) -> Explanation:
         if torch.is_inference_mode_enabled():
@@ -266,14 +266,15 @@ class InformationBottleneck(Explainer):
 
     def upper(self, batch: Batch, bottleneck: Tensor, instance: Tensor) -> Tensor:
         """Logits [rows, C] from layer l's (bottlenecked) output `bottleneck` [rows, T, H] of instances
-        `instance` [rows]: the layers above l, the last one at the [CLS] position only, and the head."""
+        `instance` [rows]: the layers above l, the last one only where the head reads (`Encoder.read_last`), and
+        the head."""
         encoder, last = self.encoder, self.encoder.num_layers - 1
-        mask = encoder.mask(batch.attention_mask[instance], bottleneck.dtype)
+        context = encoder.context(batch.attention_mask[instance], bottleneck.dtype, batch.input_ids[instance])
         if not self.config.prefix_cache:  # the original: the full layers
             with encoder.attention():
-                return encoder.classify(encoder.run(bottleneck, mask, self.layer + 1))
+                return encoder.classify(encoder.run(bottleneck, context, self.layer + 1), context)
         if self.layer == last:
-            return encoder.classify(bottleneck)
+            return encoder.classify(bottleneck, context)
         with encoder.attention():
-            hidden = encoder.run(bottleneck, mask, self.layer + 1, last)
-        return encoder.classify(encoder.cls_layer(last, hidden, mask))
+            hidden = encoder.run(bottleneck, context, self.layer + 1, last)
+        return encoder.head(encoder.read_last(hidden, context))

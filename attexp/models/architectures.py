@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from attexp.config.build import join
 from attexp.config.schema import JobConfig, Registered, marker
 from attexp.io.artifacts import cache_dir_of, find_artifact
+from attexp.models.encoder import layout_of_type
 from attexp.models.sources import read_model_type
 from attexp.registry import EXPLAINERS, JOBS, MODELS, checks_plans
 
@@ -59,39 +60,43 @@ def check_architectures(plan: Any, built: list[tuple[str, JobConfig | None, Any]
                 what = f"train job {ref!r}'s model"
             if model_type is None:
                 continue
-            for user_loc, user, supported in users:
-                if model_type not in supported:
-                    errors.append(_unsupported(user_loc, user, model_type, what, where, supported))
+            for user_loc, user, cls in users:
+                if model_type not in cls.architectures:
+                    errors.append(_unsupported(user_loc, user, model_type, what, where, cls))
     return errors
 
 
-def _architecture_users(job: BaseModel, loc: str) -> list[tuple[str, str, frozenset[str]]]:
-    """(location, description, supported model_types) of the job itself and of its explainers, where limited."""
+def _architecture_users(job: BaseModel, loc: str) -> list[tuple[str, str, Any]]:
+    """(location, description, class) of the job itself and of its explainers, where their architectures are
+    limited."""
     users = []
     job_cls = JOBS.get(job.job).cls
     if getattr(job_cls, "architectures", None) is not None:
-        users.append((loc or "(top level)", f"job {job.job!r}", job_cls.architectures))
+        users.append((loc or "(top level)", f"job {job.job!r}", job_cls))
     for name, info in type(job).model_fields.items():
         registered = marker(info.metadata, Registered)
         value = getattr(job, name)
         if registered is None or registered.kind != "explainer" or value is None:
             continue
         for i, component in enumerate(value if isinstance(value, list) else [value]):
-            limited = getattr(EXPLAINERS.get(component.type).cls, "architectures", None)
+            cls = EXPLAINERS.get(component.type).cls
             here = join(loc, name) if not isinstance(value, list) else join(join(loc, name), i)
-            if limited is not None:
-                users.append((here, f"explainer {component.type!r}", limited))
+            if getattr(cls, "architectures", None) is not None:
+                users.append((here, f"explainer {component.type!r}", cls))
     return users
 
 
-def _unsupported(loc: str, user: str, model_type: str, what: str, where: str, supported: frozenset[str]) -> str:
+def _unsupported(loc: str, user: str, model_type: str, what: str, where: str, cls: Any) -> str:
     working = [
         name
         for name in EXPLAINERS.names()
         if (limited := getattr(EXPLAINERS.get(name).cls, "architectures", None)) is None or model_type in limited
     ]
+    layout = layout_of_type(model_type)
+    known = f"the {layout.name} layout" if layout is not None else "no layout attexp reads inside"
+    why = f" ({cls.architecture_note})" if getattr(cls, "architecture_note", "") and layout is not None else ""
     return (
-        f"{loc}: {user} does not support {what} ({where}), a {model_type!r} model: it reads the inside of the "
-        f"BERT-family layout, model_type {', '.join(sorted(supported))}. Explainers that work on {model_type!r}: "
+        f"{loc}: {user} does not support {what} ({where}), a {model_type!r} model ({known}){why}: it supports "
+        f"model_type {', '.join(sorted(cls.architectures))}. Explainers that work on {model_type!r}: "
         f"{', '.join(working)}. Use one of them, or a model of a supported architecture."
     )

@@ -1,35 +1,49 @@
-"""Generic access to the inside of BERT-family sequence classifiers: BERT, RoBERTa, DistilBERT, ELECTRA.
+"""Generic access to the inside of transformer sequence classifiers, one layout description per architecture.
 
-Why this module exists: raw attention, attention rollout, ALTI, Self-Attention Attribution and IBA all need
-what a plain forward pass does not hand out — each layer's input, its attention probabilities and value
-vectors, the attention output projection and the LayerNorm after it — and some need to run only a slice of
-the layers or to replace one layer's attention probabilities. The papers' official code reached into
-transformers 2.x-4.x model classes by hard-coded attribute paths and `output_attentions`; in transformers 5
-attention runs through `AttentionInterface`, sdpa attention returns no probabilities, and
-`output_attentions=True` installs permanent capture hooks on the model. So attexp reads the module layout of
-the four families once (names as in transformers 5.23) and drives the model layer by layer itself:
+Why this module exists: raw attention, attention rollout, ALTI, Self-Attention Attribution, IBA and the analyses
+all need what a plain forward pass does not hand out — each layer's input, its attention probabilities and value
+vectors, the attention output projection — and some need to run only a slice of the layers or to replace one
+layer's attention probabilities. The papers' official code reached into transformers 2.x-4.x model classes by
+hard-coded attribute paths and `output_attentions`; in transformers 5 attention runs through
+`AttentionInterface`, sdpa attention returns no probabilities, and `output_attentions=True` installs permanent
+capture hooks on the model. So attexp describes the module layout of each architecture once (`LAYOUTS`, names as
+in transformers 5.23) and drives the model layer by layer itself:
 
-- `Encoder.embed` / `Encoder.run` / `Encoder.classify` reproduce `model(**inputs).logits` (tested), and any
-  slice of layers can run on its own (prefix caching: run the layers below once, only the rest per step);
+- `Encoder.embed` / `Encoder.run` / `Encoder.classify` reproduce `model(**inputs).logits` (tested per layout),
+  and any slice of layers can run on its own (prefix caching: run the layers below once, only the rest per step);
+- `Encoder.context` builds what every layer needs besides its input, once per batch: its attention mask (padding;
+  causal for decoders; the sliding window of local-attention layers) and rotary position embeddings, and where the
+  classification head reads (`LayerContext.read`: [CLS], the last real token, or the mean over real tokens);
 - inside `with encoder.attention(handler):` every self-attention call of the model goes through one function
   registered with `transformers.AttentionInterface` (name "attexp"), which asks `handler` for the attention
   probabilities: compute them as eager attention does and record them, or substitute other ones. The model
   config's attention implementation is switched for the duration of the block and restored afterwards, so
-  the explainers work whether the model was loaded with eager or sdpa attention;
-- `Encoder.cls_layer` computes a layer's output at the [CLS] position only. Every supported head reads
-  position 0 of the last layer, so the last layer needs nothing else (used in optimisation loops).
+  the explainers work whether the model was loaded with eager or sdpa attention. Grouped-query attention
+  (fewer key/value heads than query heads) is expanded before the handler sees it: every handler works on one
+  key and value per query head;
+- `Encoder.read_last` computes the last layer's output only where the head reads it (BERT family: position 0
+  alone; used in optimisation loops).
 
 No hook is ever registered on the model, and nothing of it is modified beyond the temporary switch above.
 
-Layout (transformers 5.23), per family: layers; query/key/value; attention output projection; LayerNorm after
-attention; feed-forward block.
-- BERT, RoBERTa, ELECTRA (also XLM-R, CamemBERT): `encoder.layer`; `attention.self.{query,key,value}`;
-  `attention.output.dense`; `attention.output.LayerNorm`; `intermediate` + `output`.
-- DistilBERT: `transformer.layer`; `attention.{q,k,v}_lin`; `attention.out_lin`; `sa_layer_norm`;
-  `ffn` + `output_layer_norm`.
-Heads: BERT `classifier(dropout(pooler(h)))`; RoBERTa and ELECTRA `classifier(h)` (a head that reads `h[:, 0]`);
-DistilBERT `classifier(dropout(relu(pre_classifier(h[:, 0]))))`. ELECTRA's `embeddings_project` is applied when
-the embedding size differs from the hidden size.
+The layouts (`LAYOUTS`; adding one is one entry there plus a tiny config in tests/test_layouts.py):
+- `bert` (BERT, RoBERTa, ELECTRA, XLM-R, CamemBERT): post-LayerNorm; `encoder.layer`;
+  `attention.self.{query,key,value}`; `attention.output.dense`; `attention.output.LayerNorm`; `intermediate` +
+  `output`. Heads read position 0: BERT `classifier(dropout(pooler(h)))`; RoBERTa and ELECTRA `classifier(h)`.
+  ELECTRA's `embeddings_project` is applied when the embedding size differs from the hidden size.
+- `distilbert`: post-LayerNorm; `transformer.layer`; `attention.{q,k,v}_lin`; `attention.out_lin`;
+  `sa_layer_norm`; `ffn` + `output_layer_norm`; head `classifier(dropout(relu(pre_classifier(h[:, 0]))))`.
+- `llama` (Llama, Mistral, Qwen2, Qwen3, Gemma): decoders, pre-RMSNorm residual blocks; `model.layers`;
+  `self_attn.{q,k,v,o}_proj` with grouped-query attention; `input_layernorm` before attention,
+  `post_attention_layernorm` before the gated MLP; rotary positions (`model.rotary_emb`); causal attention, a
+  sliding window where the config gives the layer one (Mistral's `sliding_window`, Qwen's "sliding_attention"
+  layer types); final `model.norm`; head `score(h)` read at the last token whose id is not the pad id (as
+  transformers' `*ForSequenceClassification`).
+- `modernbert`: pre-LayerNorm (no biases by default; the first layer's attention norm is the identity);
+  `model.layers`; fused `attn.Wqkv`, `attn.Wo`; `attn_norm`, `mlp_norm` and a gated MLP; rotary positions per
+  layer type; every third layer global, the others local (bidirectional window of +-`sliding_window` tokens);
+  final `model.final_norm`; head `classifier(drop(head(h)))` read at position 0 (`classifier_pooling="cls"`) or
+  averaged over the real tokens (`"mean"`).
 """
 
 from __future__ import annotations
@@ -39,17 +53,13 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 from transformers import AttentionInterface
 
 from attexp.errors import AttexpError, ConfigError
-
-ENCODER_MODEL_TYPES = frozenset({"bert", "roberta", "distilbert", "electra", "xlm-roberta", "camembert"})
-"""The `model_type`s whose module layout `Encoder` reads: what the inside-the-model explainers and analyses
-support (they declare it as `architectures`; the config loader checks it before any job runs)."""
 
 ATTENTION_NAME = "attexp"
 """The name attexp's attention function is registered under in `transformers.AttentionInterface`."""
@@ -69,8 +79,9 @@ class AttentionHandler(Protocol):
     """Decides a layer's attention probabilities inside `Encoder.attention(handler)`.
 
     Called once per self-attention call with the layer index and the module's tensors: query and key
-    [B, heads, T, d], value [B, heads, T, d], the additive mask [B, 1, 1 or T, T] (or None) and the scaling.
-    Returns the probabilities [B, heads, T, T] to use (`eager_probabilities(...)` for the model's own).
+    [B, heads, T, d], value [B, heads, T, d] (grouped key/value heads already expanded to one per query head),
+    the additive mask [B, 1, 1 or T, T] (or None) and the scaling. Returns the probabilities [B, heads, T, T] to
+    use (`eager_probabilities(...)` for the model's own).
     """
 
     def __call__(
@@ -120,6 +131,9 @@ def _attention_function(
             f"implementation {ATTENTION_NAME!r}. Set model.config._attn_implementation back to 'eager' or 'sdpa'."
         )
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if key.shape[1] != query.shape[1]:  # grouped-query attention: query head h reads key/value head h // groups
+        groups = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     if attention_mask is not None and attention_mask.dtype == torch.bool:  # a boolean mask: True = attend
         attention_mask = torch.zeros_like(attention_mask, dtype=query.dtype).masked_fill(
             ~attention_mask, torch.finfo(query.dtype).min
@@ -134,28 +148,71 @@ def _attention_function(
 AttentionInterface.register(ATTENTION_NAME, _attention_function)
 
 
+# ------------------------------------------------------------------------------------------------- layouts
+
+
 @dataclass(frozen=True)
 class Layer:
-    """The parts of one encoder layer that the explainers read.
+    """The parts of one transformer layer that the explainers read.
 
-    module: the whole layer (`module(hidden [B,T,H], mask) -> [B,T,H]`); attention: the module that calls the
-    attention function (owns query/key/value); output: the attention output projection (heads -> hidden);
-    norm: the LayerNorm applied to output + residual; feed_forward: LayerNorm output -> layer output (the
-    feed-forward block with its residual and second LayerNorm), whose parts are `ffn_in` (hidden -> intermediate,
-    before the activation), `ffn_out` (intermediate -> hidden) and `ffn_norm` (the LayerNorm after its residual).
+    module: the whole layer, run through `Layout.call`; attention: the module that calls the attention function;
+    output: the attention output projection (heads -> hidden; its input is the heads' outputs concatenated, which
+    is where head pruning gates them); norm: post-norm layouts, the LayerNorm applied to output + residual;
+    pre-norm layouts, the norm applied to the layer's input before attention (the identity in ModernBERT's first
+    layer).
+
+    Post-norm layouts only (None elsewhere): query/key/value, the projections; feed_forward: LayerNorm output ->
+    layer output (the feed-forward block with its residual and second LayerNorm), whose parts are `ffn_in`
+    (hidden -> intermediate, before the activation), `ffn_out` (intermediate -> hidden) and `ffn_norm`.
     """
 
     module: nn.Module
     attention: nn.Module
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
     output: nn.Linear
-    norm: nn.LayerNorm
-    feed_forward: Callable[[Tensor], Tensor]
-    ffn_in: nn.Linear
-    ffn_out: nn.Linear
-    ffn_norm: nn.LayerNorm
+    norm: nn.Module
+    query: nn.Linear | None = None
+    key: nn.Linear | None = None
+    value: nn.Linear | None = None
+    feed_forward: Callable[[Tensor], Tensor] | None = None
+    ffn_in: nn.Linear | None = None
+    ffn_out: nn.Linear | None = None
+    ffn_norm: nn.LayerNorm | None = None
+
+
+Reads = Literal["first", "last", "mean"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One architecture's anatomy, read by every inside-the-model explainer and analysis.
+
+    name: the layout's name (the README's architecture table); model_types: the `model_type`s it describes (what
+    the config loader checks before anything runs); family: "encoder" or "decoder"; pre_norm: the residual
+    stream is normalised before each block (else after, BERT-style); causal: each token attends to itself and the
+    tokens before it only; matches(model, first layer): whether a loaded model has this layout; layer: one layer
+    module -> its parts; call(layer module, hidden, mask, positions) -> the layer's output; embed(base, input_ids,
+    token_type_ids) -> the first layer's input; final_norm(base): the per-token norm before the head (None: no
+    norm); head(model, base): the head as a function of the read features [B, H] -> logits [B, C]; reads(config):
+    where the head reads the last layer ("first": position 0, "last": the last real token, "mean": the mean over
+    real tokens); rotary(base, hidden, positions, layer index): the layer's rotary (cos, sin), or None where
+    positions are embedded at the input; window(config, layer index): the layer's sliding-window size (None:
+    global attention).
+    """
+
+    name: str
+    model_types: frozenset[str]
+    family: Literal["encoder", "decoder"]
+    pre_norm: bool
+    causal: bool
+    matches: Callable[[nn.Module, nn.Module], bool]
+    layer: Callable[[nn.Module], Layer]
+    call: Callable[[nn.Module, Tensor, Tensor, tuple[Tensor, Tensor] | None], Tensor]
+    embed: Callable[[nn.Module, Tensor, Tensor | None], Tensor]
+    final_norm: Callable[[nn.Module], nn.Module | None]
+    head: Callable[[nn.Module, nn.Module], Callable[[Tensor], Tensor]]
+    reads: Callable[[object], Reads]
+    rotary: Callable[[nn.Module, Tensor, Tensor, int], tuple[Tensor, Tensor]] | None = None
+    window: Callable[[object, int], int | None] = lambda config, index: None
 
 
 def _bert_layer(layer: nn.Module) -> Layer:
@@ -163,11 +220,11 @@ def _bert_layer(layer: nn.Module) -> Layer:
     return Layer(
         module=layer,
         attention=attention.self,
+        output=attention.output.dense,
+        norm=attention.output.LayerNorm,
         query=attention.self.query,
         key=attention.self.key,
         value=attention.self.value,
-        output=attention.output.dense,
-        norm=attention.output.LayerNorm,
         feed_forward=lambda x: layer.output(layer.intermediate(x), x),
         ffn_in=layer.intermediate.dense,
         ffn_out=layer.output.dense,
@@ -180,11 +237,11 @@ def _distilbert_layer(layer: nn.Module) -> Layer:
     return Layer(
         module=layer,
         attention=attention,
+        output=attention.out_lin,
+        norm=layer.sa_layer_norm,
         query=attention.q_lin,
         key=attention.k_lin,
         value=attention.v_lin,
-        output=attention.out_lin,
-        norm=layer.sa_layer_norm,
         feed_forward=lambda x: layer.output_layer_norm(layer.ffn(x) + x),
         ffn_in=layer.ffn.lin1,
         ffn_out=layer.ffn.lin2,
@@ -192,16 +249,188 @@ def _distilbert_layer(layer: nn.Module) -> Layer:
     )
 
 
+def _llama_layer(layer: nn.Module) -> Layer:
+    return Layer(module=layer, attention=layer.self_attn, output=layer.self_attn.o_proj, norm=layer.input_layernorm)
+
+
+def _modernbert_layer(layer: nn.Module) -> Layer:
+    return Layer(module=layer, attention=layer.attn, output=layer.attn.Wo, norm=layer.attn_norm)
+
+
+def _bert_embed(base: nn.Module, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+    kwargs = {"input_ids": input_ids}
+    if token_type_ids is not None and "token_type_ids" in inspect.signature(base.embeddings.forward).parameters:
+        kwargs["token_type_ids"] = token_type_ids
+    hidden = base.embeddings(**kwargs)
+    project = getattr(base, "embeddings_project", None)  # ELECTRA with embedding_size != hidden_size
+    return project(hidden) if project is not None else hidden
+
+
+def _bert_head(model: nn.Module, base: nn.Module) -> Callable[[Tensor], Tensor]:
+    """BERT's pooler + classifier, or RoBERTa's/ELECTRA's classifier (both read position 0 of [B, T, H]: they get
+    the read features as [B, 1, H])."""
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, nn.Linear) and getattr(base, "pooler", None) is not None:  # BERT
+        return lambda read: model.classifier(model.dropout(base.pooler(read[:, None])))
+    if isinstance(getattr(classifier, "out_proj", None), nn.Linear):  # RoBERTa, ELECTRA
+        return lambda read: classifier(read[:, None])
+    raise AttexpError(
+        f"{type(model).__name__}: unknown classification head (expected BERT's pooler + classifier, "
+        f"RoBERTa's/ELECTRA's classifier.out_proj, or DistilBERT's pre_classifier + classifier)."
+    )
+
+
+def _distilbert_head(model: nn.Module, base: nn.Module) -> Callable[[Tensor], Tensor]:
+    return lambda read: model.classifier(model.dropout(torch.relu(model.pre_classifier(read))))
+
+
+def _decoder_window(config: object, index: int) -> int | None:
+    """Mistral: `sliding_window` on every layer (when set); Qwen2/Qwen3: on the "sliding_attention" layer types."""
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    if types is not None and getattr(config, "model_type", "") != "mistral":
+        return window if types[index] == "sliding_attention" else None
+    return window
+
+
+def _modernbert_window(config: object, index: int) -> int | None:
+    return config.sliding_window if config.layer_types[index] == "sliding_attention" else None
+
+
+LAYOUTS: tuple[Layout, ...] = (
+    Layout(
+        name="bert",
+        model_types=frozenset({"bert", "roberta", "electra", "xlm-roberta", "camembert"}),
+        family="encoder",
+        pre_norm=False,
+        causal=False,
+        matches=lambda model, layer: hasattr(getattr(layer, "attention", None), "self"),
+        layer=_bert_layer,
+        call=lambda module, hidden, mask, positions: module(hidden, mask),
+        embed=_bert_embed,
+        final_norm=lambda base: None,
+        head=_bert_head,
+        reads=lambda config: "first",
+    ),
+    Layout(
+        name="distilbert",
+        model_types=frozenset({"distilbert"}),
+        family="encoder",
+        pre_norm=False,
+        causal=False,
+        matches=lambda model, layer: hasattr(getattr(layer, "attention", None), "q_lin"),
+        layer=_distilbert_layer,
+        call=lambda module, hidden, mask, positions: module(hidden, mask),
+        embed=_bert_embed,
+        final_norm=lambda base: None,
+        head=_distilbert_head,
+        reads=lambda config: "first",
+    ),
+    Layout(
+        name="llama",
+        model_types=frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma"}),
+        family="decoder",
+        pre_norm=True,
+        causal=True,
+        matches=lambda model, layer: model.config.model_type in {"llama", "mistral", "qwen2", "qwen3", "gemma"},
+        layer=_llama_layer,
+        call=lambda module, hidden, mask, positions: module(hidden, attention_mask=mask, position_embeddings=positions),
+        embed=lambda base, input_ids, token_type_ids: base.embed_tokens(input_ids),
+        final_norm=lambda base: base.norm,
+        head=lambda model, base: model.score,
+        reads=lambda config: "last",
+        rotary=lambda base, hidden, positions, index: base.rotary_emb(hidden, positions),
+        window=_decoder_window,
+    ),
+    Layout(
+        name="modernbert",
+        model_types=frozenset({"modernbert"}),
+        family="encoder",
+        pre_norm=True,
+        causal=False,
+        matches=lambda model, layer: model.config.model_type == "modernbert",
+        layer=_modernbert_layer,
+        call=lambda module, hidden, mask, positions: module(hidden, attention_mask=mask, position_embeddings=positions),
+        embed=lambda base, input_ids, token_type_ids: base.embeddings(input_ids=input_ids),
+        final_norm=lambda base: base.final_norm,
+        head=lambda model, base: lambda read: model.classifier(model.drop(model.head(read))),
+        reads=lambda config: "mean" if config.classifier_pooling == "mean" else "first",
+        rotary=lambda base, hidden, positions, index: base.rotary_emb(
+            hidden, positions, base.config.layer_types[index]
+        ),
+        window=_modernbert_window,
+    ),
+)
+"""Every layout `Encoder` reads, in the order they are tried."""
+
+INSIDE_MODEL_TYPES: frozenset[str] = frozenset().union(*(layout.model_types for layout in LAYOUTS))
+"""The `model_type`s whose module layout `Encoder` reads: what the inside-the-model explainers and analyses
+support unless they declare fewer (`architectures`; the config loader checks it before any job runs)."""
+
+ENCODER_MODEL_TYPES: frozenset[str] = frozenset().union(
+    *(layout.model_types for layout in LAYOUTS if layout.family == "encoder")
+)
+"""The bidirectional encoders among them (BERT family and ModernBERT)."""
+
+BERT_FAMILY_TYPES: frozenset[str] = frozenset().union(
+    *(layout.model_types for layout in LAYOUTS if layout.name in ("bert", "distilbert"))
+)
+"""The post-LayerNorm BERT family (BERT, RoBERTa, ELECTRA, XLM-R, CamemBERT, DistilBERT)."""
+
+
+def layout_of_type(model_type: str) -> Layout | None:
+    """The layout describing `model_type` (from a config.json, nothing loaded), or None."""
+    return next((layout for layout in LAYOUTS if model_type in layout.model_types), None)
+
+
+# ------------------------------------------------------------------------------------------------- a batch
+
+
+@dataclass
+class LayerContext:
+    """What the layers of one batch need besides their input, built once by `Encoder.context`.
+
+    masks[l]: layer l's additive attention mask, [B, 1, 1, T] (padding only) or [B, 1, T, T] (causal, or a
+    sliding window); positions[l]: layer l's rotary (cos, sin), or None; read: [B, T], the weights with which
+    the head reads the last layer's positions (one-hot at [CLS] or at the last real token, or uniform over the
+    real tokens), zero at padding; read_index: [B], the read position where the read is one position (else None).
+    """
+
+    masks: list[Tensor]
+    positions: list[tuple[Tensor, Tensor] | None]
+    read: Tensor
+    read_index: Tensor | None
+
+    def pool(self, hidden: Tensor) -> Tensor:
+        """[B, T, H] -> [B, H], where the head reads."""
+        if self.read_index is not None:
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), self.read_index]
+        return torch.einsum("bt,bth->bh", self.read.to(hidden.dtype), hidden)
+
+
+def read_positions(reads: Reads, input_ids: Tensor | None, attention_mask: Tensor, pad: int | None) -> Tensor:
+    """[B] positions the head reads: 0 ("first"); "last": the rightmost token whose id is not `pad`, the rule of
+    transformers' decoder `*ForSequenceClassification` (right or left padding alike), or, without ids or a pad id,
+    the last real token of `attention_mask`."""
+    size, width = attention_mask.shape
+    if reads == "first":
+        return torch.zeros(size, dtype=torch.long, device=attention_mask.device)
+    real = attention_mask.bool() if input_ids is None or pad is None else input_ids != pad
+    index = torch.arange(width, device=attention_mask.device)
+    return (index * real.long()).argmax(dim=-1)
+
+
 @dataclass
 class Trace:
     """What one recorded pass saw, per layer l: `inputs[l]` [B,T,H] (the layer's input hidden states),
-    `probs[l]` [B,heads,T,T], `values[l]` [B,heads,T,d] (value vectors, bias included; empty unless asked
-    for); `output` [B,T,H], the last traced layer's output."""
+    `probs[l]` [B,heads,T,T], `values[l]` [B,heads,T,d] (value vectors, bias included, one per query head; empty
+    unless asked for); `output` [B,T,H], the last traced layer's output; `context`, the batch's `LayerContext`."""
 
     inputs: list[Tensor]
     probs: list[Tensor]
     values: list[Tensor]
     output: Tensor
+    context: LayerContext
 
 
 def layer_stack(model: nn.Module) -> nn.ModuleList:
@@ -218,8 +447,17 @@ def layer_stack(model: nn.Module) -> nn.ModuleList:
     return stacks[0]
 
 
+def _unknown_layout(model: nn.Module) -> AttexpError:
+    names = ", ".join(f"{layout.name} ({', '.join(sorted(layout.model_types))})" for layout in LAYOUTS)
+    return AttexpError(
+        f"{type(model).__name__} (model_type {getattr(model.config, 'model_type', '?')!r}) does not have a module "
+        f"layout that the inside-the-model explainers read: {names}. Use one of those architectures, or a "
+        f"gradient or perturbation explainer."
+    )
+
+
 class Encoder:
-    """Layer-by-layer access to a BERT-family sequence classifier (see the module docstring)."""
+    """Layer-by-layer access to a sequence classifier of one of the `LAYOUTS` (see the module docstring)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -227,56 +465,33 @@ class Encoder:
         if base is None or base is model:
             raise AttexpError(
                 f"{type(model).__name__} is not a sequence classifier with a base model; the inside-the-model "
-                f"explainers need an AutoModelForSequenceClassification of the BERT family (BERT, RoBERTa, "
-                f"DistilBERT, ELECTRA)."
+                f"explainers need an AutoModelForSequenceClassification of a supported architecture "
+                f"({', '.join(layout.name for layout in LAYOUTS)})."
             )
         self.base = base
-        unknown = AttexpError(
-            f"{type(model).__name__} (model_type {getattr(model.config, 'model_type', '?')!r}) does not have the "
-            f"module layout of BERT, RoBERTa, DistilBERT or ELECTRA (encoder.layer[i].attention.self.query ... or "
-            f"transformer.layer[i].attention.q_lin ...), which the inside-the-model explainers read. Use one of "
-            f"those families, or a gradient or perturbation explainer."
-        )
         try:
             layers = layer_stack(base)
         except AttexpError:
-            raise unknown from None
-        if hasattr(getattr(layers[0], "attention", None), "self"):
-            make = _bert_layer
-        elif hasattr(getattr(layers[0], "attention", None), "q_lin"):
-            make = _distilbert_layer
-        else:
-            raise unknown
+            raise _unknown_layout(model) from None
+        layout = next((layout for layout in LAYOUTS if layout.matches(model, layers[0])), None)
+        if layout is None:
+            raise _unknown_layout(model)
+        self.layout = layout
         try:
-            self.layers = [make(layer) for layer in layers]
+            self.layers = [layout.layer(layer) for layer in layers]
+            self._head = layout.head(model, base)
+            self._final_norm = layout.final_norm(base)
         except AttributeError:
-            raise unknown from None
-        self._head = self._find_head(model, base)
+            raise _unknown_layout(model) from None
         first = self.layers[0].attention
-        self.num_heads = int(getattr(first, "num_attention_heads", getattr(first, "n_heads", 0)))
-        self.head_size = int(first.attention_head_size)
-        self.scaling = float(getattr(first, "scaling", self.head_size**-0.5))
-        self._index_of = {id(layer.attention): i for i, layer in enumerate(self.layers)}
-        self._types = "token_type_ids" in inspect.signature(base.embeddings.forward).parameters
-
-    @staticmethod
-    def _find_head(model: nn.Module, base: nn.Module) -> Callable[[Tensor], Tensor]:
-        classifier = getattr(model, "classifier", None)
-        if isinstance(getattr(model, "pre_classifier", None), nn.Linear):  # DistilBERT
-
-            def head(hidden: Tensor) -> Tensor:
-                pooled = torch.relu(model.pre_classifier(hidden[:, 0]))
-                return model.classifier(model.dropout(pooled))
-
-            return head
-        if isinstance(classifier, nn.Linear) and getattr(base, "pooler", None) is not None:  # BERT
-            return lambda hidden: model.classifier(model.dropout(base.pooler(hidden)))
-        if isinstance(getattr(classifier, "out_proj", None), nn.Linear):  # RoBERTa, ELECTRA: reads hidden[:, 0]
-            return classifier
-        raise AttexpError(
-            f"{type(model).__name__}: unknown classification head (expected BERT's pooler + classifier, "
-            f"RoBERTa's/ELECTRA's classifier.out_proj, or DistilBERT's pre_classifier + classifier)."
+        config = model.config
+        self.num_heads = int(
+            getattr(first, "num_attention_heads", getattr(first, "n_heads", 0)) or config.num_attention_heads
         )
+        self.head_size = int(getattr(first, "attention_head_size", getattr(first, "head_dim", 0)))
+        self.scaling = float(getattr(first, "scaling", self.head_size**-0.5))
+        self.reads = layout.reads(config)
+        self._index_of = {id(layer.attention): i for i, layer in enumerate(self.layers)}
 
     @property
     def num_layers(self) -> int:
@@ -289,62 +504,110 @@ class Encoder:
 
     def embed(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """Token ids [B, T] -> the first layer's input [B, T, H]."""
-        kwargs = {"input_ids": input_ids}
-        if token_type_ids is not None and self._types:
-            kwargs["token_type_ids"] = token_type_ids
-        hidden = self.base.embeddings(**kwargs)
-        project = getattr(self.base, "embeddings_project", None)  # ELECTRA with embedding_size != hidden_size
-        return project(hidden) if project is not None else hidden
+        return self.layout.embed(self.base, input_ids, token_type_ids)
 
-    @staticmethod
-    def mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
-        """Padding mask [B, T] (1 = token) -> additive attention mask [B, 1, 1, T] (0 or dtype's minimum)."""
-        keep = attention_mask[:, None, None, :].bool()
-        return torch.zeros(keep.shape, dtype=dtype, device=attention_mask.device).masked_fill(
-            ~keep, torch.finfo(dtype).min
-        )
+    def context(self, attention_mask: Tensor, dtype: torch.dtype, input_ids: Tensor | None = None) -> LayerContext:
+        """Every layer's attention mask (additive, in `dtype`) and rotary positions, and where the head reads, for
+        a batch with padding mask `attention_mask` [B, T] (1 = token). `input_ids` [B, T] place a decoder's read
+        position as the model does (the last id that is not the pad id); without them, the last real token.
 
-    def run(self, hidden: Tensor, mask: Tensor, start: int = 0, stop: int | None = None) -> Tensor:
+        Positions are 0..T-1 for every row, as the models' own forward computes them: with attexp's right padding
+        every real token has the position it has alone, so a batch gives each instance's unpadded result."""
+        size, width = attention_mask.shape
+        device = attention_mask.device
+        keys = attention_mask[:, None, None, :].bool()  # [B, 1, 1, T]
+        config = self.model.config
+        index = torch.arange(width, device=device)
+        offset = index[None, :] - index[:, None]  # [T_q, T_k]: key - query
+        masks, cache = [], {}
+        for layer in range(self.num_layers):
+            window = self.layout.window(config, layer)
+            if (window, self.layout.causal) not in cache:
+                allowed = keys
+                if self.layout.causal:
+                    allowed = allowed & (offset <= 0)
+                    if window is not None:
+                        allowed = allowed & (offset > -window)  # transformers: kv > q - window
+                elif window is not None:
+                    allowed = allowed & (offset.abs() <= window)  # transformers: |q - kv| <= window
+                cache[(window, self.layout.causal)] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+                    ~allowed, torch.finfo(dtype).min
+                )
+            masks.append(cache[(window, self.layout.causal)])
+        positions: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
+        if self.layout.rotary is not None:
+            probe = torch.zeros(1, width, 1, dtype=dtype, device=device)  # rotary reads only device and dtype
+            position_ids = index[None, :]
+            positions = [self.layout.rotary(self.base, probe, position_ids, i) for i in range(self.num_layers)]
+        pad = getattr(config, "pad_token_id", None)
+        if self.reads == "mean":
+            read = attention_mask.float() / attention_mask.sum(dim=1, keepdim=True).clamp_min(1).float()
+            read_index = None
+        else:
+            read_index = read_positions(self.reads, input_ids, attention_mask, pad)
+            read = torch.zeros(size, width, device=device).scatter_(1, read_index[:, None], 1.0)
+        return LayerContext(masks=masks, positions=positions, read=read, read_index=read_index)
+
+    def run(self, hidden: Tensor, context: LayerContext, start: int = 0, stop: int | None = None) -> Tensor:
         """Run layers start..stop-1 (the model's own modules): hidden [B, T, H] -> [B, T, H]. `hidden` is cast to
         the model's dtype (an explainer may build it in float32, e.g. IBA's noisy bottleneck)."""
         hidden = hidden.to(self.dtype)
-        for layer in self.layers[start:stop]:
-            hidden = layer.module(hidden, mask)
+        stop = self.num_layers if stop is None else stop
+        for index in range(start, stop):
+            module = self.layers[index].module
+            hidden = self.layout.call(module, hidden, context.masks[index], context.positions[index])
         return hidden
 
-    def cls_layer(self, index: int, hidden: Tensor, mask: Tensor, probs: Tensor | None = None) -> Tensor:
-        """Layer `index`'s output at position 0 only: hidden [B, T, H] -> [B, 1, H].
+    def features(self, hidden: Tensor, context: LayerContext) -> Tensor:
+        """The last layer's output [B, T, H] -> what the head reads [B, H] (final norm applied, pooled)."""
+        if self._final_norm is not None:
+            hidden = self._final_norm(hidden)
+        return context.pool(hidden)
 
-        Keys and values come from all positions; the query, the output projection and the feed-forward block
-        run for position 0 alone. `probs` [B, heads, T, T] (only row 0 is read) replaces the attention.
-        """
-        layer = self.layers[index]
+    def head(self, features: Tensor) -> Tensor:
+        """The classification head: read features [B, H] -> logits [B, C]."""
+        return self._head(features)
+
+    def classify(self, hidden: Tensor, context: LayerContext) -> Tensor:
+        """The last layer's output [B, T, H] -> logits [B, C]."""
+        return self.head(self.features(hidden, context))
+
+    def read_last(self, hidden: Tensor, context: LayerContext, probs: Tensor | None = None) -> Tensor:
+        """The last layer's output where the head reads it: its input `hidden` [B, T, H] -> features [B, H] (for
+        `head`). `probs` [B, heads, T, T] replaces the last layer's attention.
+
+        Post-norm layouts that read position 0 (the BERT family) compute position 0 alone: keys and values come
+        from all positions; the query, the output projection and the feed-forward block run for position 0 only.
+        The others run the whole layer and pool it."""
+        last = self.num_layers - 1
+        layer = self.layers[last]
+        if self.layout.pre_norm or self.reads != "first":
+            handler = None if probs is None else (lambda index, q, k, v, mask, scaling: probs)
+            with self.attention(handler):
+                return self.features(self.run(hidden, context, last), context)
         hidden = hidden.to(self.dtype)
         size, width, _ = hidden.shape
         first = hidden[:, :1]
         if probs is None:
             query = self._split(layer.query(first))  # [B, h, 1, d]
-            probs = eager_probabilities(query, self._split(layer.key(hidden)), mask, self.scaling)  # [B, h, 1, T]
+            probs = eager_probabilities(query, self._split(layer.key(hidden)), context.masks[last], self.scaling)
         else:
-            probs = probs[:, :, :1]
+            probs = probs[:, :, :1]  # [B, h, 1, T]
         value = self._split(layer.value(hidden))
-        context = torch.matmul(probs.to(value.dtype), value)  # [B, h, 1, d]
-        context = context.transpose(1, 2).reshape(size, 1, -1)  # [B, 1, H]
-        return layer.feed_forward(layer.norm(layer.output(context) + first))
+        attended = torch.matmul(probs.to(value.dtype), value)  # [B, h, 1, d]
+        attended = attended.transpose(1, 2).reshape(size, 1, -1)  # [B, 1, H]
+        return layer.feed_forward(layer.norm(layer.output(attended) + first))[:, 0]
 
     def _split(self, states: Tensor) -> Tensor:
         """[B, T, heads * d] -> [B, heads, T, d]."""
         return states.view(*states.shape[:2], self.num_heads, self.head_size).transpose(1, 2)
 
-    def classify(self, hidden: Tensor) -> Tensor:
-        """Last layer output [B, T, H] (or just position 0: [B, 1, H]) -> logits [B, C]."""
-        return self._head(hidden)
-
     def logits(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """The model's logits [B, C], computed layer by layer (equal to `model(**inputs).logits`)."""
         hidden = self.embed(input_ids, token_type_ids)
+        context = self.context(attention_mask, hidden.dtype, input_ids)
         with self.attention():
-            return self.classify(self.run(hidden, self.mask(attention_mask, hidden.dtype)))
+            return self.classify(self.run(hidden, context), context)
 
     @contextmanager
     def attention(self, handler: AttentionHandler | None = None) -> Iterator[None]:
@@ -384,10 +647,10 @@ class Encoder:
             return probs[index]
 
         hidden = self.embed(input_ids, token_type_ids)
-        mask = self.mask(attention_mask, hidden.dtype)
+        context = self.context(attention_mask, hidden.dtype, input_ids)
         inputs = []
         with self.attention(record):
             for index in range(count):
                 inputs.append(hidden)
-                hidden = self.run(hidden, mask, index, index + 1)
-        return Trace(inputs=inputs, probs=probs, values=kept if values else [], output=hidden)
+                hidden = self.run(hidden, context, index, index + 1)
+        return Trace(inputs=inputs, probs=probs, values=kept if values else [], output=hidden, context=context)

@@ -30,7 +30,7 @@ from attexp.distill.attexplainer.agent import Agent
 from attexp.distill.attexplainer.game import MaskingGame, Victim
 from attexp.distill.attexplainer.training import mask_token_id, play
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.models.encoder import ENCODER_MODEL_TYPES
+from attexp.models.encoder import BERT_FAMILY_TYPES
 from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 
@@ -56,7 +56,11 @@ class AttExplainerConfig(ExplainerConfig):
 class AttExplainerExplainer(Explainer):
     """AttExplainer (Niu et al., 2022): tokens a trained RL agent masks, scored by masking order."""
 
-    architectures = ENCODER_MODEL_TYPES
+    architectures = BERT_FAMILY_TYPES
+    architecture_note = (
+        "the agent's action replaces a token by the tokenizer's [MASK] and its reward reads the post-LayerNorm "
+        "BERT family's attention as the paper's; decoders have no mask token, and ModernBERT is not tested"
+    )
 
     needs_attentions = True
     config: AttExplainerConfig

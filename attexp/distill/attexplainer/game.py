@@ -78,7 +78,7 @@ class Victim:
         """ids, mask, types [B, T] -> probabilities [B, C], layer- and head-mean attention [B, T, T]."""
         with autocast(input_ids.device, self.precision):
             trace = self.encoder.trace(input_ids, attention_mask, token_type_ids)
-            logits = self.encoder.classify(trace.output)
+            logits = self.encoder.classify(trace.output, trace.context)
         probabilities = logits.float().softmax(dim=-1)
         self.queries += int(input_ids.shape[0])
         return probabilities, mean_attention(trace.probs).float()

@@ -42,7 +42,7 @@ from attexp.io import checkpoints
 from attexp.io.artifacts import MANIFEST, verify_file
 from attexp.io.files import read_json, write_json, write_jsonl
 from attexp.io.records import ATTEXPLAINER_AGENT, DATASET
-from attexp.models.encoder import ENCODER_MODEL_TYPES
+from attexp.models.encoder import BERT_FAMILY_TYPES
 from attexp.models.inputs import tokenize_rows
 from attexp.models.loading import resolve_device
 from attexp.registry import JOBS
@@ -197,7 +197,11 @@ def _nothing_left(config: TrainAgentConfig, episodes: int, seconds: float) -> st
 class TrainAgentJob(Job):
     """Train an AttExplainer DQN agent (explain or attack) on a classifier's masking games."""
 
-    architectures = ENCODER_MODEL_TYPES
+    architectures = BERT_FAMILY_TYPES
+    architecture_note = (
+        "the agent's action replaces a token by the tokenizer's [MASK] and its reward reads the post-LayerNorm "
+        "BERT family's attention as the paper's; decoders have no mask token, and ModernBERT is not tested"
+    )
 
     schema = ATTEXPLAINER_AGENT
     folder = "models"

@@ -202,6 +202,8 @@ def truncated_copy(classifier: PreTrainedModel, layers: int) -> PreTrainedModel:
     stack = layer_stack(encoder)
     del stack[layers:]
     encoder.config.num_hidden_layers = layers
+    if isinstance(getattr(encoder.config, "layer_types", None), list):  # decoders, ModernBERT: one type per layer
+        encoder.config.layer_types = encoder.config.layer_types[:layers]
     encoder.config.attexp_student_of = total  # marks a student; saved with the config
     return encoder
 
@@ -379,10 +381,16 @@ class SharedExplainerModel(nn.Module):
 def copy_top_layers(model: SharedExplainerModel, required: bool) -> bool:
     """Set the branch's layers to copies of the classifier's top `len(model.branch)` layers; returns whether it
     did. Both are post-LayerNorm layers with the same parts; the activation may differ in approximation (e.g.
-    gelu_new), harmless for a starting point. Where the classifier's layout is not one `Encoder` reads or the
-    sizes differ, raises if `required`, else leaves the branch fresh."""
+    gelu_new), harmless for a starting point. Where the classifier's layout is not one `Encoder` reads, is
+    pre-norm (decoders, ModernBERT) or the sizes differ, raises if `required`, else leaves the branch fresh."""
     try:
-        source = Encoder(model.classifier).layers[-len(model.branch) :] if len(model.branch) else []
+        encoder = Encoder(model.classifier)
+        if encoder.layout.pre_norm:
+            raise AttexpError(
+                f"its layers are pre-norm ({encoder.layout.name} layout), the branch's post-LayerNorm layers have "
+                "another shape of computation"
+            )
+        source = encoder.layers[-len(model.branch) :] if len(model.branch) else []
         if len(source) < len(model.branch):
             raise AttexpError(f"branch_layers={len(model.branch)} but the classifier has {len(source)} layers to copy")
         pairs = list(zip(model.branch, source, strict=True))
