@@ -128,7 +128,9 @@ def test_encoder_names_what_it_cannot_read():
     albert = AlbertForSequenceClassification(
         AlbertConfig(vocab_size=30, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
     )
-    with pytest.raises(AttexpError, match=r"AlbertForSequenceClassification .*'albert'.* bert \(bert.*llama \(.*modernbert"):
+    with pytest.raises(
+        AttexpError, match=r"AlbertForSequenceClassification .*'albert'.* bert \(bert.*llama \(.*modernbert"
+    ):
         Encoder(albert)
     with pytest.raises(AttexpError, match="Linear is not a sequence classifier"):
         Encoder(torch.nn.Linear(2, 2))

@@ -10,17 +10,66 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+)
 
 from attexp.models.inputs import Batch
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def word_tokenizer(words: Sequence[str]) -> BertTokenizerFast:
-    """A tokenizer over the BERT specials (ids 0-4) followed by `words` (ids 5, 6, ...)."""
+def word_tokenizer(words: Sequence[str], segments: bool = True) -> BertTokenizerFast:
+    """A tokenizer over the BERT specials (ids 0-4) followed by `words` (ids 5, 6, ...); `segments=False` makes
+    no token_type_ids (for the models that take none: decoders, ModernBERT)."""
     vocab = [*SPECIALS, *(w for w in words if w not in SPECIALS)]
-    return BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)})
+    names = {} if segments else {"model_input_names": ["input_ids", "attention_mask"]}
+    return BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}, **names)
+
+
+LAYOUT_CASES: dict[str, tuple[str, dict]] = {
+    "bert": ("bert", {}),
+    "distilbert": ("distilbert", {}),
+    "llama": ("llama", {"num_key_value_heads": 1}),  # grouped-query: both heads share one key/value head
+    "qwen2": ("qwen2", {"use_sliding_window": True, "sliding_window": 3, "max_window_layers": 1}),  # layer 1 local
+    "qwen3": ("qwen3", {"num_key_value_heads": 1}),
+    "mistral": ("mistral", {"sliding_window": 3}),  # every layer attends to the 3 latest tokens
+    "gemma": ("gemma", {}),
+    "modernbert": ("modernbert", {"global_attn_every_n_layers": 2, "local_attention": 4}),  # layer 1 local
+    "modernbert-mean": (
+        "modernbert",
+        {"global_attn_every_n_layers": 2, "local_attention": 4, "classifier_pooling": "mean"},
+    ),
+}
+"""One tiny configuration per architecture the inside-the-model explainers read (a layout of
+`attexp.models.encoder`, with its variants: grouped-query attention, sliding windows, mean pooling). Adding a layout
+is one entry here; tests/test_layouts.py runs every case."""
+
+
+def tiny_classifier(
+    case: str, vocab_size: int, seed: int = 0, num_labels: int = 3, attention: str = "eager"
+) -> torch.nn.Module:
+    """A 2-layer classifier of `LAYOUT_CASES[case]` with random weights in eval mode (hidden 32, 2 heads; pad id
+    0; [CLS]/[SEP] are ids 2/3 as in `word_tokenizer`)."""
+    model_type, extra = LAYOUT_CASES[case]
+    sizes = dict(vocab_size=vocab_size, num_labels=num_labels, pad_token_id=0, initializer_range=0.2)
+    if model_type == "distilbert":
+        sizes |= dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    else:
+        sizes |= dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+        sizes |= dict(max_position_embeddings=64)
+    if model_type in {"llama", "qwen2", "qwen3", "mistral", "gemma"}:
+        sizes |= dict(head_dim=16, num_key_value_heads=2, bos_token_id=2, eos_token_id=3, tie_word_embeddings=False)
+    if model_type == "modernbert":
+        sizes |= dict(bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3)
+    config = AutoConfig.for_model(model_type, **(sizes | extra))
+    config._attn_implementation = attention
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(config).eval()
 
 
 def tiny_bert(

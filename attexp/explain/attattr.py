@@ -16,8 +16,9 @@ Prefix caching: the layers below l do not depend on alpha, so they run once per 
 pass gives every layer's input and attention) and only layers l..L run for the m steps, all instances and
 steps stacked into one batch; for the BERT family the last layer computes only the [CLS] position, the only one
 the classifier reads. Any softmax attention is attributed the same way: causal (decoders), local or global
-(ModernBERT), grouped-query (each query head's probabilities are attributed). The results equal the naive computation (`prefix_cache=False`: every step runs the whole model from
-the embeddings, as the original code does), which the tests check and benchmarks/inside_explainers.py times.
+(ModernBERT), grouped-query (each query head's probabilities are attributed). The results equal the naive
+computation (`prefix_cache=False`: every step runs the whole model from the embeddings, as the original code
+does), which the tests check and benchmarks/inside_explainers.py times.
 
 Token scores (the paper attributes edges, not tokens; attexp documents its aggregation): `aggregate="received"`
 (default) sums, per layer, the attributions of all edges that attend *to* token j (over heads and query

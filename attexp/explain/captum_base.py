@@ -24,6 +24,7 @@ from attexp.config.schema import NeutralDefault
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig
 from attexp.explain.batching import rows_per_forward
+from attexp.models.encoder import classifier_logits
 from attexp.models.inputs import Batch, structural_positions
 
 Output = Literal["logits", "probabilities"]
@@ -112,7 +113,7 @@ class CaptumExplainer(Explainer):
         """Model scores [N, C] (logits or probabilities) for N rows, counting the rows."""
         first = next(v for v in model_inputs.values() if v is not None)
         self.rows_forwarded += int(first.shape[0])
-        logits = self.model(**{k: v for k, v in model_inputs.items() if v is not None}).logits
+        logits = classifier_logits(self.model, **{k: v for k, v in model_inputs.items() if v is not None})
         return logits.softmax(dim=-1) if self.config.output == "probabilities" else logits
 
     def check_autograd(self) -> None:

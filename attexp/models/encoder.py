@@ -433,6 +433,23 @@ class Trace:
     context: LayerContext
 
 
+def classifier_logits(model: nn.Module, **inputs: Tensor) -> Tensor:
+    """`model(**inputs).logits`, also right for a decoder classifier given `inputs_embeds` (e.g. by captum).
+
+    transformers' decoder `*ForSequenceClassification` (a `score` head: Llama, Mistral, Qwen, Gemma, GPT-2, ...)
+    reads the last token whose *id* is not the pad id; given embeddings it has no ids and reads the last position,
+    which in a right-padded batch is padding. Here it then reads the last real token of `attention_mask`, which is
+    what it reads given the ids (attexp pads on the right)."""
+    embeds, mask = inputs.get("inputs_embeds"), inputs.get("attention_mask")
+    if embeds is None or mask is None or not isinstance(getattr(model, "score", None), nn.Linear):
+        return model(**inputs).logits
+    base = getattr(model, model.base_model_prefix)
+    rest = {k: v for k, v in inputs.items() if k not in ("inputs_embeds", "attention_mask", "token_type_ids")}
+    hidden = base(inputs_embeds=embeds, attention_mask=mask, **rest).last_hidden_state  # [B, T, H]
+    last = read_positions("last", None, mask, None)  # [B]
+    return model.score(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+
+
 def layer_stack(model: nn.Module) -> nn.ModuleList:
     """A model's stack of transformer layers: the one `nn.ModuleList` as long as `config.num_hidden_layers` (BERT's
     `encoder.layer`, DistilBERT's `transformer.layer`, ModernBERT's and the Llama-style decoders' `layers`, ...).
@@ -530,9 +547,9 @@ class Encoder:
                         allowed = allowed & (offset > -window)  # transformers: kv > q - window
                 elif window is not None:
                     allowed = allowed & (offset.abs() <= window)  # transformers: |q - kv| <= window
-                cache[(window, self.layout.causal)] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
-                    ~allowed, torch.finfo(dtype).min
-                )
+                cache[(window, self.layout.causal)] = torch.zeros(
+                    allowed.shape, dtype=dtype, device=device
+                ).masked_fill(~allowed, torch.finfo(dtype).min)
             masks.append(cache[(window, self.layout.causal)])
         positions: list[tuple[Tensor, Tensor] | None] = [None] * self.num_layers
         if self.layout.rotary is not None:

@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import transformers
@@ -32,6 +32,7 @@ from pydantic import Field, field_validator
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import models as tokenizer_models
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
@@ -41,7 +42,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from attexp.config.schema import ComponentConfig
+from attexp.config.schema import ComponentConfig, NeutralDefault
 from attexp.errors import AttexpError
 from attexp.io.packages import extract_folder, fetch
 from attexp.models.loading import hub_error
@@ -108,14 +109,24 @@ class HubModelConfig(ComponentConfig):
     revision: str = "main"
 
 
-class TinyModelConfig(ComponentConfig):
-    """A small BERT initialised from the seed, with a WordPiece vocabulary trained on the training texts.
+TINY_ARCHITECTURES = ("bert", "llama", "qwen2", "qwen3", "mistral", "gemma", "modernbert")
+"""The `model_type`s a tiny model can be built as (one per layout of `attexp.models.encoder`, and the decoders)."""
 
-    `vocab_size` is an upper bound: a small corpus yields fewer word pieces, and the model's embedding table
-    is sized to the vocabulary actually learned.
+
+class TinyModelConfig(ComponentConfig):
+    """A small classifier initialised from the seed, with a WordPiece vocabulary trained on the training texts.
+
+    `architecture`: the `model_type` built (default a BERT; `llama`, `qwen2`, `qwen3`, `mistral`, `gemma`: a
+    decoder classifier reading its last token; `modernbert`). `num_key_value_heads`: grouped-query attention for
+    the decoders (default: as many as attention heads). Every architecture gets the same WordPiece tokenizer
+    ([CLS] text [SEP], right padding with [PAD]: a decoder reads [SEP], its last token). `vocab_size` is an upper
+    bound: a small corpus yields fewer word pieces, and the model's embedding table is sized to the vocabulary
+    actually learned.
     """
 
     type: Literal["tiny"] = "tiny"
+    architecture: Annotated[Literal[TINY_ARCHITECTURES], NeutralDefault()] = "bert"
+    num_key_value_heads: Annotated[int | None, NeutralDefault()] = Field(None, ge=1)
     vocab_size: int = Field(4000, ge=len(BERT_SPECIALS) + 1)
     hidden_size: int = Field(128, ge=2)
     num_hidden_layers: int = Field(2, ge=1)
@@ -374,7 +385,9 @@ class HubModel(ModelSource):
         return f"{self.config.name}@{found.parent.name}" if found is not None else None
 
 
-def train_wordpiece(texts: Sequence[str], vocab_size: int, lowercase: bool, model_max_length: int) -> BertTokenizerFast:
+def train_wordpiece(
+    texts: Sequence[str], vocab_size: int, lowercase: bool, model_max_length: int, segments: bool = True
+) -> BertTokenizerFast:
     """A BERT-style WordPiece tokenizer learned from `texts`; the same texts give the same vocabulary and ids.
 
     `tokenizers`' WordPiece trainer breaks ties between equally frequent merges in hash-map order, so its
@@ -382,6 +395,7 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int, lowercase: bool, mode
     with its own checkpoints. The word pieces are therefore learned with `tokenizers`' BPE trainer (its ties
     are broken by the ids of a sorted alphabet: deterministic) and each piece enters the WordPiece vocabulary
     both as a word start and as a continuation (`##piece`), in the order BPE learned them, after the specials.
+    `segments=False`: the tokenizer makes no `token_type_ids` (for models that take none; saved with it).
     """
     if not texts:
         raise AttexpError("the tiny model needs training texts to learn its WordPiece vocabulary; got none")
@@ -414,6 +428,7 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int, lowercase: bool, mode
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=model_max_length,
+        **({} if segments else {"model_input_names": ["input_ids", "attention_mask"]}),
     )
 
 
@@ -438,8 +453,15 @@ class TinyModel(ModelSource):
                 f"tiny model: hidden_size {c.hidden_size} is not a multiple of num_attention_heads "
                 f"{c.num_attention_heads}; pick sizes that divide"
             )
-        tokenizer = train_wordpiece(train_texts, c.vocab_size, c.lowercase, c.max_position_embeddings)
-        config = BertConfig(
+        if c.num_key_value_heads is not None and c.num_attention_heads % c.num_key_value_heads:
+            raise AttexpError(
+                f"tiny model: num_attention_heads {c.num_attention_heads} is not a multiple of num_key_value_heads "
+                f"{c.num_key_value_heads}; pick sizes that divide"
+            )
+        # every architecture but BERT takes no segment ids, as its own tokenizers make none
+        segments = c.architecture == "bert"
+        tokenizer = train_wordpiece(train_texts, c.vocab_size, c.lowercase, c.max_position_embeddings, segments)
+        sizes = dict(
             vocab_size=len(tokenizer),
             hidden_size=c.hidden_size,
             num_hidden_layers=c.num_hidden_layers,
@@ -450,7 +472,23 @@ class TinyModel(ModelSource):
             **label_maps(num_labels, label_names),
         )
         torch.manual_seed(seed)
-        return BertForSequenceClassification(config), tokenizer
+        if c.architecture == "bert":
+            return BertForSequenceClassification(BertConfig(**sizes)), tokenizer
+        if c.architecture == "modernbert":
+            ids = {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
+            ids |= {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
+            config = AutoConfig.for_model("modernbert", **sizes, **ids)
+        else:  # a decoder: its own head dimension, grouped-query attention where asked
+            config = AutoConfig.for_model(
+                c.architecture,
+                **sizes,
+                head_dim=c.hidden_size // c.num_attention_heads,
+                num_key_value_heads=c.num_key_value_heads or c.num_attention_heads,
+                bos_token_id=tokenizer.cls_token_id,
+                eos_token_id=tokenizer.sep_token_id,
+                tie_word_embeddings=False,
+            )
+        return AutoModelForSequenceClassification.from_config(config), tokenizer
 
     def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
-        return "bert"
+        return self.config.architecture
