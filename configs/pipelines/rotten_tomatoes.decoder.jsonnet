@@ -1,0 +1,12 @@
+// A decoder classifier through every stage on Rotten Tomatoes: a small Qwen2 (random start; no decoder weights are
+// on PyPI) fine-tuned, explained with every explainer (the gradient and perturbation families, raw attention,
+// rollout, ALTI, AttAttr, IBA, shared and student empirical explainers), evaluated against LIG and the model, shown
+// in summary.html, and analysed (head pruning, triggers, layer flow). Jobs in configs/lib/decoder.libsonnet.
+//
+//   python run_job.py configs/pipelines/rotten_tomatoes.decoder.jsonnet
+//   read logs/rt.evaluate.decoder/table.md; open visualizations/rt.visualize.decoder/summary.html
+//
+// With a network, a real decoder: --jobs.1.model='{type: "hub", name: "Qwen/Qwen2.5-0.5B"}' (it needs a pad token:
+// Qwen's tokenizer has one).
+local decoder = import '../lib/decoder.libsonnet';
+decoder.pipeline('decoder')
