@@ -29,3 +29,14 @@ def test_the_from_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert manifest["status"] == "finished" and manifest["explainer"]["n_steps"] == 20
     records = (tmp_path / "explanations" / "my.lig" / "records.jsonl").read_text().splitlines()
     assert len(records) == 2 and json.loads(records[1])["text"].endswith("<b>mess</b>.")
+
+
+def test_the_architecture_table_is_the_registrys():
+    """The README's architecture table is generated from the registry, so it cannot drift: regenerate it with
+    `python -c "from attexp.models.architectures import architecture_table; print(architecture_table())"`."""
+    from attexp.models.architectures import architecture_table
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- architectures:start -->\n")[1].split("\n<!-- architectures:end -->")[0]
+    assert block == architecture_table()
+    assert "| llama (gemma, llama, mistral, qwen2, qwen3) | ✔" in block  # the decoders are there

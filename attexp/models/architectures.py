@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from attexp.config.build import join
 from attexp.config.schema import JobConfig, Registered, marker
 from attexp.io.artifacts import cache_dir_of, find_artifact
-from attexp.models.encoder import layout_of_type
+from attexp.models.encoder import LAYOUTS, layout_of_type
 from attexp.models.sources import read_model_type
 from attexp.registry import EXPLAINERS, JOBS, MODELS, checks_plans
 
@@ -100,3 +100,32 @@ def _unsupported(loc: str, user: str, model_type: str, what: str, where: str, cl
         f"model_type {', '.join(sorted(cls.architectures))}. Explainers that work on {model_type!r}: "
         f"{', '.join(working)}. Use one of them, or a model of a supported architecture."
     )
+
+
+def architecture_table() -> str:
+    """The README's architecture table, from the registries: per layout of `attexp.models.encoder.LAYOUTS`, which
+    explainers and jobs that read the inside of a model run on it (the others run on any classifier), and why the
+    refused ones are refused (their `architecture_note`). tests/test_readme.py keeps the README equal to it."""
+    users = [(f"`{name}`", EXPLAINERS.get(name).cls) for name in EXPLAINERS.names()]
+    users += [(f"`{name}` job", JOBS.get(name).cls) for name in JOBS.names()]
+    users = [(label, cls) for label, cls in users if getattr(cls, "architectures", None) is not None]
+    notes: list[str] = []
+    lines = [
+        "| layout (`model_type`) | " + " | ".join(label for label, _ in users) + " |",
+        "|---|" + "---|" * len(users),
+    ]
+    for layout in LAYOUTS:
+        cells = []
+        for _, cls in users:
+            if layout.model_types <= cls.architectures:
+                cells.append("✔")
+                continue
+            note = cls.architecture_note or "not supported"
+            if note not in notes:
+                notes.append(note)
+            cells.append(f"refused ({notes.index(note) + 1})")
+        types = ", ".join(sorted(layout.model_types))
+        lines.append(f"| {layout.name} ({types}) | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.extend(f"({i}) {note}." for i, note in enumerate(notes, start=1))
+    return "\n".join(lines)

@@ -58,8 +58,8 @@ class AttExplainerExplainer(Explainer):
 
     architectures = BERT_FAMILY_TYPES
     architecture_note = (
-        "the agent's action replaces a token by the tokenizer's [MASK] and its reward reads the post-LayerNorm "
-        "BERT family's attention as the paper's; decoders have no mask token, and ModernBERT is not tested"
+        "the agent masks tokens with the tokenizer's [MASK], which decoder vocabularies lack; ModernBERT has one, "
+        "but the agent is tested on the BERT family only (the paper's models)"
     )
 
     needs_attentions = True
