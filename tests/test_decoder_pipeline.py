@@ -88,3 +88,26 @@ def test_the_analyses_ran_on_the_decoder(base):
     assert (base / "logs" / "rt.triggers.decoder" / "table.md").is_file()
     flow = list(read_jsonl(base / "visualizations" / "rt.layer_flow.decoder" / "flow.jsonl"))
     assert len(flow) == 2 and all(len(r["scores"]) == 2 for r in flow)  # 2 instances x 2 layers
+
+
+def test_the_analyses_and_inside_explainers_run_on_modernbert(tmp_path, cache_dir):
+    config = FIXTURES / "configs" / "analyses.modernbert.small.jsonnet"
+    env = {**os.environ, "ATTEXP_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run(
+        [sys.executable, "run_job.py", config, "--base-dir", tmp_path],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    folder = tmp_path / "models" / "rt.train.modernbert" / "model"
+    assert json.loads((folder / "config.json").read_text())["layer_types"][1] == "sliding_attention"
+    for record in read_jsonl(tmp_path / "explanations" / "rt.explain.alti.modernbert" / "records.jsonl"):
+        assert abs(sum(record["attributions"]) - 1) < 1e-4  # ALTI's scores are the [CLS] row of a rollout
+    trees = list(read_jsonl(tmp_path / "visualizations" / "rt.tree.modernbert" / "trees.jsonl"))
+    assert len(trees) == 2 and all(tree["edges"] is not None for tree in trees)
+    assert (tmp_path / "logs" / "rt.prune_heads.modernbert" / "table.md").is_file()
+    assert (tmp_path / "logs" / "rt.triggers.modernbert" / "table.md").is_file()
+    assert len(list(read_jsonl(tmp_path / "visualizations" / "rt.layer_flow.modernbert" / "flow.jsonl"))) == 2

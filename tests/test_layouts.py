@@ -283,3 +283,25 @@ def test_masking_every_head_of_a_pre_norm_layer_leaves_only_its_mlp(case):
         expected = encoder.classify(hidden, context)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert hooks(model) == []
+
+
+def test_a_decoder_without_a_config_pad_id_takes_the_tokenizers_and_without_any_is_refused():
+    from attexp.errors import AttexpError
+    from attexp.explain.batching import explain_rows
+
+    tokenizer = tokenizer_for("llama")
+    model = tiny_classifier("llama", len(tokenizer.vocab))
+    model.config.pad_token_id = None  # as many decoder checkpoints ship: the tokenizer has one, the config none
+    rows = [{"idx": i, "text": text, "label": 0} for i, text in enumerate(TEXTS)]
+    explainer = make_explainer("occlusion", model, tokenizer, None)
+    settings = dict(batch_size=8, max_length=32, target="predicted", device="cpu", progress=False)
+    records = [r for batch in explain_rows(explainer, model, tokenizer, rows, **settings) for r in batch]
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    for record in records:  # a batch of 8 mixed lengths, each prediction the model's on its text alone
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([record["input_ids"]])).logits[0].softmax(-1)
+        torch.testing.assert_close(torch.tensor(record["predictions"]), alone, atol=1e-5, rtol=1e-4)
+    model.config.pad_token_id = None
+    tokenizer.pad_token = None
+    with pytest.raises(AttexpError, match="neither its config nor its tokenizer has a pad token.*eos_token"):
+        list(explain_rows(explainer, model, tokenizer, rows, **settings))

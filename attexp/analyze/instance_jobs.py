@@ -131,6 +131,13 @@ class AttributionTreeJob(Job):
     def run(self, config: AttributionTreeConfig, ctx: JobContext) -> None:
         model, tokenizer, batches, label_names = _load(config, ctx)
         explainer = AttentionAttribution(AttAttrConfig(steps=config.steps, return_maps=True), model, tokenizer, {})
+        if explainer.encoder.reads != "first":
+            raise AttexpError(
+                f"attribution_tree: the tree is rooted at [CLS], but this {model.config.model_type} classifier's head "
+                f"reads {'the mean of its tokens' if explainer.encoder.reads == 'mean' else 'its last token'}; a tree "
+                f"rooted where the head does not read is not the paper's. Use a classifier that reads [CLS] (for "
+                f"ModernBERT: classifier_pooling 'cls')."
+            )
         records = []
         for batch, rows in zip(batches.batches, batches.rows, strict=True):
             predicted = _predict(model, batch)

@@ -20,7 +20,7 @@ import torch
 
 from attexp.errors import AttexpError
 from attexp.evaluate.base import attributions_of, by_idx, record_field
-from attexp.models.inputs import longest_first, pad_features, pad_id, structural_positions
+from attexp.models.inputs import batch_pad_id, longest_first, pad_features, structural_positions
 from attexp.models.memo import RowMemo, row_key
 from attexp.models.precision import Precision, autocast
 
@@ -60,7 +60,7 @@ class ModelScorer:
         self.batch_size = batch_size
         self.cache = cache
         self.precision = precision
-        self.pad_id = pad_id(tokenizer)
+        self.pad_id = batch_pad_id(model, tokenizer)
         self.uses_segments = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
         self.forward_passes = 0
         self.rows = 0

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, Explanation
-from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
+from attexp.models.inputs import Batch, batch_pad_id, length_sorted_batches, pad_features, tokenize_rows
 from attexp.models.precision import Precision, autocast
 
 Target = Literal["predicted", "label"] | int
@@ -127,7 +127,7 @@ def explain_rows(
         return
     features = tokenize_rows(tokenizer, todo, max_length, with_words=True)
     batches = length_sorted_batches([len(f["input_ids"]) for f in features], batch_size)
-    pad = pad_id(tokenizer)
+    pad = batch_pad_id(model, tokenizer)
 
     bar = tqdm(total=len(todo), desc=f"explain {name}", unit="row", disable=not progress)
     try:

@@ -35,8 +35,10 @@ class CaptumConfig(ExplainerConfig):
     """Fields every Captum explainer has.
 
     output: explain the logit (default) or the softmax probability of the target class.
-    max_tokens_per_forward: memory budget, in padded token positions (rows x width) per model call; None (the
-    default for gradient methods) puts all rows of a batch into one pass.
+    max_tokens_per_forward: memory budget, in padded token positions (rows x width) per model call. None (the
+    default for gradient methods) sizes it from the model and the sequence length (`gradient_max_tokens`: about
+    4 GiB of activations per forward and backward), so short texts go into one pass and long ones (a ModernBERT
+    at 4,096 tokens) are cut into as few rows per pass as fit, down to one.
     mixed_precision: run under the explain job's `precision` (bf16/fp16 autocast) instead of float32 (the
     default: attributions sum many small gradient terms). Measured against float32 on the MiniLM fine-tuned on RT
     (`benchmarks/gradient_precision.py`, CPU bf16 autocast, 32 test sentences; gradient_shap 8), as mean per-instance
@@ -48,6 +50,27 @@ class CaptumConfig(ExplainerConfig):
     output: Output = "logits"
     max_tokens_per_forward: int | None = Field(None, ge=1)
     mixed_precision: Annotated[bool, NeutralDefault()] = False
+
+
+GRADIENT_MEMORY_BYTES = 4 << 30
+"""The activation memory one forward and backward of a gradient explainer may take when its config sets no budget."""
+
+ACTIVATION_BYTES = 128
+"""Peak activation memory of one forward and backward in float32, in bytes per token position, hidden unit and
+layer: measured 104-125 on CPU for ModernBERT (hidden 256-512, 4-8 layers, 1,024-2,048 tokens; it grows slowly
+with the length); benchmarks/long_inputs.py measures it for the model it runs."""
+
+
+def gradient_max_tokens(model: torch.nn.Module, configured: int | None) -> int:
+    """Token positions per forward of a gradient explainer: `configured` where set, else what keeps one forward and
+    backward near `GRADIENT_MEMORY_BYTES` for this model (hidden size x layers x `ACTIVATION_BYTES` per position;
+    e.g. 14,563 positions for MiniLM, 1,985 for ModernBERT-base: one row of 4,096 tokens per pass)."""
+    if configured is not None:
+        return configured
+    config = model.config
+    hidden = int(getattr(config, "hidden_size", None) or getattr(config, "dim", None) or 768)
+    layers = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None) or 12)
+    return max(1, GRADIENT_MEMORY_BYTES // (ACTIVATION_BYTES * hidden * layers))
 
 
 def instance_groups(size: int, rows_each: int, width: int, max_tokens: int | None) -> list[Tensor]:

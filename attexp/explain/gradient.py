@@ -25,8 +25,9 @@ keep their own embeddings in every baseline, so methods that multiply by (input 
 
 Batching: a whole engine batch goes into one Captum call, which stacks the integration steps (or noise
 samples, or the input and baseline of DeepLift) of every instance into one forward/backward pass. The memory
-budget `max_tokens_per_forward` (rows x padded width per pass, see `attexp.explain.batching.rows_per_forward`)
-splits it into chunks (Captum's `internal_batch_size`) or groups of instances where Captum cannot chunk.
+budget `max_tokens_per_forward` (rows x padded width per pass, see `attexp.explain.batching.rows_per_forward`;
+unset, `captum_base.gradient_max_tokens` sizes it from the model and the length) splits it into chunks (Captum's
+`internal_batch_size`) or groups of instances where Captum cannot chunk.
 
 Passes are counted honestly: every row that goes through the model is counted by a wrapper around the
 forward function, and divided among the instances it served.
@@ -55,7 +56,14 @@ from torch import Tensor
 from attexp.errors import ConfigError
 from attexp.explain.base import Explanation, Reduction, reduce_hidden, zero_padding
 from attexp.explain.batching import rows_per_forward
-from attexp.explain.captum_base import CaptumConfig, CaptumExplainer, TokenBaseline, instance_groups, seeded
+from attexp.explain.captum_base import (
+    CaptumConfig,
+    CaptumExplainer,
+    TokenBaseline,
+    gradient_max_tokens,
+    instance_groups,
+    seeded,
+)
 from attexp.models.inputs import Batch, structural_positions
 from attexp.registry import EXPLAINERS
 
@@ -149,7 +157,9 @@ class LayerIntegratedGradientsExplainer(CaptumExplainer):
                 f"needs at least one row per instance. Raise internal_batch_size or lower the batch size."
             )
         self.check_autograd()
-        chunk = cfg.internal_batch_size or rows_per_forward(cfg.max_tokens_per_forward, width)
+        chunk = cfg.internal_batch_size or rows_per_forward(
+            gradient_max_tokens(self.model, cfg.max_tokens_per_forward), width
+        )
         scores = torch.zeros(size, width, device=batch.input_ids.device)
         forwards, deltas = [0] * size, torch.zeros(size, device=batch.input_ids.device)
         for index in instance_groups(size, 1, width, None if chunk is None else chunk * width):
@@ -256,7 +266,8 @@ class EmbeddingGradientExplainer(CaptumExplainer):
         scores = torch.zeros(size, width, device=batch.input_ids.device)
         deltas: Tensor | None = None
         forwards = [0] * size
-        for index in instance_groups(size, self.rows_per_instance, width, self.config.max_tokens_per_forward):
+        budget = gradient_max_tokens(self.model, self.config.max_tokens_per_forward)
+        for index in instance_groups(size, self.rows_per_instance, width, budget):
             part = batch.subset(index)
             inputs, baselines = self.embeds(part)
             self.rows_forwarded = 0
@@ -329,7 +340,8 @@ class IntegratedGradientsExplainer(EmbeddingGradientExplainer):
 
     def attribute(self, inputs: Tensor, baselines: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
         cfg = self.config
-        chunk = cfg.internal_batch_size or rows_per_forward(cfg.max_tokens_per_forward, inputs.shape[1])
+        budget = gradient_max_tokens(self.model, cfg.max_tokens_per_forward)
+        chunk = cfg.internal_batch_size or rows_per_forward(budget, inputs.shape[1])
         result = IntegratedGradients(self.embeds_forward).attribute(
             inputs.requires_grad_(),
             baselines=baselines,

@@ -84,6 +84,40 @@ def pad_id(source: Any, required: bool = False) -> int:
     return int(value) if value is not None else 0
 
 
+def reads_last_token(model: Any) -> bool:
+    """Whether `model` is a decoder `*ForSequenceClassification` (Llama, Mistral, Qwen, Gemma, GPT-2, ...: a `score`
+    head), which reads the last token whose id is not its config's `pad_token_id`."""
+    return isinstance(getattr(model, "score", None), torch.nn.Linear)
+
+
+def match_pad_token(model: Any, tokenizer: Any) -> None:
+    """Give a decoder classifier the pad id its head needs, where it lacks one.
+
+    transformers' decoder classifiers refuse batches of more than one text unless `config.pad_token_id` is set, and
+    read the last token whose id is not that id. Many decoder checkpoints ship a tokenizer with a pad token but a
+    config without one: the config then takes the tokenizer's (what transformers' documentation advises). Neither
+    having one is refused, with the fix. Encoders are left as they are."""
+    if not reads_last_token(model) or model.config.pad_token_id is not None:
+        return
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        raise AttexpError(
+            f"{type(model).__name__} is a decoder classifier (it reads the last token that is not padding), and "
+            f"neither its config nor its tokenizer has a pad token, so batches cannot be padded. Set one in the "
+            f"model folder: tokenizer.pad_token = tokenizer.eos_token; model.config.pad_token_id = "
+            f"tokenizer.pad_token_id; save both with save_pretrained."
+        )
+    model.config.pad_token_id = int(tokenizer.pad_token_id)
+
+
+def batch_pad_id(model: Any, tokenizer: Any, required: bool = False) -> int:
+    """The id that pads `model`'s batches: a decoder classifier's config pad id (its head skips exactly that id;
+    `match_pad_token` sets it), else the tokenizer's (`pad_id`)."""
+    if reads_last_token(model):
+        match_pad_token(model, tokenizer)
+        return int(model.config.pad_token_id)
+    return pad_id(tokenizer, required)
+
+
 def tokenize_rows(
     tokenizer: Any, rows: Sequence[dict], max_length: int, with_words: bool = False
 ) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from attexp.errors import AttexpError
+from attexp.models.inputs import match_pad_token
 
 
 def resolve_device(name: Literal["auto", "cpu", "cuda"] | str) -> torch.device:
@@ -63,6 +64,7 @@ def load_classifier(
         if isinstance(path, Path):
             raise AttexpError(f"could not load the classifier in {path}: {str(err).splitlines()[0][:300]}") from err
         raise hub_error(path, revision or "main", err) from err
+    match_pad_token(model, tokenizer)
     if device is not None:
         model.to(device)
     model.eval()

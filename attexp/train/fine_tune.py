@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from attexp import distributed as dist
 from attexp.errors import AttexpError
-from attexp.models.inputs import pad_id
+from attexp.models.inputs import batch_pad_id
 from attexp.models.precision import Precision
 from attexp.train.batches import encode_rows, make_loader
 from attexp.train.engines import create_evaluator, create_optimizer, create_trainer
@@ -64,7 +64,7 @@ def fine_tune(
         )
     manual_seed(settings.seed)
     model.to(device)
-    pad = pad_id(tokenizer, required=True)
+    pad = batch_pad_id(model, tokenizer, required=True)
     train_loader = make_loader(
         encode_rows(train_rows, tokenizer, settings.max_length),
         settings.batch_size,
@@ -120,7 +120,7 @@ def evaluate_classifier(
         raise AttexpError("cannot evaluate a classifier on an empty split")
     model.to(device)
     loader = make_loader(
-        encode_rows(rows, tokenizer, max_length), batch_size, pad_id(tokenizer, required=True), shard=True
+        encode_rows(rows, tokenizer, max_length), batch_size, batch_pad_id(model, tokenizer, required=True), shard=True
     )
     metrics = create_evaluator(model, device, precision).run(loader).metrics
     return {
