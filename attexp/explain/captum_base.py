@@ -61,13 +61,14 @@ layer: measured 104-125 on CPU for ModernBERT (hidden 256-512, 4-8 layers, 1,024
 with the length); benchmarks/long_inputs.py measures it for the model it runs."""
 
 
-def gradient_max_tokens(model: torch.nn.Module, configured: int | None) -> int:
+def gradient_max_tokens(model: torch.nn.Module, configured: int | None) -> int | None:
     """Token positions per forward of a gradient explainer: `configured` where set, else what keeps one forward and
     backward near `GRADIENT_MEMORY_BYTES` for this model (hidden size x layers x `ACTIVATION_BYTES` per position;
-    e.g. 14,563 positions for MiniLM, 1,985 for ModernBERT-base: one row of 4,096 tokens per pass)."""
-    if configured is not None:
+    e.g. 14,563 positions for MiniLM, 1,985 for ModernBERT-base: one row of 4,096 tokens per pass). A model without
+    a transformers config (no sizes to go by) gets no budget: None."""
+    config = getattr(model, "config", None)
+    if configured is not None or config is None:
         return configured
-    config = model.config
     hidden = int(getattr(config, "hidden_size", None) or getattr(config, "dim", None) or 768)
     layers = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None) or 12)
     return max(1, GRADIENT_MEMORY_BYTES // (ACTIVATION_BYTES * hidden * layers))
