@@ -6,7 +6,8 @@ Why this module exists: the papers prune heads with the `head_mask` argument of 
 transformers 4, which transformers 5 removed (with `prune_heads`). A head's output is its slice of the input of
 the layer's attention output projection (heads are concatenated, `context[..., h*d:(h+1)*d]`), so masking a head
 is multiplying that slice by 0 before the projection. `head_gates` does exactly that with a forward pre-hook on
-each layer's output projection (`Encoder.layers[l].output`), for any BERT-family classifier and any attention
+each layer's output projection (`Encoder.layers[l].output`: BERT's `attention.output.dense`, a decoder's `o_proj`,
+ModernBERT's `Wo`), for every layout `Encoder` reads and any attention
 implementation, and removes the hooks when its block ends (also on an exception). The gates may be per instance
 and may require gradients, which gives the Taylor importance for free.
 

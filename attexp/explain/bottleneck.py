@@ -65,7 +65,8 @@ OFFICIAL_STD = 1e-5**0.5
 def default_layer(num_layers: int) -> int:
     """IBA's default layer for a model of `num_layers` layers: two thirds of the way up, round(8 L / 12), as the
     paper's layer 8 of BERT-base's 12, but never the last layer when there is another: after the last layer only
-    the first token reaches a BERT-family head, so the other tokens' bottlenecks could not depend on the class.
+    the token the head reads ([CLS], or a decoder's last token) reaches it, so the other tokens' bottlenecks could
+    not depend on the class.
     2 layers -> 0, 4 -> 2, 6 -> 4, 12 -> 8 (a 1-layer model has only its last layer: 0)."""
     return max(0, min(round(8 * num_layers / 12), num_layers - 2))
 
@@ -154,9 +155,9 @@ class InformationBottleneck(Explainer):
             self.layer = layer_index(config.layer, count, "iba: layer")
         if self.layer == count - 1 and warn_last_layer:
             log.warning(
-                "iba: the bottleneck sits after the last layer (%d of %d). BERT-family heads read only the first "
-                "token there, so every other token's capacity does not depend on the explained class: the heatmap "
-                "shows nothing about the prediction. Pick a lower layer (default: %d).",
+                "iba: the bottleneck sits after the last layer (%d of %d). The head reads one token there ([CLS], "
+                "or a decoder's last token), so every other token's capacity does not depend on the explained class: "
+                "the heatmap shows nothing about the prediction. Pick a lower layer (default: %d).",
                 self.layer,
                 count,
                 default_layer(count),

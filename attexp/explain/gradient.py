@@ -111,7 +111,8 @@ class LIGConfig(CaptumConfig):
 
 
 def embedding_layer(model: torch.nn.Module, which: Literal["embeddings", "word_embeddings"]) -> torch.nn.Module:
-    """The module LIG attributes to, for any BERT-family Hugging Face model."""
+    """The module LIG attributes to, for any Hugging Face sequence classifier (`embeddings`: the base model's
+    embeddings block where it has one, else the word embeddings)."""
     if which == "word_embeddings":
         return model.get_input_embeddings()
     block = getattr(getattr(model, "base_model", None), "embeddings", None)
