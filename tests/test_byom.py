@@ -359,3 +359,26 @@ def test_a_hub_model_in_the_cache_is_explained_offline_and_its_architecture_chec
     refused = run("--base-dir", str(tmp_path / "other"), "--dry-run")
     assert refused.returncode == 2
     assert "explainer 'rollout' does not support the hub model" in refused.stderr and "'deberta-v2'" in refused.stderr
+
+
+def test_a_max_length_beyond_the_models_positions_exits_2_before_training(tmp_path, run_cli):
+    base = tmp_path / "base"
+    tiny = {"type": "tiny", "vocab_size": 200, "hidden_size": 16, "max_position_embeddings": 64}
+    config = {
+        "jobs": [
+            {"job": "download", "name": "s.download", "source": DATA},
+            {"job": "train", "name": "s.train", "data": "s.download", "model": tiny, "max_length": 64},
+            {
+                "job": "explain",
+                "name": "s.lig",
+                "model": "s.train",
+                "data": "s.download",
+                "max_length": 128,
+                "explainer": {"type": "lig"},
+            },
+        ]
+    }
+    code, _, err = run_cli(write(tmp_path / "c.json", config), "--base-dir", base)
+    assert code == 2
+    assert "jobs[2].max_length: max_length=128 exceeds the max_position_embeddings=64" in err and "at most 64" in err
+    assert not base.exists()  # nothing written, the train job never ran

@@ -305,3 +305,46 @@ def test_a_decoder_without_a_config_pad_id_takes_the_tokenizers_and_without_any_
     tokenizer.pad_token = None
     with pytest.raises(AttexpError, match="neither its config nor its tokenizer has a pad token.*eos_token"):
         list(explain_rows(explainer, model, tokenizer, rows, **settings))
+
+
+def test_long_inputs_are_cut_into_passes_that_fit_and_give_the_same_lig():
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from attexp.explain.batching import rows_per_forward
+    from attexp.explain.captum_base import gradient_max_tokens
+
+    base_sizes = AutoConfig.for_model("modernbert", hidden_size=768, num_hidden_layers=22, max_position_embeddings=8192)
+
+    class Sized(torch.nn.Module):  # a model of ModernBERT-base's sizes, without its weights
+        config = base_sizes
+
+    assert rows_per_forward(gradient_max_tokens(Sized(), None), 4096) == 1  # one 4,096-token row per pass
+    assert gradient_max_tokens(Sized(), 123) == 123  # a configured budget wins
+    tokenizer = tokenizer_for("modernbert")
+    config = AutoConfig.for_model(
+        "modernbert",
+        vocab_size=len(tokenizer.vocab),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=1024,
+        local_attention=16,
+        num_labels=2,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        cls_token_id=2,
+        sep_token_id=3,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    text = " ".join(TEXTS * 16)  # 674 tokens: beyond BERT's 512
+    batch = make_batch(tokenizer, [text, TEXTS[1]], [0, 1])
+    assert batch.input_ids.shape[1] > 512
+    one_pass = make_explainer("lig", model, tokenizer, None, max_tokens_per_forward=1 << 30)
+    cut = make_explainer("lig", model, tokenizer, None, max_tokens_per_forward=batch.input_ids.shape[1])  # 1 row
+    together, rowwise = run(one_pass, batch), run(cut, batch)
+    torch.testing.assert_close(rowwise.attributions, together.attributions, atol=1e-5, rtol=1e-4)
+    assert rowwise.forward_passes == together.forward_passes  # the passes are counted the same, however cut

@@ -17,7 +17,7 @@ from attexp.config.build import join
 from attexp.config.schema import JobConfig, Registered, marker
 from attexp.io.artifacts import cache_dir_of, find_artifact
 from attexp.models.encoder import LAYOUTS, layout_of_type
-from attexp.models.sources import read_model_type
+from attexp.models.sources import read_model_config
 from attexp.registry import EXPLAINERS, JOBS, MODELS, checks_plans
 
 
@@ -25,7 +25,8 @@ from attexp.registry import EXPLAINERS, JOBS, MODELS, checks_plans
 def check_architectures(plan: Any, built: list[tuple[str, JobConfig | None, Any]], base_dir: Path) -> list[str]:
     """Every classifier a job reads, before anything runs: a model source must be usable as far as can be seen
     (a local folder with a config.json), and its architecture (`model_type`) must be one that each explainer and
-    analysis of the job supports. The architecture is read from a config.json without loading or fetching
+    analysis of the job supports, and the job's `max_length` must fit its `max_position_embeddings`. Both are read
+    from a config.json without loading or fetching
     anything: a local folder, the hub cache, an upstream train job's model source or finished artifact; where
     none can be read (a hub model never downloaded) the check is left to the job."""
     errors: list[str] = []
@@ -49,16 +50,24 @@ def check_architectures(plan: Any, built: list[tuple[str, JobConfig | None, Any]
                 if problem:
                     errors.append(f"{where}: {problem}")
                     continue
-                model_type, what = source.model_type(cache, root=base_dir), f"the {ref.type} model"
+                config, what = source.model_config(cache, root=base_dir), f"the {ref.type} model"
             elif ref in trained:
                 source = trained[ref]
-                model_type = MODELS.get(source.type).cls(source).model_type(cache, root=base_dir)
+                config = MODELS.get(source.type).cls(source).model_config(cache, root=base_dir)
                 what = f"train job {ref!r}'s model ({source.type})"
             else:
                 artifact = find_artifact(base_dir, ref)
-                model_type = read_model_type(artifact.dir / "model") if artifact is not None else None
+                config = read_model_config(artifact.dir / "model") if artifact is not None else None
                 what = f"train job {ref!r}'s model"
-            if model_type is None:
+            config = config or {}
+            limit, max_length = config.get("max_position_embeddings"), getattr(job, "max_length", None)
+            if isinstance(limit, int) and isinstance(max_length, int) and max_length > limit:
+                errors.append(
+                    f"{join(loc, 'max_length')}: max_length={max_length} exceeds the max_position_embeddings={limit} "
+                    f"of {what} ({where}); lower it to at most {limit}."
+                )
+            model_type = config.get("model_type")
+            if not model_type:
                 continue
             for user_loc, user, cls in users:
                 if model_type not in cls.architectures:

@@ -169,9 +169,15 @@ class ModelSource:
             "name the train job that fine-tunes it, or use a 'hub', 'local' or 'packaged' model source."
         )
 
+    def model_config(self, cache_dir: Path, root: Path | None = None) -> dict | None:
+        """The model's `config.json` (what the plan checks read: `model_type`, `max_position_embeddings`) if it can be
+        read without loading or fetching anything, else None."""
+        return None
+
     def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
         """The architecture (`config.json`'s `model_type`) if it can be read without loading or fetching anything."""
-        return None
+        value = (self.model_config(cache_dir, root) or {}).get("model_type")
+        return str(value) if value else None
 
     def fingerprint(self, cache_dir: Path, root: Path | None = None) -> str | None:
         """A sha256 of the model's files as they are now (None where they are not on this machine)."""
@@ -182,13 +188,18 @@ class ModelSource:
         return None
 
 
-def read_model_type(folder: Path) -> str | None:
-    """`model_type` of the `config.json` in `folder`, or None when there is none (nothing is loaded)."""
+def read_model_config(folder: Path) -> dict | None:
+    """The `config.json` in `folder` as a dict, or None when there is none (nothing is loaded)."""
     try:
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    value = config.get("model_type") if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def read_model_type(folder: Path) -> str | None:
+    """`model_type` of the `config.json` in `folder`, or None when there is none (nothing is loaded)."""
+    value = (read_model_config(folder) or {}).get("model_type")
     return str(value) if value else None
 
 
@@ -279,8 +290,9 @@ class PackagedModel(ModelSource):
     def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
         return self.folder(cache_dir), {}
 
-    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
-        return "bert"  # the one packaged model, all-MiniLM-L6-v2, pinned by sha256
+    def model_config(self, cache_dir: Path, root: Path | None = None) -> dict | None:
+        # the one packaged model, all-MiniLM-L6-v2, pinned by sha256: its config.json says so
+        return {"model_type": "bert", "max_position_embeddings": 512}
 
     def fingerprint(self, cache_dir: Path, root: Path | None = None) -> str | None:
         return f"{self.config.package}:{self.config.subdir}"  # the wheel is pinned by sha256
@@ -325,8 +337,8 @@ class LocalModel(ModelSource):
     def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
         return self.checked_path(root), {}
 
-    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
-        return read_model_type(self.path(root))
+    def model_config(self, cache_dir: Path, root: Path | None = None) -> dict | None:
+        return read_model_config(self.path(root))
 
     def problem(self, root: Path | None = None) -> str | None:
         try:
@@ -376,9 +388,9 @@ class HubModel(ModelSource):
         found = try_to_load_from_cache(self.config.name, "config.json", revision=self.config.revision)
         return Path(found) if isinstance(found, str) else None
 
-    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
+    def model_config(self, cache_dir: Path, root: Path | None = None) -> dict | None:
         found = self._cached_config()  # the hub cache, if this model was downloaded before; nothing is fetched
-        return read_model_type(found.parent) if found is not None else None
+        return read_model_config(found.parent) if found is not None else None
 
     def fingerprint(self, cache_dir: Path, root: Path | None = None) -> str | None:
         found = self._cached_config()  # a snapshot folder is named by the commit it holds
@@ -490,5 +502,6 @@ class TinyModel(ModelSource):
             )
         return AutoModelForSequenceClassification.from_config(config), tokenizer
 
-    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
-        return self.config.architecture
+    def model_config(self, cache_dir: Path, root: Path | None = None) -> dict | None:
+        c = self.config
+        return {"model_type": c.architecture, "max_position_embeddings": c.max_position_embeddings}
