@@ -23,19 +23,18 @@ from attexp.registry import EXPLAINERS, load_all
 SMALL = FIXTURES / "configs" / "pipeline.decoder.small.jsonnet"
 
 
+def run_config(config: Path, base: Path, cache_dir: Path) -> None:
+    """Run `config` through the CLI into `base`; it must succeed."""
+    env = {**os.environ, "ATTEXP_CACHE_DIR": str(cache_dir)}
+    command = [sys.executable, "run_job.py", config, "--base-dir", base]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, cache_dir) -> Path:
     base = tmp_path_factory.mktemp("decoder")
-    env = {**os.environ, "ATTEXP_CACHE_DIR": str(cache_dir)}
-    proc = subprocess.run(
-        [sys.executable, "run_job.py", SMALL, "--base-dir", base],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_config(SMALL, base, cache_dir)
     return base
 
 
@@ -91,17 +90,7 @@ def test_the_analyses_ran_on_the_decoder(base):
 
 
 def test_the_analyses_and_inside_explainers_run_on_modernbert(tmp_path, cache_dir):
-    config = FIXTURES / "configs" / "analyses.modernbert.small.jsonnet"
-    env = {**os.environ, "ATTEXP_CACHE_DIR": str(cache_dir)}
-    proc = subprocess.run(
-        [sys.executable, "run_job.py", config, "--base-dir", tmp_path],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_config(FIXTURES / "configs" / "analyses.modernbert.small.jsonnet", tmp_path, cache_dir)
     folder = tmp_path / "models" / "rt.train.modernbert" / "model"
     assert json.loads((folder / "config.json").read_text())["layer_types"][1] == "sliding_attention"
     for record in read_jsonl(tmp_path / "explanations" / "rt.explain.alti.modernbert" / "records.jsonl"):
