@@ -348,3 +348,14 @@ def test_long_inputs_are_cut_into_passes_that_fit_and_give_the_same_lig():
     together, rowwise = run(one_pass, batch), run(cut, batch)
     torch.testing.assert_close(rowwise.attributions, together.attributions, atol=1e-5, rtol=1e-4)
     assert rowwise.forward_passes == together.forward_passes  # the passes are counted the same, however cut
+
+
+def test_a_tokenizer_that_would_not_come_back_from_its_folder_is_refused_before_training():
+    from attexp.errors import AttexpError
+    from attexp.models.loading import check_tokenizer_round_trip
+
+    tokenizer = tokenizer_for("llama")
+    check_tokenizer_round_trip(tokenizer, tiny_classifier("llama", len(tokenizer.vocab)), TEXTS)  # comes back as is
+    qwen2 = tiny_classifier("qwen2", len(tokenizer.vocab))  # transformers loads any qwen2 folder's as Qwen2Tokenizer
+    with pytest.raises(AttexpError, match="comes back from its saved folder as a Qwen2Tokenizer"):
+        check_tokenizer_round_trip(tokenizer, qwen2, TEXTS)

@@ -71,6 +71,33 @@ def load_classifier(
     return model, tokenizer
 
 
+def check_tokenizer_round_trip(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, texts: list[str]) -> None:
+    """Refuse a tokenizer that would not come back from its `save_pretrained` folder as it is.
+
+    Every job after training loads the model folder with `AutoTokenizer`, which for some `model_type`s forces its
+    own tokenizer class whatever the folder declares (transformers 5 does so for `qwen2`): a tokenizer built for
+    another vocabulary (e.g. a WordPiece on a Qwen2 config) would come back tokenizing differently, and every
+    downstream job would read other ids than the model was trained on, silently. Checked before training, on
+    `texts` (a few training texts): save to a temporary folder, load with `AutoTokenizer`, compare the ids."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        model.config.save_pretrained(folder)
+        try:
+            loaded = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as err:
+            raise AttexpError(f"the tokenizer does not load back from its saved folder: {err}") from err
+    for text in texts:
+        if tokenizer(text)["input_ids"] != loaded(text)["input_ids"]:
+            raise AttexpError(
+                f"the {type(tokenizer).__name__} of this {model.config.model_type!r} model comes back from its saved "
+                f"folder as a {type(loaded).__name__} that tokenizes {text[:60]!r} differently (transformers chooses "
+                f"the tokenizer class for this model_type), so the jobs after training would read other token ids. "
+                f"Use the model's own tokenizer, or another architecture for a model built with this vocabulary."
+            )
+
+
 def hub_error(name: str, revision: str, err: Exception) -> AttexpError:
     """The error for a hub model that could not be loaded: why, and what works offline."""
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")

@@ -109,14 +109,16 @@ class HubModelConfig(ComponentConfig):
     revision: str = "main"
 
 
-TINY_ARCHITECTURES = ("bert", "llama", "qwen2", "qwen3", "mistral", "gemma", "modernbert")
-"""The `model_type`s a tiny model can be built as (one per layout of `attexp.models.encoder`, and the decoders)."""
+TINY_ARCHITECTURES = ("bert", "llama", "qwen3", "mistral", "gemma", "modernbert")
+"""The `model_type`s a tiny model can be built as (one per layout of `attexp.models.encoder`, and the decoders). Not
+`qwen2`: transformers 5 loads every qwen2 folder's tokenizer as a Qwen2Tokenizer, which would not read back the tiny
+model's WordPiece vocabulary (`loading.check_tokenizer_round_trip`); a tiny `qwen3` is the same layout."""
 
 
 class TinyModelConfig(ComponentConfig):
     """A small classifier initialised from the seed, with a WordPiece vocabulary trained on the training texts.
 
-    `architecture`: the `model_type` built (default a BERT; `llama`, `qwen2`, `qwen3`, `mistral`, `gemma`: a
+    `architecture`: the `model_type` built (default a BERT; `llama`, `qwen3`, `mistral`, `gemma`: a
     decoder classifier reading its last token; `modernbert`). `num_key_value_heads`: grouped-query attention for
     the decoders (default: as many as attention heads). Every architecture gets the same WordPiece tokenizer
     ([CLS] text [SEP], right padding with [PAD]: a decoder reads [SEP], its last token). `vocab_size` is an upper

@@ -19,7 +19,7 @@ from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstrea
 from attexp.io.files import write_jsonl
 from attexp.io.records import CLASSIFIER, DATASET
 from attexp.models.inputs import count_truncated
-from attexp.models.loading import resolve_device
+from attexp.models.loading import check_tokenizer_round_trip, resolve_device
 from attexp.registry import JOBS, MODELS
 from attexp.runner import Job, JobContext
 from attexp.train.fine_tune import evaluate_classifier, fine_tune
@@ -59,6 +59,8 @@ class TrainJob(Job):
             seed=config.seed,
             root=ctx.base_dir,
         )
+
+        check_tokenizer_round_trip(tokenizer, model, [r["text"] for r in splits["train"][:50]])
 
         def on_epoch(metrics: dict) -> None:
             ctx.log_metrics(metrics, step=metrics["epoch"])

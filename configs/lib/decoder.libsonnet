@@ -1,4 +1,4 @@
-// A decoder classifier (Qwen2 layout: RMSNorm, rotary positions, grouped-query attention, causal, last-token head)
+// A decoder classifier (the Llama layout: RMSNorm, rotary positions, grouped-query attention, causal, last-token head)
 // through every stage: fine-tune on Rotten Tomatoes, explain the test split with every explainer that runs on it
 // (the inside-the-model ones read the Llama-style layout of attexp/models/encoder.py), distil LIG into a `shared`
 // and a `student` empirical explainer, evaluate every explanation against LIG and the model, summary.html, and the
@@ -18,7 +18,7 @@ local full = {
   distill: { epochs: 8, lr: 1e-3 },
   quiet: {},
   analysis: { importance_size: 200, source_size: 200, max_triggers: 20, flow_limit: 5, steps: 20 },
-  samples: { lime: 200, kernel_shap: 200, shapley_sampling: 25, gradient_shap: 20, ig: 20, attattr: 20 },
+  samples: { lime: 200, kernel_shap: 200, shapley_sampling: 10, gradient_shap: 20, ig: 20, attattr: 20 },
 };
 
 {

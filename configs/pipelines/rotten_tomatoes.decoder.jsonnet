@@ -1,4 +1,4 @@
-// A decoder classifier through every stage on Rotten Tomatoes: a small Qwen2 (random start; no decoder weights are
+// A decoder classifier through every stage on Rotten Tomatoes: a small Llama (random start; no decoder weights are
 // on PyPI) fine-tuned, explained with every explainer (the gradient and perturbation families, raw attention,
 // rollout, ALTI, AttAttr, IBA, shared and student empirical explainers), evaluated against LIG and the model, shown
 // in summary.html, and analysed (head pruning, triggers, layer flow). Jobs in configs/lib/decoder.libsonnet.
