@@ -83,7 +83,9 @@ def test_every_explainer_that_supports_a_decoder_ran_and_was_evaluated(base):
 
 def test_the_analyses_ran_on_the_decoder(base):
     pruning = json.loads((base / "logs" / "rt.prune_heads.decoder" / "metrics.json").read_text())
-    assert pruning  # accuracies per order and rate
+    trained = json.loads((base / "models" / "rt.train.decoder" / "manifest.json").read_text())
+    # the analysis reads the test split with the saved tokenizer and its own batches: the model's own accuracy
+    assert pruning["model_accuracy"] == pytest.approx(trained["test"]["accuracy"], abs=1e-9)
     assert (base / "logs" / "rt.triggers.decoder" / "table.md").is_file()
     flow = list(read_jsonl(base / "visualizations" / "rt.layer_flow.decoder" / "flow.jsonl"))
     assert len(flow) == 2 and all(len(r["scores"]) == 2 for r in flow)  # 2 instances x 2 layers
