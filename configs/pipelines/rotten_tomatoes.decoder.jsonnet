@@ -6,7 +6,9 @@
 //   python run_job.py configs/pipelines/rotten_tomatoes.decoder.jsonnet
 //   read logs/rt.evaluate.decoder/table.md; open visualizations/rt.visualize.decoder/summary.html
 //
-// With a network, a real decoder: --jobs.1.model='{type: "hub", name: "Qwen/Qwen2.5-0.5B"}' (it needs a pad token:
-// Qwen's tokenizer has one).
+// With a network, a real decoder (jobs[1] is the train job; an override's value is JSON):
+//   python run_job.py configs/pipelines/rotten_tomatoes.decoder.jsonnet \
+//       '--jobs.1.model={"type": "hub", "name": "Qwen/Qwen2.5-0.5B"}'
+// It needs a pad token: Qwen's tokenizer has one, and a config without a pad id takes the tokenizer's.
 local decoder = import '../lib/decoder.libsonnet';
 decoder.pipeline('decoder')
