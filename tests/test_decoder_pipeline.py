@@ -38,35 +38,33 @@ def base(tmp_path_factory, cache_dir) -> Path:
     return base
 
 
-def test_the_shipped_decoder_pipeline_dry_runs_offline(tmp_path):
+SHIPPED = ROOT / "configs" / "pipelines" / "rotten_tomatoes.decoder.jsonnet"
+
+
+def dry_run(base: Path, *overrides: str) -> str:
+    """`--dry-run` the shipped decoder pipeline with `overrides`; it must succeed and write nothing. Its stdout."""
     proc = subprocess.run(
-        [sys.executable, "run_job.py", "configs/pipelines/rotten_tomatoes.decoder.jsonnet", "--dry-run"],
+        [sys.executable, "run_job.py", str(SHIPPED), "--dry-run", *overrides],
         cwd=ROOT,
-        env={**os.environ, "ATTEXP_BASE_DIR": str(tmp_path / "base")},
+        env={**os.environ, "ATTEXP_BASE_DIR": str(base)},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "rt.evaluate.decoder" in proc.stdout
+    assert not base.exists()
+    return proc.stdout
+
+
+def test_the_shipped_decoder_pipeline_dry_runs_offline(tmp_path):
+    assert "rt.evaluate.decoder" in dry_run(tmp_path / "base")
 
 
 def test_the_hub_decoder_its_comment_documents_dry_runs_offline(tmp_path):
     """The override the shipped config's comment gives for a real decoder (a hub Qwen2) is taken as written."""
-    config = ROOT / "configs" / "pipelines" / "rotten_tomatoes.decoder.jsonnet"
-    [line] = [line for line in config.read_text().splitlines() if "--jobs.1.model=" in line]
-    override = line.strip().lstrip("/").strip().strip("'")
-    proc = subprocess.run(
-        [sys.executable, "run_job.py", str(config), "--dry-run", override],
-        cwd=ROOT,
-        env={**os.environ, "ATTEXP_BASE_DIR": str(tmp_path / "base")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert '"name": "Qwen/Qwen2.5-0.5B"' in proc.stdout and '"type": "hub"' in proc.stdout
-    assert not (tmp_path / "base").exists()  # a dry run writes nothing
+    [line] = [line for line in SHIPPED.read_text().splitlines() if "--jobs.1.model=" in line]
+    stdout = dry_run(tmp_path / "base", line.strip().lstrip("/").strip().strip("'"))
+    assert '"name": "Qwen/Qwen2.5-0.5B"' in stdout and '"type": "hub"' in stdout
 
 
 def test_the_classifier_is_a_decoder_reading_its_last_token(base):
