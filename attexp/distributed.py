@@ -3,23 +3,28 @@
 `torchrun --nproc_per_node=N run_job.py CONFIG` starts N processes with `WORLD_SIZE`/`RANK` set; the CLI then
 initialises a process group (gloo on CPU, nccl when CUDA is there; `ATTEXP_DIST_BACKEND` overrides) and every
 process validates the same config. Rank 0 owns the job folder (lock, config, manifest, tracking); jobs that
-declare `distributed = True` (explain) run on every rank over a shard of the instances, each rank writing its
-own shard file, and rank 0 merges them; other jobs run on rank 0 while the others wait. Outside torchrun all
-of this collapses to rank 0 of 1, and no process group is created.
+split their instances (explain, evaluate, attribution_tree, layer_flow, and the per-instance passes of
+head_pruning and triggers) run on every rank over a share of them (`share_of`), each rank writing its own shard
+file, and rank 0 merges them; jobs that split every training batch (train, distill) run as DDP on every rank; the
+others run on rank 0 while the others wait. Each job declares which (`attexp.runner.Job.splits`). Outside
+torchrun all of this collapses to rank 0 of 1, and no process group is created.
 
 Job arrays need no rendezvous: `run_job.py CONFIG --shard I/N` (or a SLURM array task, `shard_from_environment`)
-runs the instance-parallel jobs on shard I of N as a separate command (`Shard`; see attexp.runner).
+runs the jobs that split their instances on shard I of N as a separate command (`Shard`; see attexp.runner).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import ignite.distributed as idist
 import torch
+
+T = TypeVar("T")
 
 
 def launched() -> bool:
@@ -101,6 +106,22 @@ def share(value: str) -> str:
     if world_size() > 1:
         return idist.broadcast(value if is_main() else None, src=0, safe_mode=True)
     return value
+
+
+def share_of(items: Sequence[T], index: int, count: int, key: Callable[[T], Any] | None = None) -> list[T]:
+    """Share `index` of `count` of `items`: the one rule by which attexp splits work over processes.
+
+    Every `count`-th item from the `index`-th, in the order of `key` when given (e.g. a text's length, so that every
+    share gets a similar mix of short and long inputs and the processes finish together). A share depends only on
+    (`items`, `index`, `count`), never on who runs first or what is done already, so rank I of N under torchrun and
+    array task I/N (`--shard I/N`) do the same work, and a killed share rerun finds its own rows again. The shares
+    are disjoint and together hold every item once. Used for a job's instances (`JobContext.share`) and for each
+    global training batch under DDP (`attexp.train.batches`).
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"share {index} of {count}: expected 0 <= index < count")
+    ordered = list(items) if key is None else sorted(items, key=key)
+    return ordered[index::count]
 
 
 @dataclass(frozen=True)

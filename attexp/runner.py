@@ -23,9 +23,10 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import filelock
 import torch
@@ -48,8 +49,10 @@ from attexp.io.artifacts import (
     lock_path,
     new_manifest,
     read_manifest,
+    shard_file,
+    shard_files,
 )
-from attexp.io.files import read_json, write_json
+from attexp.io.files import ResumableJsonlWriter, merge_partials, read_json, write_json
 from attexp.io.manifests import Manifest, ModelFingerprint
 from attexp.io.records import RecordSchema
 from attexp.models.loading import load_classifier
@@ -58,6 +61,7 @@ from attexp.tracking import Tracker
 from attexp.utils import seed_everything
 
 log = logging.getLogger("attexp")
+T = TypeVar("T")
 
 
 class Job:
@@ -131,6 +135,31 @@ class JobContext:
 
     def path(self, relative: str) -> Path:
         return self.out_dir / relative
+
+    # Shares: how a data-parallel job splits its instances, writes its part and joins the parts. One rule, one file
+    # name, one merge for every stage, whether this process is a torchrun rank or an array task.
+
+    def share(self, rows: Sequence[T], key: Callable[[T], Any] | None = None) -> list[T]:
+        """This process's share of `rows` (`attexp.distributed.share_of`; all of them for one process): fixed by
+        rank or array task, in the order of `key` when given (e.g. length, so every share gets a similar mix)."""
+        return dist.share_of(rows, self.rank, self.world_size, key)
+
+    def shard_path(self, name: str) -> Path:
+        """This share's part of the job file `name` (`<name>.rank<r>.partial`, `attexp.io.artifacts.shard_file`)."""
+        return shard_file(self.out_dir, name, self.rank)
+
+    def shard_paths(self, name: str) -> list[Path]:
+        """Every share's part of `name` on disk (this run's and an interrupted earlier run's)."""
+        return shard_files(self.out_dir, name)
+
+    def shard_writer(self, name: str) -> ResumableJsonlWriter:
+        """A resumable writer of this share's records of `name` (a killed run's complete lines are kept)."""
+        return ResumableJsonlWriter(self.path(name), partial=self.shard_path(name))
+
+    def merge_shards(self, name: str, required: Sequence[str] = ()) -> int:
+        """Once every share is written: join them into `name`, sorted by idx, and remove them; the record count. An
+        idx in two shares is refused (`attexp.io.files.read_shards`)."""
+        return merge_partials(self.path(name), self.shard_paths(name), required)
 
     def classifier(
         self, ref: str | ComponentConfig, *, eager_attention: bool = False, device: torch.device | str | None = None

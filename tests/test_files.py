@@ -100,3 +100,22 @@ def test_shards_merge_sorted_and_refuse_an_idx_in_two_shards(tmp_path):
     b.write_text('{"idx": 0}\n')
     with pytest.raises(AttexpError, match="idx 0 is in two shard files"):
         merge_partials(tmp_path / "r2.jsonl", [a, b])
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_every_share_rule_gives_disjoint_fixed_shares_that_cover_every_item(count):
+    """`share_of` is the one split of every data-parallel stage: each item in exactly one share, the shares fixed
+    by (items, index, count), dealt in the key's order so that every share gets a similar mix of lengths."""
+    from attexp.distributed import share_of
+
+    items = [{"idx": i, "text": "x" * ((i * 7) % 11)} for i in range(23)]
+    length = lambda r: len(r["text"])  # noqa: E731
+    shares = [share_of(items, i, count, key=length) for i in range(count)]
+    assert sorted(r["idx"] for share in shares for r in share) == list(range(23))
+    assert all([length(r) for r in share] == sorted(length(r) for r in share) for share in shares)
+    assert share_of(items, count - 1, count) == items[count - 1 :: count]  # without a key: the items' own order
+    assert max(len(s) for s in shares) - min(len(s) for s in shares) <= 1
+    mean = [sum(map(length, s)) / len(s) for s in shares]
+    assert max(mean) - min(mean) <= 10 / max(1, 23 // count - 1)
+    with pytest.raises(ValueError, match="expected 0 <= index < count"):
+        share_of(items, count, count)

@@ -297,7 +297,7 @@ def test_head_pruning_job_writes_records_table_and_plot(tmp_path, run_cli):
     first["attattr"][0][0] = 1000.0  # a marker: recomputing would overwrite it
     for name in ("head_scores.jsonl", "records.jsonl", "metrics.json"):
         (out / name).unlink()
-    (out / "head_scores.jsonl.partial").write_text(json.dumps(first) + "\n" + lines[1] + "\n" + lines[2][:20])
+    (out / "head_scores.jsonl.rank0.partial").write_text(json.dumps(first) + "\n" + lines[1] + "\n" + lines[2][:20])
     manifest = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
     assert run_pruning(tmp_path, run_cli, base, **config) == out  # the same job again: it resumes
@@ -306,6 +306,15 @@ def test_head_pruning_job_writes_records_table_and_plot(tmp_path, run_cli):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["importance"]["attattr"][0][0] > 1000
     assert json.loads((out / "manifest.json").read_text())["resumed"] == 1
+
+    # shard files that both hold one instance (two processes scored it) are refused, never merged silently
+    for name in ("head_scores.jsonl", "records.jsonl", "metrics.json"):
+        (out / name).unlink()
+    for rank in (0, 1):
+        (out / f"head_scores.jsonl.rank{rank}.partial").write_text(lines[3] + "\n")
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    code, _, err = run_cli(tmp_path / "t.prune.json", "--base-dir", base)  # the config run_pruning wrote
+    assert code == 1 and "idx 3 is in two shard files" in err and not (out / "head_scores.jsonl").exists()
 
 
 def test_head_pruning_config_errors_exit_2(tmp_path, run_cli):

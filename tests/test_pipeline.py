@@ -420,7 +420,7 @@ def _same_evaluation(folder: Path, single: Path) -> None:
     assert results.keys() == expected.keys()
     for run in results:
         assert results[run] == pytest.approx(expected[run], abs=1e-6, nan_ok=True)
-    assert not list(folder.glob("scorer.rank*.npz")), "share files removed"
+    assert not list(folder.glob("*.partial")), "share files removed"
 
 
 def test_evaluate_split_over_two_torchrun_ranks_and_over_array_tasks_equals_one_process(base, tmp_path, run_cli):

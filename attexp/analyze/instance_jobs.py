@@ -32,7 +32,7 @@ from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.errors import AttexpError
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.bottleneck import IBAConfig
-from attexp.io.files import merge_partials, read_jsonl, write_jsonl
+from attexp.io.files import read_jsonl, write_jsonl
 from attexp.io.records import ATTRIBUTION_TREE, DATASET, LAYER_FLOW
 from attexp.models.encoder import ENCODER_MODEL_TYPES, INSIDE_MODEL_TYPES
 from attexp.models.loading import label_names_of, resolve_device
@@ -87,7 +87,7 @@ def _load(config: _InstancesConfig, ctx: JobContext):
                 f"{config.data!r} (it has {len(rows)} rows, idx {rows[0]['idx'] if rows else '-'}..). Fix `instances`."
             )
         chosen = [by_idx[i] for i in config.instances]
-    chosen = chosen[ctx.rank :: ctx.world_size]  # under torchrun this rank's share (`finish` merges the shards)
+    chosen = ctx.share(chosen)  # this process's share (`finish` merges the shards)
     batches = Batches(chosen, tokenizer, config.batch_size, config.max_length, device)
     label_names = ctx.upstream(config.data).manifest.label_names
     if not isinstance(config.model, str):  # a model of its own names its own classes
@@ -96,8 +96,8 @@ def _load(config: _InstancesConfig, ctx: JobContext):
 
 
 def _merge_shares(ctx: JobContext, name: str) -> list[dict]:
-    """Rank 0, once every rank wrote its share (`<name>.rank<r>.partial`): one file sorted by idx; its records."""
-    count = merge_partials(ctx.path(name), sorted(ctx.out_dir.glob(f"{name}.rank*.partial")))
+    """Once every share is written (`ctx.shard_path`): one file sorted by idx; its records."""
+    count = ctx.merge_shards(name)
     ctx.counts.update(instances=count)
     return read_jsonl(ctx.path(name))
 
@@ -160,7 +160,7 @@ class AttributionTreeJob(Job):
                         **tree.to_json(tokens),
                     }
                 )
-        write_jsonl(ctx.path(f"trees.jsonl.rank{ctx.rank}.partial"), records)
+        write_jsonl(ctx.shard_path("trees.jsonl"), records)
         ctx.manifest.label_names = label_names
         ctx.manifest.notes = [
             f"model: {config.model}; data: {config.data} ({config.split}); AttAttr m = {config.steps}"
@@ -207,7 +207,7 @@ class LayerFlowJob(Job):
                         "capacity": capacity[i, :, :n].cpu().tolist(),
                     }
                 )
-        write_jsonl(ctx.path(f"flow.jsonl.rank{ctx.rank}.partial"), records)
+        write_jsonl(ctx.shard_path("flow.jsonl"), records)
         ctx.manifest.label_names = label_names
         ctx.manifest.notes = [
             f"model: {config.model}; data: {config.data} ({config.split}); iba: beta={config.iba.beta}, "

@@ -16,7 +16,7 @@ from attexp.config.schema import ClassifierRef, JobConfig, NeutralDefault, Paper
 from attexp.errors import AttexpError
 from attexp.evaluate.report import paper_comparison, paper_report
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
-from attexp.io.files import ResumableJsonlWriter, done_idx, read_jsonl, write_jsonl
+from attexp.io.files import done_idx, read_jsonl, read_shards, write_jsonl
 from attexp.io.records import DATASET
 from attexp.models.loading import resolve_device
 from attexp.runner import JobContext
@@ -87,15 +87,15 @@ def per_instance_pass(
 ) -> list[dict]:
     """The records `score(rows)` yields (a list per batch, one record per row with its `idx`) for every row of
     `source`, streamed to a resumable file and returned sorted by idx; a finished `name` (e.g. `head_scores.jsonl`)
-    is read as it is. Under torchrun every rank scores a fixed share of `source` into its own file
-    (`<name>.rank<r>.partial`) and every rank reads all of them; rank 0 then writes `name` as one process would."""
+    is read as it is. Under torchrun every rank scores its share of `source` (`ctx.share`) into its own shard file
+    (`ctx.shard_writer`) and every rank reads all of them; rank 0 then writes `name` as one process would."""
     if ctx.path(name).exists():  # finished by an earlier run that stopped later on
         return read_jsonl(ctx.path(name), required=fields)
-    done = done_idx(ctx.out_dir.glob(f"{name}*.partial"))
+    done = done_idx(ctx.shard_paths(name))
     ctx.barrier()  # every rank has seen what is done before any rank writes
-    writer = ResumableJsonlWriter(ctx.path(name if ctx.world_size == 1 else f"{name}.rank{ctx.rank}"))
+    writer = ctx.shard_writer(name)
     try:
-        todo = [row for row in source[ctx.rank :: ctx.world_size] if row["idx"] not in done | writer.done]
+        todo = [row for row in ctx.share(source) if row["idx"] not in done | writer.done]
         if done and ctx.is_main:
             log.info("%s: resuming, %d of %d instances done", ctx.config.name, len(done), len(source))
         for records in score(todo):
@@ -103,12 +103,8 @@ def per_instance_pass(
     finally:
         writer.close()
     ctx.barrier()  # every rank's share is on disk
-    partials = sorted(ctx.out_dir.glob(f"{name}*.partial"))
-    found: dict[int, dict] = {}
-    for path in partials:
-        for record in read_jsonl(path, required=fields):
-            found.setdefault(record["idx"], record)
-    ordered = [found[idx] for idx in sorted(found)]
+    partials = ctx.shard_paths(name)
+    ordered = read_shards(partials, required=fields)  # every rank reads all of them (an idx in two is refused)
     ctx.barrier()  # every rank has read them
     if ctx.is_main:
         write_jsonl(ctx.path(name), ordered)

@@ -104,7 +104,7 @@ class HeadPruningJob(Job):
 
         rows = rows_of(ctx, config, config.eval_split, config.eval_limit)
         split = ctx.world_size > 1  # every rank its share of the rows; the accuracies count all of them
-        mine = rows[ctx.rank :: ctx.world_size]
+        mine = ctx.share(rows)
         batches = H.Batches(mine, tokenizer, config.eval_batch_size, config.max_length, device)
         base = H.accuracy(model, batches, over_ranks=split)
         progress = config.progress and ctx.is_main

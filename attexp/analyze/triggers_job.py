@@ -93,7 +93,7 @@ class TriggersJob(Job):
 
         every = rows_of(ctx, config, config.eval_split, config.eval_limit)
         classes = sorted({int(r["label"]) for r in every})
-        rows = every[ctx.rank :: ctx.world_size]  # under torchrun this rank's share; the counts are summed
+        rows = ctx.share(every)  # under torchrun this rank's share; the counts are summed
         features = tokenize_rows(tokenizer, rows, config.max_length)
         labels = np.array([int(r["label"]) for r in rows])
 

@@ -115,12 +115,9 @@ class EvaluateJob(Job):
         if ctx.world_size > 1:  # this process's share of the model's work; `finish` scores everything
             if setup.scorer is not None:
                 shares.score_share(
-                    shares.shard_runs(setup.runs, ctx.rank, ctx.world_size),
-                    setup.metrics,
-                    setup.reference,
-                    setup.scorer,
+                    shares.share_runs(setup.runs, ctx.share), setup.metrics, setup.reference, setup.scorer
                 )
-                shares.save_share(shares.share_path(ctx.out_dir, ctx.rank), setup.scorer)
+                shares.save_share(ctx.shard_path(shares.SHARE_FILE), setup.scorer)
             return
         _score_and_write(config, ctx, setup, {})
 
@@ -130,9 +127,10 @@ class EvaluateJob(Job):
         if ctx.world_size == 1:
             return
         setup = _Setup.of(config, ctx)
-        shared = shares.load_shares(ctx.out_dir, setup.scorer) if setup.scorer is not None else {}
+        paths = ctx.shard_paths(shares.SHARE_FILE)
+        shared = shares.load_shares(paths, setup.scorer) if setup.scorer is not None else {}
         _score_and_write(config, ctx, setup, shared)
-        shares.remove_shares(ctx.out_dir)
+        shares.remove_shares(paths)
 
 
 @dataclass

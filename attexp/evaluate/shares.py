@@ -1,19 +1,21 @@
 """The model's work of an evaluate job split over processes: under torchrun every rank, in a job array every task
 (`--shard I/N`), scores its share of the instances with the faithfulness metrics, the part that runs the model.
 
-Each share keeps every probability its scorer computed in a share file (`scorer.rank<r>.npz`: the row keys and the
-probabilities; numpy arrays only, read without pickle). The process that finishes the job (rank 0, or the task
-that records the last shard) loads every share into its own scorer and scores all the instances as one process
-would: the rows a share ran cost no forward pass, so the tables, per-instance values and curves are those of one
-process (up to the float noise of other batch compositions, ~1e-7), and a row no share asked for (a metric whose
-perturbations depend on other instances) is simply run there. The evaluation cost in the manifest adds up the
-shares' passes and seconds.
+Each share keeps every probability its scorer computed in a share file (`scorer.npz.rank<r>.partial`, named like
+every shard file by `JobContext.shard_path`: the row keys and the probabilities; numpy arrays only, read without
+pickle). Unlike records, two shares may hold one key (the same perturbed input reached from two instances, e.g. every
+token masked): the files are a memo of the model's outputs, and equal keys carry equal probabilities. The process
+that finishes the job (rank 0, or the task that records the last shard) loads every share into its own scorer and
+scores all the instances as one process would: the rows a share ran cost no forward pass, so the tables, per-instance
+values and curves are those of one process (up to the float noise of other batch compositions, ~1e-7), and a row no
+share asked for (a metric whose perturbations depend on other instances) is simply run there. The evaluation cost in
+the manifest adds up the shares' passes and seconds.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +25,14 @@ from attexp.evaluate.base import Metric
 from attexp.evaluate.metric_table import Run
 from attexp.evaluate.model_scorer import ModelScorer
 
-SHARE_GLOB = "scorer.rank*.npz"
+SHARE_FILE = "scorer.npz"  # each share's part: `JobContext.shard_path(SHARE_FILE)`
 
 
-def share_path(folder: Path, rank: int) -> Path:
-    return Path(folder) / f"scorer.rank{rank}.npz"
-
-
-def shard_runs(runs: Sequence[Run], rank: int, world_size: int) -> list[Run]:
-    """Each run's records of share `rank` of `world_size`: the instances dealt round-robin by idx, the same idx to
-    the same share in every run (so a share scores the same instances of every explainer)."""
+def share_runs(runs: Sequence[Run], share: Callable[[list[int]], list[int]]) -> list[Run]:
+    """Each run's records of this process's share (`share`: `JobContext.share`) of the instances, dealt by idx, the
+    same idx to the same share in every run (so a share scores the same instances of every explainer)."""
     every = sorted({record["idx"] for _, _, records in runs for record in records})
-    mine = set(every[rank::world_size])
+    mine = set(share(every))
     return [(name, explainer, [r for r in records if r["idx"] in mine]) for name, explainer, records in runs]
 
 
@@ -67,10 +65,10 @@ def save_share(path: Path, scorer: ModelScorer) -> None:
     os.replace(tmp, path)
 
 
-def load_shares(folder: Path, scorer: ModelScorer) -> dict[str, Any]:
-    """Every share file of `folder` into `scorer`; returns the shares' summed cost (forward passes, rows, seconds)."""
+def load_shares(paths: Sequence[Path], scorer: ModelScorer) -> dict[str, Any]:
+    """Every share file into `scorer`; returns the shares' summed cost (forward passes, rows, seconds)."""
     cost = {"forward_passes": 0, "rows": 0, "seconds": 0.0, "shares": 0}
-    for path in sorted(Path(folder).glob(SHARE_GLOB)):
+    for path in paths:
         with np.load(path, allow_pickle=False) as data:
             flat, lengths = data["keys"].tobytes(), data["lengths"]
             ends = np.cumsum(lengths)
@@ -84,6 +82,6 @@ def load_shares(folder: Path, scorer: ModelScorer) -> dict[str, Any]:
     return cost
 
 
-def remove_shares(folder: Path) -> None:
-    for path in Path(folder).glob(SHARE_GLOB):
+def remove_shares(paths: Sequence[Path]) -> None:
+    for path in paths:
         path.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from attexp.io.artifacts import CONFIG, MANIFEST, finish_manifest
+from attexp.io.artifacts import CONFIG, MANIFEST, finish_manifest, shard_file, shard_files
 from attexp.io.files import merge_partials, read_jsonl, write_json, write_jsonl
 from attexp.io.manifests import ExplanationCost, ExplanationsManifest
 from attexp.io.records import EXPLANATIONS
@@ -20,15 +20,10 @@ from attexp.io.records import EXPLANATIONS
 RECORDS = EXPLANATIONS.files[0]  # records.jsonl
 
 
-def shard_files(folder: Path) -> list[Path]:
-    """The shard files of a running (or interrupted) explain job in `folder`."""
-    return sorted(Path(folder).glob(f"{RECORDS}.rank*.partial"))
-
-
 def finish_records(folder: Path, manifest: ExplanationsManifest) -> int:
     """Merge the shard files of `folder` into `records.jsonl` (sorted by idx; an idx in two shards is an error)
     and record its count and cost totals in `manifest`. Returns the number of records."""
-    n = merge_partials(Path(folder) / RECORDS, shard_files(folder))
+    n = merge_partials(Path(folder) / RECORDS, shard_files(folder, RECORDS))
     manifest.cost = ExplanationCost.of(read_jsonl(Path(folder) / RECORDS))
     manifest.counts = {**manifest.counts, "records": n}
     return n
@@ -42,7 +37,7 @@ def save_records(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / CONFIG, config)
-    write_jsonl(folder / f"{RECORDS}.rank0.partial", records)
+    write_jsonl(shard_file(folder, RECORDS, 0), records)
     finish_records(folder, manifest)
     finish_manifest(manifest, folder, EXPLANATIONS.files, 0.0, 1)
     write_json(folder / MANIFEST, manifest.to_json())

@@ -25,9 +25,9 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from attexp import distributed as dist
 from attexp.config.schema import ClassifierRef, ComponentConfig, JobConfig, NeutralDefault, Registered, Upstream
-from attexp.explain.artifact import RECORDS, finish_records, shard_files
+from attexp.explain.artifact import RECORDS, finish_records
 from attexp.explain.batching import explain_rows, text_length
-from attexp.io.files import ResumableJsonlWriter, done_idx
+from attexp.io.files import done_idx
 from attexp.io.records import DATASET, EXPLANATIONS
 from attexp.models.inputs import count_truncated
 from attexp.models.loading import label_names_of, resolve_device
@@ -103,14 +103,13 @@ class ExplainJob(Job):
         ctx.barrier()
         # Resume: each rank recovers its own shard file, then all read every shard (of this or an earlier run,
         # whatever its number of processes) to skip what is done, before anyone writes.
-        writer = ResumableJsonlWriter(ctx.path(f"{RECORDS}.rank{ctx.rank}"))
+        writer = ctx.shard_writer(RECORDS)
         ctx.barrier()
-        done, next_batch = _scan(shard_files(ctx.out_dir))
+        done, next_batch = _scan(ctx.shard_paths(RECORDS))
         ctx.barrier()
         remaining = [r for r in rows if r["idx"] not in done]
-        # Shard: deal the rows round-robin in length order (a fixed share per rank or array task, whoever runs
-        # first and whatever is done), so every shard gets a similar mix of lengths; done ones are skipped.
-        mine = [r for r in sorted(rows, key=text_length)[ctx.rank :: ctx.world_size] if r["idx"] not in done]
+        # This process's share, dealt in length order (every share gets a similar mix of lengths); done ones skipped.
+        mine = [r for r in ctx.share(rows, key=text_length) if r["idx"] not in done]
         if done and ctx.is_main:
             log.info("%s: resuming, %d of %d instances done", config.name, len(done), len(rows))
         try:

@@ -5,7 +5,10 @@ Layout::
     <base>/<stage folder>/<job name>/config.json     the resolved job config
                                      manifest.json   provenance and status (`attexp.io.manifests`)
                                      ...             the stage's data files
-    <base>/<stage folder>/.<job name>.lock           held while a run writes the folder
+                                     <file>.rank<i>.partial  share i's part of <file> while the job runs
+                                                     (`shard_file`; merged into <file> when it finishes)
+    <base>/<stage folder>/.<job name>.lock           the job's lock (`lock_path`; see attexp.runner)
+    <base>/<stage folder>/.<job name>.shard<i>.lock  held while array task i runs its share (`shard_lock_path`)
 
 The stage folders are `FOLDERS`; each job declares which one it writes (`Job.folder`): download -> data/; train,
 distill and train_agent -> models/; explain -> explanations/; evaluate, head_pruning and triggers -> logs/;
@@ -49,7 +52,24 @@ def job_dir(base: Path, folder: str, name: str) -> Path:
 
 
 def lock_path(base: Path, folder: str, name: str) -> Path:
+    """The lock of job `name` (`attexp.runner`): held by whoever starts, records or finishes the job."""
     return Path(base) / folder / f".{name}.lock"
+
+
+def shard_lock_path(base: Path, folder: str, name: str, index: int) -> Path:
+    """The lock an array task holds while it runs share `index` of job `name`, so two tasks never run one share."""
+    return Path(base) / folder / f".{name}.shard{index}.lock"
+
+
+def shard_file(folder: Path, name: str, index: int) -> Path:
+    """`<folder>/<name>.rank<index>.partial`: share `index`'s part of the job file `name` (a rank's under torchrun,
+    an array task's with --shard); every data-parallel stage names its shard files this way."""
+    return Path(folder) / f"{name}.rank{index}.partial"
+
+
+def shard_files(folder: Path, name: str) -> list[Path]:
+    """Every shard file of the job file `name` in `folder` (of this run or an interrupted earlier one)."""
+    return sorted(Path(folder).glob(f"{name}.rank*.partial"))
 
 
 def cache_dir_of(base_dir: Path) -> Path:

@@ -10,7 +10,6 @@ sorts by `idx` and renames the partial file into place.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import tempfile
@@ -124,9 +123,9 @@ class ResumableJsonlWriter:
     it rewrites them sorted by idx into `path` atomically and removes the partial file.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, partial: Path | None = None) -> None:
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial = Path(partial) if partial is not None else self.path.with_name(self.path.name + ".partial")
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[int] = set()
         self._recover()
@@ -188,20 +187,33 @@ def done_idx(paths: Iterable[Path]) -> set[int]:
     return done
 
 
-def merge_partials(path: Path, partials: Sequence[Path]) -> int:
-    """Merge shard files (e.g. one per rank) into `path`, sorted by idx, atomically; remove them; return the count.
+def read_shards(partials: Sequence[Path], required: Sequence[str] = ()) -> list[dict]:
+    """The records of a job's shard files (one per rank or array task), sorted by idx.
 
-    Raises when an idx appears in two shards: that would mean two processes explained one instance.
+    The one duplicate policy of every merge: an idx in two shard files is refused (two processes did one instance,
+    which the fixed shares of `attexp.distributed.share_of` rule out), never silently kept once.
     """
     records: list[dict] = []
+    origin: dict[int, Path] = {}
     for partial in partials:
-        if Path(partial).exists():
-            records += read_jsonl(partial)
+        if not Path(partial).exists():
+            continue
+        for record in read_jsonl(partial, required):
+            if record["idx"] in origin:
+                raise AttexpError(
+                    f"idx {record['idx']} is in two shard files ({origin[record['idx']].name} and {Path(partial).name} "
+                    f"in {Path(partial).parent}): two processes did one instance. Rerun the job with --force."
+                )
+            origin[record["idx"]] = Path(partial)
+            records.append(record)
     records.sort(key=lambda r: r["idx"])
-    for a, b in itertools.pairwise(records):
-        if a["idx"] == b["idx"]:
-            raise AttexpError(f"idx {a['idx']} is in two shard files of {path}; rerun the job with --force.")
-    n = write_jsonl(path, records)
+    return records
+
+
+def merge_partials(path: Path, partials: Sequence[Path], required: Sequence[str] = ()) -> int:
+    """Merge shard files into `path`, sorted by idx, atomically (`read_shards`: a duplicate idx is refused); remove
+    them; return the count."""
+    n = write_jsonl(path, read_shards(partials, required))
     for partial in partials:
         Path(partial).unlink(missing_ok=True)
     return n

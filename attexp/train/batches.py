@@ -72,11 +72,12 @@ class LengthBucketSampler(Sampler[list[int]]):
     `fit` calls at every epoch start, so a resumed run sees the same order as an uninterrupted one), sorts
     each chunk by length, and shuffles the order of the resulting batches. Evaluation: sorted by length.
 
-    Data-parallel (`world_size` > 1): every rank draws the same global batches of `batch_size` rows and takes
-    its share of each (rows `rank::world_size`), so the global batch is the config's `batch_size` split over the
-    ranks and DDP's averaged gradient is the one-process gradient of that batch (exactly when the ranks' shares
-    are equal in size). In training, a last global batch with fewer rows than ranks is dropped (every rank must
-    step together); in evaluation a rank whose share of a batch is empty skips it (the metrics are all-reduced).
+    Data-parallel (`world_size` > 1): every rank draws the same global batches of `batch_size` rows and takes its
+    share of each (`attexp.distributed.share_of`, the rule every split follows), so the global batch is the config's
+    `batch_size` split over the ranks and DDP's averaged gradient is the one-process gradient of that batch (exactly
+    when the ranks' shares are equal in size). In training, a last global batch with fewer rows than ranks is
+    dropped (every rank must step together); in evaluation a rank whose share of a batch is empty skips it (the
+    metrics are all-reduced).
     """
 
     def __init__(
@@ -123,7 +124,7 @@ class LengthBucketSampler(Sampler[list[int]]):
             return batches
         if self.shuffle:
             batches = [b for b in batches if len(b) >= self.world_size]
-        return [share for b in batches if (share := b[self.rank :: self.world_size])]
+        return [share for b in batches if (share := dist.share_of(b, self.rank, self.world_size))]
 
     def __iter__(self):
         return iter(self._shares())
