@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list[str], args) -> int:
-    from attexp import job_arrays
     from attexp.config.loader import load_config
-    from attexp.runner import prepare, run_plan
+    from attexp.runner import Launch, prepare, run_plan
 
     try:
         shard = _shard(args)
+        launch = Launch.of(shard, args.merge)
         plan = load_config(config, base_dir=base_dir, ext_vars=ext_vars, overrides=overrides)
-        prepared = job_arrays.prepare_array(plan, base_dir) if shard else prepare(plan, base_dir, args.force)
+        prepared = prepare(plan, base_dir, args.force, array=launch.mode == "shard")
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -138,12 +138,7 @@ def _run(config: Path, base_dir: Path, ext_vars: dict[str, str], overrides: list
         return 0
     _quiet_libraries()
     try:
-        if args.merge:
-            outputs = job_arrays.merge(plan, base_dir)
-        elif shard is not None:
-            outputs = job_arrays.run_shard(plan, base_dir, shard)
-        else:
-            outputs = run_plan(plan, base_dir, force=args.force)
+        outputs = run_plan(plan, base_dir, launch, force=args.force)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -195,18 +190,17 @@ def what_to_open(outputs: list[Path]) -> list[Path]:
 
 
 def runs_on(job_cls, shard: dist.Shard | None = None) -> str:
-    """Where a job's work runs: on every rank under torchrun, on the shards of a job array, or on rank 0 alone."""
+    """Where a job's work runs (`Job.splits`): on every rank under torchrun and on the shards of a job array, on
+    every rank only, or on rank 0 alone; with the reason the job declares when it does not split its instances."""
+    from attexp.runner import Splits
+
     if shard is not None:
         return f"shard {shard} of its instances (array task)"
-    parts = []
-    if job_cls.distributed:
-        parts.append("all ranks under torchrun (each a share of the work)")
-    else:
-        why = f": {job_cls.rank_zero_because}" if job_cls.rank_zero_because else ""
-        parts.append(f"rank 0 only under torchrun (the other ranks wait{why})")
-    if job_cls.shardable:
-        parts.append("or the shards of a job array (--shard I/N)")
-    return " ".join(parts)
+    if job_cls.splits is Splits.INSTANCES:
+        return "all ranks under torchrun (each a share of the work) or the shards of a job array (--shard I/N)"
+    if job_cls.splits is Splits.RANKS:
+        return f"all ranks under torchrun, not as a job array: {job_cls.splits_because}"
+    return f"rank 0 only under torchrun (the other ranks wait: {job_cls.splits_because})"
 
 
 def describe(plan, prepared, base_dir: Path, shard: dist.Shard | None = None) -> str:

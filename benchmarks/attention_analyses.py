@@ -50,14 +50,14 @@ def main() -> None:
     explainer = AttentionAttribution(AttAttrConfig(steps=args.steps, return_maps=True), model, tokenizer, {})
 
     sizes = sorted({int(x) for x in args.batch_sizes.split(",")}, reverse=True)
-    groups = H.Batches(rows[: args.instances], tokenizer, sizes[0], 128, device)  # length-sorted groups
+    groups = H.Batches(rows[: args.instances], model, tokenizer, sizes[0], 128, device)  # length-sorted groups
     seconds = {size: 0.0 for size in sizes}
     difference = 0.0
     for number, chunk in enumerate(groups.rows):
         results = {}
         order = sizes[number % len(sizes) :] + sizes[: number % len(sizes)]  # rotate who goes first
         for size in order:
-            batches = H.Batches(chunk, tokenizer, size, 128, device)
+            batches = H.Batches(chunk, model, tokenizer, size, 128, device)
             began = time.perf_counter()
             by_idx = {}
             for batch, batch_rows in zip(batches.batches, batches.rows, strict=True):
@@ -70,7 +70,7 @@ def main() -> None:
     encoder = Encoder(model)
     layers, heads = encoder.num_layers, encoder.num_heads
     masked = H.mask_of(H.random_order(layers, heads, 0), layers * heads // 2, layers, heads)
-    evaluation = H.Batches(rows[: args.eval_instances], tokenizer, 64, 128, device)
+    evaluation = H.Batches(rows[: args.eval_instances], model, tokenizer, 64, 128, device)
     timing = {"plain": 0.0, "head mask (50%)": 0.0}
     for number, batch in enumerate(evaluation.batches):
         for name in ["plain", "head mask (50%)"] if number % 2 == 0 else ["head mask (50%)", "plain"]:

@@ -60,7 +60,9 @@ def main() -> None:
     rows = read_jsonl(data_dir / f"{config['eval_split']}.jsonl")
     if config.get("eval_limit"):
         rows = rows[: config["eval_limit"]]
-    batches = H.Batches(rows, tokenizer, config.get("eval_batch_size", 64), config["max_length"], torch.device("cpu"))
+    batches = H.Batches(
+        rows, model, tokenizer, config.get("eval_batch_size", 64), config["max_length"], torch.device("cpu")
+    )
 
     maxima = scores(folder, "attattr")  # [N, L, heads]
     importance = {

@@ -26,7 +26,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_M
 PAUSED_RUN = """
 import sys, time
 from pathlib import Path
-import attexp.runner as runner
+import attexp.runner.launch as runner
 original = runner._claim
 def paused(*args, **kwargs):
     Path(sys.argv[3]).touch()  # decided, about to take the lock

@@ -186,7 +186,7 @@ def test_orders_counts_and_normalisation():
 def test_zero_rate_reproduces_the_accuracy_and_full_rate_masks_everything(tiny):
     model, tokenizer, _ = tiny
     rows = sentences(30, 0)
-    batches = H.Batches(rows, tokenizer, batch_size=7, max_length=32, device=torch.device("cpu"))
+    batches = H.Batches(rows, model, tokenizer, batch_size=7, max_length=32, device=torch.device("cpu"))
     with torch.no_grad():
         enc = tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
         reference = (model(**enc).logits.argmax(-1) == torch.tensor([r["label"] for r in rows])).float().mean()
@@ -250,7 +250,7 @@ def test_head_pruning_job_measures_only_the_orders_asked_for(tmp_path, run_cli):
 
     model, tokenizer = load_classifier(base / "models" / "t.train" / "model")
     rows = [json.loads(line) for line in (base / "data" / "t.data" / "validation.jsonl").read_text().splitlines()]
-    batches = H.Batches(rows[:10], tokenizer, 8, 32, "cpu")
+    batches = H.Batches(rows[:10], model, tokenizer, 8, 32, "cpu")
     by_hand = sum(H.taylor_head_scores(Encoder(model), b, "official").sum(dim=0) for b in batches.batches)
     torch.testing.assert_close(torch.tensor(metrics["importance"]["taylor"]), H.normalise_per_layer(by_hand))
     # the default criterion leaves a job's config hash as it was before the key existed
@@ -283,7 +283,7 @@ def test_head_pruning_job_writes_records_table_and_plot(tmp_path, run_cli):
 
     model, tokenizer = load_classifier(base / "models" / "t.train" / "model")
     rows = [json.loads(line) for line in (base / "data" / "t.data" / "test.jsonl").read_text().splitlines()]
-    batches = H.Batches(rows, tokenizer, 64, 32, "cpu")
+    batches = H.Batches(rows, model, tokenizer, 64, 32, "cpu")
     encoder_layers, encoder_heads = 2, 4
     draws = {f"s{k}": H.random_order(encoder_layers, encoder_heads, 42 + k) for k in range(5)}
     each = np.array(list(H.pruning_curves(model, batches, draws, config["rates"]).values()))  # [5, rates]

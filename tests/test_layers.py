@@ -20,7 +20,7 @@ LAYERS = [
     {"attexp.config"},
     {"attexp.tracking", "attexp.distributed", "attexp.plots"},
     {"attexp.models"},
-    {"attexp.runner", "attexp.job_arrays"},
+    {"attexp.runner"},
     {"attexp.data"},
     {"attexp.train"},
     {"attexp.explain"},

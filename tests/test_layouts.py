@@ -1,4 +1,4 @@
-"""Every layout of `attexp.models.encoder` (the BERT family, the Llama-style decoders, ModernBERT), table-driven over
+"""Every layout of `attexp.models.layouts` (the BERT family, the Llama-style decoders, ModernBERT), table-driven over
 `tiny.LAYOUT_CASES`: a tiny random model per case, each checked against the model's own computation.
 
 - the encoder reproduces the model's logits (eager and sdpa), the attention it records is the model's own
@@ -27,7 +27,8 @@ from attexp.analyze.heads import head_mask
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.attention import ALTI, ALTIConfig, RawAttention, RawAttentionConfig, Rollout, RolloutConfig
 from attexp.explain.attention import decompose as alti_decompose
-from attexp.models.encoder import LAYOUTS, Encoder
+from attexp.models.encoder import Encoder
+from attexp.models.layouts import LAYOUTS
 from attexp.registry import EXPLAINERS
 
 transformers.logging.set_verbosity_error()
@@ -305,6 +306,52 @@ def test_a_decoder_without_a_config_pad_id_takes_the_tokenizers_and_without_any_
     tokenizer.pad_token = None
     with pytest.raises(AttexpError, match="neither its config nor its tokenizer has a pad token.*eos_token"):
         list(explain_rows(explainer, model, tokenizer, rows, **settings))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_where_the_head_reads_has_one_answer_from_the_layout(case):
+    """`head_reads` (what padding, the explainers' read rows and the trainer follow) is the layout's answer, and the
+    pad id of a batch follows from it: a decoder's config pad id, an encoder's tokenizer's."""
+    from attexp.models.inputs import batch_pad_id, reads_last_token
+    from attexp.models.layouts import head_reads
+
+    model, tokenizer, _ = setup(case)
+    assert head_reads(model) == Encoder(model).reads
+    assert reads_last_token(model) == (LAYOUT_CASES[case][0] in {"llama", "qwen2", "qwen3", "mistral", "gemma"})
+    model.config.pad_token_id = 1  # differs from the tokenizer's: only a head that reads the last token follows it
+    assert batch_pad_id(model, tokenizer) == (1 if reads_last_token(model) else tokenizer.pad_token_id)
+
+
+def test_a_classifier_of_no_layout_reads_where_its_head_type_says():
+    gpt2 = transformers.GPT2ForSequenceClassification(
+        transformers.GPT2Config(vocab_size=20, n_embd=16, n_layer=1, n_head=2, n_positions=32, pad_token_id=0)
+    )
+    from attexp.models.layouts import head_reads
+
+    assert head_reads(gpt2) == "last"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nan_logits_of_a_sliding_window_decoder_in_float64_are_refused_with_the_fix(dtype):
+    """transformers' eager attention gives a right-padded text of a sliding-window decoder NaN logits in float64 (a
+    padded position that sees only padding); `attexp.explain` refuses them, naming the cause and the fix, rather
+    than writing NaN predictions and a target chosen from them. float32 gives finite records equal to each text
+    alone."""
+    import attexp
+    from attexp.errors import AttexpError
+
+    tokenizer = tokenizer_for("mistral")
+    model = tiny_classifier("mistral", len(tokenizer.vocab)).to(dtype)
+    texts = ["the good film " * 4 + "plot", "good"]  # the short one is padded beyond the window of 3
+    if dtype == torch.float64:
+        with pytest.raises(AttexpError, match=r"idx \[1\].*sliding-window decoder in float64.*float32 or bfloat16"):
+            attexp.explain(model, tokenizer, texts, "saliency", max_length=32, device="cpu")
+        return
+    records = attexp.explain(model, tokenizer, texts, "saliency", max_length=32, device="cpu").records
+    for record in records:
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([record["input_ids"]])).logits[0].softmax(-1)
+        torch.testing.assert_close(torch.tensor(record["predictions"]), alone, atol=1e-5, rtol=1e-4)
 
 
 def test_long_inputs_are_cut_into_passes_that_fit_and_give_the_same_lig():

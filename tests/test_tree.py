@@ -257,3 +257,85 @@ def test_attribution_trees_on_two_torchrun_ranks_equal_one_process(analysed, tmp
     manifest = json.loads((folder / "t.tree.two" / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["counts"]["instances"] == 5
     assert not list((folder / "t.tree.two").glob("*.partial"))
+
+
+def _records(folder: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / name).read_text().splitlines()]
+
+
+def test_the_analyses_as_array_tasks_one_killed_and_rerun_equal_one_process(analysed, tmp_path, run_cli):
+    """attribution_tree and layer_flow as a job array (`--shard I/N`, no rendezvous): task 1 first, task 0 killed
+    once it has claimed its share and then rerun; the task that records the last share merges. Trees equal one
+    process's; layer flow (IBA samples noise, seeded per share) equals the same array run in the other order."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    models = {"model": "t.train", "data": "t.data", "max_length": 32}
+    jobs = {
+        "tree": {"job": "attribution_tree", "instances": [3, 1, 0, 2, 5], "steps": 3, **models},
+        "flow": {"job": "layer_flow", "instances": [0, 1, 4], "iba": {"type": "iba", "steps": 3}, **models},
+    }
+    for kind, job in jobs.items():
+        for name in ("one", "arr", "rev"):
+            (tmp_path / f"{kind}.{name}.json").write_text(json.dumps({**job, "name": f"t.{kind}.{name}"}))
+    folder = analysed / "visualizations"
+    code, _, err = run_cli(tmp_path / "tree.one.json", "--base-dir", analysed)
+    assert code == 0, err
+
+    for kind in jobs:
+        config = tmp_path / f"{kind}.arr.json"
+        out = folder / f"t.{kind}.arr"
+        code, _, err = run_cli(config, "--base-dir", analysed, "--shard", "1/2")
+        assert code == 0, err
+        assert json.loads((out / "manifest.json").read_text())["shards_done"] == [1]
+        cmd = [sys.executable, "run_job.py", str(config), "--base-dir", str(analysed), "--shard", "0/2"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "job.shard0.log").exists():
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "running" and manifest["shards_done"] == [1]
+        code, _, err = run_cli(config, "--base-dir", analysed, "--shard", "0/2")  # the killed task, rerun
+        assert code == 0, err
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] == "finished" and manifest["world_size"] == 2 and manifest["shards"] == 2
+        assert manifest["counts"]["instances"] == len(jobs[kind]["instances"])
+        assert not list(out.glob("*.partial")), "shards merged and removed"
+        for task in ("0/2", "1/2"):  # the same array in the other order
+            code, _, err = run_cli(tmp_path / f"{kind}.rev.json", "--base-dir", analysed, "--shard", task)
+            assert code == 0, err
+
+    one, arr = _records(folder / "t.tree.one", "trees.jsonl"), _records(folder / "t.tree.arr", "trees.jsonl")
+    assert [r["idx"] for r in arr] == [0, 1, 2, 3, 5] == [r["idx"] for r in one]
+    for x, y in zip(one, arr, strict=True):
+        assert (x["tokens"], x["root"]) == (y["tokens"], y["root"])
+        assert [(e["layer"], e["parent"], e["child"]) for e in x["edges"]] == [
+            (e["layer"], e["parent"], e["child"]) for e in y["edges"]
+        ]
+        assert [e["weight"] for e in x["edges"]] == pytest.approx([e["weight"] for e in y["edges"]], abs=1e-5)
+    arr, rev = _records(folder / "t.flow.arr", "flow.jsonl"), _records(folder / "t.flow.rev", "flow.jsonl")
+    assert [r["idx"] for r in arr] == [0, 1, 4] == [r["idx"] for r in rev]
+    for x, y in zip(arr, rev, strict=True):
+        np.testing.assert_allclose(np.array(x["scores"]), np.array(y["scores"]), atol=1e-6)
+
+
+def test_a_started_array_finished_by_one_process_merges_no_stale_share(analysed, tmp_path, run_cli):
+    """A tree job started as an array (task 1 of 2 done) and then run as one process: the job keeps nothing of a
+    partial run, so task 1's shard file is dropped rather than met as a second copy of its instances at the merge."""
+    job = {"job": "attribution_tree", "name": "t.tree.mixed", "instances": [3, 1, 0], "steps": 3}
+    config = tmp_path / "mixed.json"
+    config.write_text(json.dumps({**job, "model": "t.train", "data": "t.data", "max_length": 32}))
+    out = analysed / "visualizations" / "t.tree.mixed"
+    assert run_cli(config, "--base-dir", analysed, "--shard", "1/2")[0] == 0
+    assert (out / "trees.jsonl.rank1.partial").exists()
+    code, _, err = run_cli(config, "--base-dir", analysed)
+    assert code == 0, err
+    assert [r["idx"] for r in _records(out, "trees.jsonl")] == [0, 1, 3]
+    assert not list(out.glob("*.partial"))

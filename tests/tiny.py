@@ -46,7 +46,7 @@ LAYOUT_CASES: dict[str, tuple[str, dict]] = {
     ),
 }
 """One tiny configuration per architecture the inside-the-model explainers read (a layout of
-`attexp.models.encoder`, with its variants: grouped-query attention, sliding windows, mean pooling). Adding a layout
+`attexp.models.layouts`, with its variants: grouped-query attention, sliding windows, mean pooling). Adding a layout
 is one entry here; tests/test_layouts.py runs every case."""
 
 

@@ -48,7 +48,7 @@ from attexp import distributed as dist
 from attexp.errors import AttexpError
 from attexp.explain.attattr import AttentionAttribution
 from attexp.models.encoder import Encoder
-from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
+from attexp.models.inputs import Batch, batch_pad_id, length_sorted_batches, pad_features, tokenize_rows
 
 ORDERS = ("attattr", "taylor", "random")
 TAYLOR_DEFINITIONS = ("michel", "official")
@@ -190,12 +190,14 @@ class Batches:
 
     Each batch's targets are the rows' gold labels. `labels` [N] follow the batches' order (`order[k]` is the
     row of the k-th instance), so accuracy is a comparison of concatenated predictions with `labels`.
-    `features` (token ids per row, e.g. with a trigger inserted) replaces tokenising the rows' text.
+    `features` (token ids per row, e.g. with a trigger inserted) replaces tokenising the rows' text. Batches pad
+    with `model`'s pad id (`batch_pad_id`: a decoder's head skips exactly its config's pad id).
     """
 
     def __init__(
         self,
         rows: Sequence[dict],
+        model: Any,
         tokenizer: Any,
         batch_size: int,
         max_length: int,
@@ -204,11 +206,12 @@ class Batches:
     ) -> None:
         features = features if features is not None else tokenize_rows(tokenizer, rows, max_length)
         chunks = length_sorted_batches([len(f["input_ids"]) for f in features], batch_size)
+        pad = batch_pad_id(model, tokenizer)
         self.order = [i for chosen in chunks for i in chosen]
         self.batches: list[Batch] = []
         self.rows: list[list[dict]] = []
         for chosen in chunks:
-            ids, mask, types = pad_features([features[i] for i in chosen], pad_id(tokenizer))
+            ids, mask, types = pad_features([features[i] for i in chosen], pad)
             labels = torch.tensor([int(rows[i]["label"]) for i in chosen], dtype=torch.long)
             self.batches.append(Batch(ids, mask, types, labels).to(device))
             self.rows.append([rows[i] for i in chosen])

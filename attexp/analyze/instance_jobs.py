@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from attexp import distributed as dist
 from attexp.analyze import flow as F
 from attexp.analyze import trees as T
 from attexp.analyze.heads import Batches
@@ -34,10 +33,10 @@ from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.explain.bottleneck import IBAConfig
 from attexp.io.files import read_jsonl, write_jsonl
 from attexp.io.records import ATTRIBUTION_TREE, DATASET, LAYER_FLOW
-from attexp.models.encoder import ENCODER_MODEL_TYPES, INSIDE_MODEL_TYPES
-from attexp.models.loading import label_names_of, resolve_device
+from attexp.models.layouts import ENCODER_MODEL_TYPES, INSIDE_MODEL_TYPES
+from attexp.models.loading import label_names_of
 from attexp.registry import JOBS
-from attexp.runner import Job, JobContext
+from attexp.runner import Job, JobContext, Splits
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class LayerFlowConfig(_InstancesConfig):
 
 
 def _load(config: _InstancesConfig, ctx: JobContext):
-    device = dist.rank_device(resolve_device(config.device))
+    device = ctx.device
     model, tokenizer = ctx.classifier(config.model, device=device)
     rows = ctx.upstream(config.data).read(DATASET, f"{config.split}.jsonl")
     if config.instances is None:
@@ -88,7 +87,7 @@ def _load(config: _InstancesConfig, ctx: JobContext):
             )
         chosen = [by_idx[i] for i in config.instances]
     chosen = ctx.share(chosen)  # this process's share (`finish` merges the shards)
-    batches = Batches(chosen, tokenizer, config.batch_size, config.max_length, device)
+    batches = Batches(chosen, model, tokenizer, config.batch_size, config.max_length, device)
     label_names = ctx.upstream(config.data).manifest.label_names
     if not isinstance(config.model, str):  # a model of its own names its own classes
         label_names = label_names_of(model)
@@ -120,7 +119,7 @@ class AttributionTreeJob(Job):
     schema = ATTRIBUTION_TREE
     folder = "visualizations"
     resumable = False
-    distributed = True  # under torchrun each rank a share of the instances; `finish` merges them
+    splits = Splits.INSTANCES  # each process a share of the instances; `finish` merges them
 
     @classmethod
     def finish(cls, config: AttributionTreeConfig, ctx: JobContext) -> None:
@@ -176,7 +175,7 @@ class LayerFlowJob(Job):
     schema = LAYER_FLOW
     folder = "visualizations"
     resumable = False
-    distributed = True  # under torchrun each rank a share of the instances (IBA samples noise: per-rank seeds)
+    splits = Splits.INSTANCES  # each process a share of the instances (IBA samples noise: per-process seeds)
 
     @classmethod
     def finish(cls, config: LayerFlowConfig, ctx: JobContext) -> None:

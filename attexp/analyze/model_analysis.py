@@ -11,14 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from attexp import distributed as dist
 from attexp.config.schema import ClassifierRef, JobConfig, NeutralDefault, PaperNumbers, Upstream
-from attexp.errors import AttexpError
 from attexp.evaluate.report import paper_comparison, paper_report
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.io.files import done_idx, read_jsonl, read_shards, write_jsonl
 from attexp.io.records import DATASET
-from attexp.models.loading import resolve_device
 from attexp.runner import JobContext
 
 log = logging.getLogger(__name__)
@@ -60,11 +57,8 @@ def number(value: float) -> int | float:
 
 
 def setup(config: AnalysisConfig, ctx: JobContext):
-    device = dist.rank_device(resolve_device(config.device))
-    model, tokenizer = ctx.classifier(config.model, device=device)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and config.max_length > limit:
-        raise AttexpError(f"max_length={config.max_length} exceeds the model's max_position_embeddings={limit}.")
+    device = ctx.device
+    model, tokenizer = ctx.classifier(config.model, device=device)  # max_length: checked by the plan
     return device, model, tokenizer
 
 

@@ -38,9 +38,10 @@ from attexp.config.schema import NeutralDefault
 from attexp.evaluate.report import format_table
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import HEAD_PRUNING
-from attexp.models.encoder import INSIDE_MODEL_TYPES, Encoder
+from attexp.models.encoder import Encoder
+from attexp.models.layouts import INSIDE_MODEL_TYPES
 from attexp.registry import JOBS
-from attexp.runner import Job, JobContext
+from attexp.runner import Job, JobContext, Splits
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,11 @@ class HeadPruningJob(Job):
 
     schema = HEAD_PRUNING
     folder = "logs"
-    distributed = True  # under torchrun: each rank scores a share of the importance instances and of the evaluation
+    splits = Splits.RANKS  # under torchrun: each rank scores a share of the importance instances and of the evaluation
+    splits_because = (
+        "the accuracy at every pruning rate sums the ranks' counts (an all-reduce per rate and order), which needs "
+        "torchrun's process group"
+    )
 
     def run(self, config: HeadPruningConfig, ctx: JobContext) -> None:
         device, model, tokenizer = setup(config, ctx)
@@ -105,7 +110,7 @@ class HeadPruningJob(Job):
         rows = rows_of(ctx, config, config.eval_split, config.eval_limit)
         split = ctx.world_size > 1  # every rank its share of the rows; the accuracies count all of them
         mine = ctx.share(rows)
-        batches = H.Batches(mine, tokenizer, config.eval_batch_size, config.max_length, device)
+        batches = H.Batches(mine, model, tokenizer, config.eval_batch_size, config.max_length, device)
         base = H.accuracy(model, batches, over_ranks=split)
         progress = config.progress and ctx.is_main
         curves = H.pruning_curves(model, batches, orders, config.rates, progress=progress, over_ranks=split)
@@ -206,7 +211,7 @@ class HeadPruningJob(Job):
         explainer = attattr_of(config, model, tokenizer) if "attattr" in config.orders else None
 
         def score(todo: list[dict]) -> Iterator[list[dict]]:
-            batches = H.Batches(todo, tokenizer, config.batch_size, config.max_length, device)
+            batches = H.Batches(todo, model, tokenizer, config.batch_size, config.max_length, device)
             bar = tqdm(
                 total=len(todo), desc="head importance", unit="row", disable=not (config.progress and ctx.is_main)
             )

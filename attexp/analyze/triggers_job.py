@@ -37,10 +37,10 @@ from attexp.analyze.model_analysis import (
 from attexp.evaluate.report import format_table
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import TRIGGERS
-from attexp.models.encoder import INSIDE_MODEL_TYPES
 from attexp.models.inputs import structural_ids, tokenize_rows
+from attexp.models.layouts import INSIDE_MODEL_TYPES
 from attexp.registry import JOBS
-from attexp.runner import Job, JobContext
+from attexp.runner import Job, JobContext, Splits
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,11 @@ class TriggersJob(Job):
 
     schema = TRIGGERS
     folder = "logs"
-    distributed = True  # under torchrun: a share of the source patterns and of the evaluation rows per rank
+    splits = Splits.RANKS  # under torchrun: a share of the source patterns and of the evaluation rows per rank
+    splits_because = (
+        "each trigger's accuracy sums the ranks' per-class counts (an all-reduce per trigger), which needs torchrun's "
+        "process group"
+    )
 
     def run(self, config: TriggersConfig, ctx: JobContext) -> None:
         device, model, tokenizer = setup(config, ctx)
@@ -199,7 +203,7 @@ class TriggersJob(Job):
         explainer = attattr_of(config, model, tokenizer)
 
         def score(todo: list[dict]) -> Iterator[list[dict]]:
-            batches = H.Batches(todo, tokenizer, config.batch_size, config.max_length, device)
+            batches = H.Batches(todo, model, tokenizer, config.batch_size, config.max_length, device)
             bar = tqdm(total=len(todo), desc="patterns", unit="row", disable=not (config.progress and ctx.is_main))
             for batch, rows in zip(batches.batches, batches.rows, strict=True):
                 labels = batch.targets
@@ -231,7 +235,9 @@ class TriggersJob(Job):
 
     @staticmethod
     def _predict(model, tokenizer, rows, features, config, device) -> np.ndarray:
-        batches = H.Batches(rows, tokenizer, config.eval_batch_size, config.max_length, device, features=features)
+        batches = H.Batches(
+            rows, model, tokenizer, config.eval_batch_size, config.max_length, device, features=features
+        )
         predicted = H.predictions(model, batches).numpy()
         out = np.empty(len(rows), dtype=np.int64)
         out[np.array(batches.order, dtype=np.int64)] = predicted

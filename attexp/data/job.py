@@ -64,6 +64,7 @@ class DownloadJob(Job):
     schema = DATASET
     folder = "data"
     resumable = False
+    splits_because = "one fetch and one split of the corpus; nothing to share"
 
     def run(self, config: DownloadConfig, ctx: JobContext) -> None:
         source = SOURCES.get(config.source.type).cls(config.source)

@@ -39,7 +39,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SerializeAsAny, model_validator
 
-from attexp import distributed as dist
 from attexp.config.schema import (
     ComponentConfig,
     JobConfig,
@@ -58,10 +57,10 @@ from attexp.evaluate.report import paper_comparison, paper_report
 from attexp.io.artifacts import Artifact, find_artifact
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import EVALUATION, EXPLANATIONS
-from attexp.models.loading import load_classifier, resolve_device
+from attexp.models.loading import load_classifier
 from attexp.models.precision import Precision
 from attexp.registry import JOBS, METRICS, MODELS
-from attexp.runner import Job, JobContext
+from attexp.runner import Job, JobContext, Splits
 
 log = logging.getLogger(__name__)
 EXPLANATION_FIELDS = ("idx", "input_ids", "label", "predictions", "attributions")
@@ -107,8 +106,7 @@ class EvaluateJob(Job):
     schema = EVALUATION
     folder = "logs"
     resumable = False
-    distributed = True
-    shardable = True
+    splits = Splits.INSTANCES
 
     def run(self, config: EvaluateConfig, ctx: JobContext) -> None:
         setup = _Setup.of(config, ctx)
@@ -154,7 +152,7 @@ class _Setup:
         if any(metric.needs_model for metric in metrics):
             model_ref = _resolve_model(config, ctx, artifacts)
             model_name = model_ref if isinstance(model_ref, str) else model_ref.model_dump(mode="json")
-            device = dist.rank_device(resolve_device(config.device))
+            device = ctx.device
             if isinstance(model_ref, str):
                 model, tokenizer = load_classifier(_model_artifact(ctx, model_ref).dir / "model", device=device)
             else:

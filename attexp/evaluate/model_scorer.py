@@ -21,6 +21,7 @@ import torch
 from attexp.errors import AttexpError
 from attexp.evaluate.base import attributions_of, by_idx, record_field
 from attexp.models.inputs import batch_pad_id, longest_first, pad_features, structural_positions
+from attexp.models.loading import check_logits
 from attexp.models.memo import RowMemo, row_key
 from attexp.models.precision import Precision, autocast
 
@@ -133,6 +134,7 @@ class ModelScorer:
         with torch.inference_mode():
             with autocast(self.device, self.precision):
                 logits = self.model(**kwargs).logits
+            check_logits(logits, self.model, "evaluate (the model's scores of perturbed inputs)")
             probabilities = logits.float().softmax(dim=-1)  # [N, C]
         self.forward_passes += 1
         self.rows += len(sequences)

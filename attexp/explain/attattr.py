@@ -47,8 +47,9 @@ from torch import Tensor
 
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.models.encoder import INSIDE_MODEL_TYPES, Encoder, eager_probabilities, layer_index
+from attexp.models.encoder import Encoder, eager_probabilities, layer_index
 from attexp.models.inputs import Batch
+from attexp.models.layouts import INSIDE_MODEL_TYPES
 from attexp.registry import EXPLAINERS
 
 

@@ -58,8 +58,9 @@ from pydantic import Field
 from torch import Tensor
 
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.models.encoder import INSIDE_MODEL_TYPES, Encoder, Layer, layer_index
+from attexp.models.encoder import Encoder, layer_index
 from attexp.models.inputs import Batch
+from attexp.models.layouts import INSIDE_MODEL_TYPES, Layer
 from attexp.registry import EXPLAINERS
 
 _TILE_ELEMENTS = 1 << 20

@@ -23,7 +23,15 @@ from tqdm import tqdm
 
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, Explanation
-from attexp.models.inputs import Batch, batch_pad_id, length_sorted_batches, pad_features, tokenize_rows
+from attexp.models.inputs import (
+    Batch,
+    batch_pad_id,
+    length_sorted_batches,
+    max_length_problem,
+    pad_features,
+    tokenize_rows,
+)
+from attexp.models.loading import check_logits
 from attexp.models.precision import Precision, autocast
 
 Target = Literal["predicted", "label"] | int
@@ -116,9 +124,9 @@ def explain_rows(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if limit is not None and max_length > limit:
-        raise ConfigError(f"max_length={max_length} exceeds the model's max_position_embeddings={limit}; lower it.")
+    problem = max_length_problem(max_length, getattr(model, "config", None))
+    if problem:
+        raise ConfigError(f"{problem}.")
     device = torch.device(device)
     name = getattr(explainer, "registered_name", type(explainer).__name__)
     skip = set(skip_idx)
@@ -148,6 +156,7 @@ def explain_rows(
                 with torch.inference_mode(), mixed:
                     logits, explanation = explainer.predict_and_explain(ids, mask, types, targets_of)
                 logits = logits.float()  # [B, C]
+                check_logits(logits, model, f"explain ({name})", [row["idx"] for row in batch_rows])
                 targets = _targets(target, logits.softmax(dim=-1), batch_rows)  # [B]
                 batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())
             else:
@@ -156,6 +165,7 @@ def explain_rows(
                     if types is not None:
                         kwargs["token_type_ids"] = types
                     logits = model(**kwargs).logits.float()  # [B, C]
+                    check_logits(logits, model, f"explain ({name})", [row["idx"] for row in batch_rows])
                     probabilities = logits.softmax(dim=-1)
                     targets = _targets(target, probabilities, batch_rows)  # [B]
                 batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())

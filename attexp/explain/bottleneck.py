@@ -52,8 +52,9 @@ from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.io.artifacts import MANIFEST, read_manifest, verify_file
 from attexp.io.files import read_jsonl
-from attexp.models.encoder import INSIDE_MODEL_TYPES, Encoder, layer_index
-from attexp.models.inputs import Batch, length_sorted_batches, pad_features, pad_id, tokenize_rows
+from attexp.models.encoder import Encoder, layer_index
+from attexp.models.inputs import Batch, batch_pad_id, length_sorted_batches, pad_features, tokenize_rows
+from attexp.models.layouts import INSIDE_MODEL_TYPES
 from attexp.registry import EXPLAINERS
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class InformationBottleneck(Explainer):
         sums = None
         with torch.no_grad():
             for chosen in length_sorted_batches([len(f["input_ids"]) for f in features], 32):  # little padding
-                ids, mask, types = pad_features([features[i] for i in chosen], pad_id(self.tokenizer))
+                ids, mask, types = pad_features([features[i] for i in chosen], batch_pad_id(self.model, self.tokenizer))
                 ids, mask = ids.to(self.device), mask.to(self.device)
                 hidden, _ = self.bottleneck_input(ids, mask, None if types is None else types.to(self.device))
                 moments = _moments(hidden, mask)

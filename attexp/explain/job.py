@@ -23,17 +23,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from attexp import distributed as dist
 from attexp.config.schema import ClassifierRef, ComponentConfig, JobConfig, NeutralDefault, Registered, Upstream
 from attexp.explain.artifact import RECORDS, finish_records
 from attexp.explain.batching import explain_rows, text_length
 from attexp.io.files import done_idx
 from attexp.io.records import DATASET, EXPLANATIONS
 from attexp.models.inputs import count_truncated
-from attexp.models.loading import label_names_of, resolve_device
+from attexp.models.loading import label_names_of
 from attexp.models.precision import Precision
 from attexp.registry import EXPLAINERS, JOBS
-from attexp.runner import Job, JobContext
+from attexp.runner import Job, JobContext, Splits
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +80,14 @@ class ExplainJob(Job):
 
     schema = EXPLANATIONS
     folder = "explanations"
-    distributed = True
-    shardable = True
+    splits = Splits.INSTANCES
 
     def run(self, config: ExplainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
         rows = data.read(DATASET, f"{config.split}.jsonl")
         if config.limit is not None:
             rows = rows[: config.limit]
-        device = dist.rank_device(resolve_device(config.device))
+        device = ctx.device
         entry = EXPLAINERS.get(config.explainer.type)
         model, tokenizer = ctx.classifier(
             config.model, eager_attention=getattr(entry.cls, "needs_attentions", False), device=device
@@ -142,7 +140,7 @@ class ExplainJob(Job):
                 )
             ctx.manifest.truncated = truncated
         # an array task counts its own share (the tasks' counts add up); under torchrun rank 0 counts them all
-        ctx.counts.update(explained_this_run=len(mine) if ctx.shard is not None else len(remaining))
+        ctx.counts.update(explained_this_run=len(mine) if ctx.array else len(remaining))
         manifest = ctx.manifest
         manifest.model = config.model if isinstance(config.model, str) else config.model.model_dump(mode="json")
         manifest.explainer = config.explainer.model_dump(mode="json")

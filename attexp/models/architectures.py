@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from attexp.config.build import join
 from attexp.config.schema import JobConfig, Registered, marker
 from attexp.io.artifacts import cache_dir_of, find_artifact
-from attexp.models.encoder import LAYOUTS, layout_of_type
+from attexp.models.inputs import max_length_problem
+from attexp.models.layouts import LAYOUTS, layout_of_type
 from attexp.models.sources import read_model_config
 from attexp.registry import EXPLAINERS, JOBS, MODELS, checks_plans
 
@@ -60,12 +61,9 @@ def check_architectures(plan: Any, built: list[tuple[str, JobConfig | None, Any]
                 config = read_model_config(artifact.dir / "model") if artifact is not None else None
                 what = f"train job {ref!r}'s model"
             config = config or {}
-            limit, max_length = config.get("max_position_embeddings"), getattr(job, "max_length", None)
-            if isinstance(limit, int) and isinstance(max_length, int) and max_length > limit:
-                errors.append(
-                    f"{join(loc, 'max_length')}: max_length={max_length} exceeds the max_position_embeddings={limit} "
-                    f"of {what} ({where}); lower it to at most {limit}."
-                )
+            problem = max_length_problem(getattr(job, "max_length", None), config, f"{what} ({where})")
+            if problem:
+                errors.append(f"{join(loc, 'max_length')}: {problem}.")
             model_type = config.get("model_type")
             if not model_type:
                 continue
@@ -112,7 +110,7 @@ def _unsupported(loc: str, user: str, model_type: str, what: str, where: str, cl
 
 
 def architecture_table() -> str:
-    """The README's architecture table, from the registries: per layout of `attexp.models.encoder.LAYOUTS`, which
+    """The README's architecture table, from the registries: per layout of `attexp.models.layouts.LAYOUTS`, which
     explainers and jobs that read the inside of a model run on it (the others run on any classifier), and why the
     refused ones are refused (their `architecture_note`). tests/test_readme.py keeps the README equal to it."""
     users = [(f"`{name}`", EXPLAINERS.get(name).cls) for name in EXPLAINERS.names()]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from attexp.errors import AttexpError
+from attexp.models.layouts import head_reads
 
 
 @dataclass
@@ -85,9 +86,10 @@ def pad_id(source: Any, required: bool = False) -> int:
 
 
 def reads_last_token(model: Any) -> bool:
-    """Whether `model` is a decoder `*ForSequenceClassification` (Llama, Mistral, Qwen, Gemma, GPT-2, ...: a `score`
-    head), which reads the last token whose id is not its config's `pad_token_id`."""
-    return isinstance(getattr(model, "score", None), torch.nn.Linear)
+    """Whether `model`'s head reads its last token whose id is not its config's `pad_token_id` (the decoder
+    `*ForSequenceClassification`s: Llama, Mistral, Qwen, Gemma, GPT-2, ...), from the one answer
+    `attexp.models.layouts.head_reads`; such a model's batches pad with its config's pad id (`batch_pad_id`)."""
+    return head_reads(model) == "last"
 
 
 def match_pad_token(model: Any, tokenizer: Any) -> None:
@@ -116,6 +118,21 @@ def batch_pad_id(model: Any, tokenizer: Any, required: bool = False) -> int:
         match_pad_token(model, tokenizer)
         return int(model.config.pad_token_id)
     return pad_id(tokenizer, required)
+
+
+def max_length_problem(max_length: int | None, config: Any, model: str = "the model") -> str | None:
+    """What is wrong with truncating to `max_length` tokens for `model`, a classifier whose config (a `config.json`
+    dict or a transformers config) is `config`: a length past its `max_position_embeddings` (None: nothing is). The
+    one check of a `max_length`, made by the plan check before a job runs (`attexp.models.architectures`) and by
+    `attexp.explain(...)` on a model object."""
+    if isinstance(config, dict):
+        limit = config.get("max_position_embeddings")
+    else:
+        limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and isinstance(max_length, int) and max_length > limit:
+        fix = f"lower it to at most {limit}"
+        return f"max_length={max_length} exceeds the max_position_embeddings={limit} of {model}; {fix}"
+    return None
 
 
 def tokenize_rows(

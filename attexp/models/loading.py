@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from attexp.errors import AttexpError
 from attexp.models.inputs import match_pad_token
+from attexp.models.layouts import layout_of_type
 
 
 def resolve_device(name: Literal["auto", "cpu", "cuda"] | str) -> torch.device:
@@ -115,3 +116,39 @@ def label_names_of(model: PreTrainedModel) -> list[str]:
     config = model.config
     id2label = getattr(config, "id2label", None) or {}
     return [str(id2label.get(i, id2label.get(str(i), i))) for i in range(int(config.num_labels))]
+
+
+def check_logits(logits: torch.Tensor, model: torch.nn.Module, where: str, idx: list[int] | None = None) -> None:
+    """Refuse non-finite logits [B, C] before anything is built on them (a target chosen from NaN, NaN records).
+
+    A known corner is named with its fix: transformers' eager attention on a decoder with sliding-window layers, in
+    float64, with right padding (attexp's decoder padding), gives NaN for every padded text. A padded position whose
+    window holds only padding has no key to attend to, its row of probabilities is NaN, and the next layer carries it
+    into the real tokens as 0 x NaN. float32, bfloat16 and float16 mask with a finite value and do not hit it, nor
+    does sdpa attention; attexp's own layer-by-layer path (`attexp.models.encoder`) is unaffected.
+    """
+    if bool(torch.isfinite(logits).all()):
+        return
+    bad = (~torch.isfinite(logits)).any(dim=-1).nonzero().flatten().tolist()  # rows of the batch
+    which = f"instances idx {[idx[i] for i in bad]}" if idx is not None else f"rows {bad}"
+    config = getattr(model, "config", None)
+    layout = layout_of_type(getattr(config, "model_type", "") or "")
+    windowed = (
+        layout is not None
+        and layout.causal
+        and any(layout.window(config, i) is not None for i in range(int(getattr(config, "num_hidden_layers", 0) or 0)))
+    )
+    dtype = next(model.parameters()).dtype
+    if windowed and dtype == torch.float64 and getattr(config, "_attn_implementation", None) == "eager":
+        cause = (
+            "this is transformers' eager attention on a sliding-window decoder in float64 with right padding (a padded "
+            "position that sees only padding gets NaN, which reaches the real tokens): load the model in float32 or "
+            "bfloat16, or with attn_implementation='sdpa' where no explainer needs attention probabilities"
+        )
+    else:
+        cause = (
+            f"check the weights for NaN and the dtype ({dtype}; float16 overflows where bfloat16 and float32 do not)"
+        )
+    raise AttexpError(
+        f"{where}: the classifier gave non-finite logits for {which} of a batch of {len(logits)}; {cause}."
+    )

@@ -110,7 +110,7 @@ class HubModelConfig(ComponentConfig):
 
 
 TINY_ARCHITECTURES = ("bert", "llama", "qwen3", "mistral", "gemma", "modernbert")
-"""The `model_type`s a tiny model can be built as (one per layout of `attexp.models.encoder`, and the decoders). Not
+"""The `model_type`s a tiny model can be built as (one per layout of `attexp.models.layouts`, and the decoders). Not
 `qwen2`: transformers 5 loads every qwen2 folder's tokenizer as a Qwen2Tokenizer, which would not read back the tiny
 model's WordPiece vocabulary (`loading.check_tokenizer_round_trip`); a tiny `qwen3` is the same layout."""
 

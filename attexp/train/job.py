@@ -14,14 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import SerializeAsAny
 
-from attexp import distributed as dist
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.io.files import write_jsonl
 from attexp.io.records import CLASSIFIER, DATASET
 from attexp.models.inputs import count_truncated
-from attexp.models.loading import check_tokenizer_round_trip, resolve_device
+from attexp.models.loading import check_tokenizer_round_trip
 from attexp.registry import JOBS, MODELS
-from attexp.runner import Job, JobContext
+from attexp.runner import Job, JobContext, Splits
 from attexp.train.fine_tune import evaluate_classifier, fine_tune
 from attexp.train.settings import ClassifierSettings
 
@@ -42,13 +41,17 @@ class TrainJob(Job):
 
     schema = CLASSIFIER
     folder = "models"
-    distributed = True  # DDP under torchrun: every rank a share of every batch; rank 0 writes the model
+    splits = Splits.RANKS
+    splits_because = (
+        "DDP: every rank trains on a share of every batch and the gradients are all-reduced at each step, which "
+        "needs torchrun's process group (array tasks have none)"
+    )
 
     def run(self, config: TrainConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)
         splits = {s: data.read(DATASET, f"{s}.jsonl") for s in ("train", "validation", "test")}
         label_names = data.manifest.label_names
-        device = dist.rank_device(resolve_device(config.device))
+        device = ctx.device
         source = MODELS.get(config.model.type).cls(config.model)
         model, tokenizer = source.load(
             num_labels=len(label_names),

@@ -55,6 +55,7 @@ class VisualizeJob(Job):
     schema = VISUALIZATION
     folder = "visualizations"
     resumable = False
+    splits_because = "it renders finished artifacts into pages and runs no model; one process takes seconds"
 
     def run(self, config: VisualizeConfig, ctx: JobContext) -> None:
         runs = []

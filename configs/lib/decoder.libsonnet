@@ -1,6 +1,6 @@
 // A decoder classifier (the Llama layout: RMSNorm, rotary positions, grouped-query attention, causal, last-token head)
 // through every stage: fine-tune on Rotten Tomatoes, explain the test split with every explainer that runs on it
-// (the inside-the-model ones read the Llama-style layout of attexp/models/encoder.py), distil LIG into a `shared`
+// (the inside-the-model ones read the Llama-style layout of attexp/models/layouts.py), distil LIG into a `shared`
 // and a `student` empirical explainer, evaluate every explanation against LIG and the model, summary.html, and the
 // model analyses (head pruning, triggers, IBA's layer flow).
 //

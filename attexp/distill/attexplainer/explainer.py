@@ -30,8 +30,8 @@ from attexp.distill.attexplainer.agent import Agent
 from attexp.distill.attexplainer.game import MaskingGame, Victim
 from attexp.distill.attexplainer.training import mask_token_id, play
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
-from attexp.models.encoder import BERT_FAMILY_TYPES
 from attexp.models.inputs import Batch, structural_positions
+from attexp.models.layouts import BERT_FAMILY_TYPES
 from attexp.registry import EXPLAINERS
 
 

@@ -42,8 +42,8 @@ from attexp.io import checkpoints
 from attexp.io.artifacts import MANIFEST, verify_file
 from attexp.io.files import read_json, write_json, write_jsonl
 from attexp.io.records import ATTEXPLAINER_AGENT, DATASET
-from attexp.models.encoder import BERT_FAMILY_TYPES
 from attexp.models.inputs import tokenize_rows
+from attexp.models.layouts import BERT_FAMILY_TYPES
 from attexp.models.loading import resolve_device
 from attexp.registry import JOBS
 from attexp.runner import Job, JobContext
@@ -205,7 +205,7 @@ class TrainAgentJob(Job):
 
     schema = ATTEXPLAINER_AGENT
     folder = "models"
-    rank_zero_because = "reinforcement learning is sequential (one agent, one replay buffer)"
+    splits_because = "reinforcement learning is sequential (one agent, one replay buffer)"
 
     def run(self, config: TrainAgentConfig, ctx: JobContext) -> None:
         data = ctx.upstream(config.data)

@@ -35,7 +35,7 @@ from attexp.distill.attexplainer.agent import Agent
 from attexp.distill.attexplainer.game import MaskingGame, Victim
 from attexp.errors import AttexpError
 from attexp.io import checkpoints
-from attexp.models.inputs import pad_features, pad_id, structural_positions
+from attexp.models.inputs import batch_pad_id, pad_features, structural_positions
 from attexp.train.settings import AgentTrainSettings
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def start_game(
 ) -> MaskingGame:
     """Right-pad encoded instances and start their game (the victim's prediction is the class to move)."""
     settings = agent_or_settings.game if isinstance(agent_or_settings, Agent) else agent_or_settings
-    ids, mask, types = pad_features(list(features), pad_id(tokenizer))  # each [B, T]
+    ids, mask, types = pad_features(list(features), batch_pad_id(victim.model, tokenizer))  # each [B, T]
     ids, mask = ids.to(device), mask.to(device)
     types = None if types is None else types.to(device)
     allowed = ~structural_positions(ids, mask, tokenizer)

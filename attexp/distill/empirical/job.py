@@ -21,15 +21,13 @@ from __future__ import annotations
 import shutil
 from typing import Annotated, Literal
 
-from attexp import distributed as dist
 from attexp.config.schema import ClassifierRef, JobConfig, Upstream
 from attexp.distill.empirical.training import distill
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
 from attexp.io.records import EMPIRICAL_EXPLAINER, EXPLANATIONS
-from attexp.models.loading import resolve_device
 from attexp.registry import JOBS
-from attexp.runner import Job, JobContext
+from attexp.runner import Job, JobContext, Splits
 from attexp.train.settings import DistillSettings
 
 REQUIRED = ("idx", "input_ids", "attributions")
@@ -50,7 +48,11 @@ class DistillJob(Job):
 
     schema = EMPIRICAL_EXPLAINER
     folder = "models"
-    distributed = True  # DDP under torchrun: every rank a share of every batch; rank 0 writes the model
+    splits = Splits.RANKS
+    splits_because = (
+        "DDP: every rank trains on a share of every batch and the gradients are all-reduced at each step, which "
+        "needs torchrun's process group (array tasks have none)"
+    )
 
     def run(self, config: DistillConfig, ctx: JobContext) -> None:
         train_art, val_art = ctx.upstream(config.train), ctx.upstream(config.validation)
@@ -60,7 +62,7 @@ class DistillJob(Job):
                 f"distill {config.name!r}: train and validation explanations come from different explainers "
                 f"({', '.join(map(str, teachers))}); explain both splits with the same explainer."
             )
-        device = dist.rank_device(resolve_device(config.device))
+        device = ctx.device
         classifier, tokenizer = ctx.classifier(config.model, device=device)
 
         def on_epoch(metrics: dict) -> None:
