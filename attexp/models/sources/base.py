@@ -1,0 +1,127 @@
+"""What every model source is (`ModelSource`, one verb: `load`) and what they share: the label maps, reading a
+folder's `config.json` without loading it, a folder's fingerprint, loading a `save_pretrained` folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import transformers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from attexp.config.schema import ComponentConfig
+from attexp.errors import AttexpError
+
+Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
+
+
+def label_maps(num_labels: int, label_names: Sequence[str]) -> dict:
+    """`from_pretrained`/config keyword arguments that name the labels; checks the names fit `num_labels`."""
+    if len(label_names) != num_labels:
+        raise AttexpError(
+            f"got {len(label_names)} label names {list(label_names)} for {num_labels} labels; "
+            "the dataset manifest must list one name per label id"
+        )
+    return {
+        "num_labels": num_labels,
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+
+
+class ModelSource:
+    """Base of the MODELS entries: holds the validated config."""
+
+    def __init__(self, config: ComponentConfig) -> None:
+        self.config = config
+
+    def load(
+        self,
+        num_labels: int,
+        label_names: list[str],
+        train_texts: Sequence[str],
+        cache_dir: Path,
+        seed: int,
+        root: Path | None = None,
+    ) -> Loaded:
+        """A sequence classifier with `num_labels` outputs named by `label_names`, and its tokenizer.
+
+        `train_texts` feed the tiny model's vocabulary; `cache_dir` holds fetched archives; `seed` seeds any
+        newly initialised weights (the classification head, or a whole tiny model); `root` resolves relative
+        local paths.
+        """
+        raise NotImplementedError
+
+    def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
+        """Where a ready classifier of this source is: `(folder or hub name, from_pretrained keyword arguments)`.
+
+        Used by the jobs that read a classifier as it is (explain, evaluate, distill, analyses), not fine-tune it.
+        """
+        raise AttexpError(
+            f"a {self.config.type!r} model is built untrained; a job that reads a classifier needs a trained one: "
+            "name the train job that fine-tunes it, or use a 'hub', 'local' or 'packaged' model source."
+        )
+
+    def model_config(self, cache_dir: Path, root: Path | None = None) -> dict | None:
+        """The model's `config.json` (what the plan checks read: `model_type`, `max_position_embeddings`) if it can be
+        read without loading or fetching anything, else None."""
+        return None
+
+    def model_type(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        """The architecture (`config.json`'s `model_type`) if it can be read without loading or fetching anything."""
+        value = (self.model_config(cache_dir, root) or {}).get("model_type")
+        return str(value) if value else None
+
+    def fingerprint(self, cache_dir: Path, root: Path | None = None) -> str | None:
+        """A sha256 of the model's files as they are now (None where they are not on this machine)."""
+        return None
+
+    def problem(self, root: Path | None = None) -> str | None:
+        """What is wrong with this source that can be seen before running anything (None: nothing seen)."""
+        return None
+
+
+def read_model_config(folder: Path) -> dict | None:
+    """The `config.json` in `folder` as a dict, or None when there is none (nothing is loaded)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def read_model_type(folder: Path) -> str | None:
+    """`model_type` of the `config.json` in `folder`, or None when there is none (nothing is loaded)."""
+    value = (read_model_config(folder) or {}).get("model_type")
+    return str(value) if value else None
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 over the names and contents of the files in a model folder (hidden files and folders left out).
+
+    A job records it in its manifest; when a rerun finds the folder changed, the job's results no longer
+    describe that model and the run is refused like a changed config.
+    """
+    digest = hashlib.sha256()
+    folder = Path(folder)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(relative.as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def from_folder(folder: Path, num_labels: int, label_names: Sequence[str]) -> Loaded:
+    transformers.logging.set_verbosity_error()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, ignore_mismatched_sizes=True, **label_maps(num_labels, label_names)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
