@@ -5,7 +5,7 @@ stay float32. This script explains the first N sentences of a data file with eac
 float32 and under autocast, through `explain_rows` as the explain job does (same batches), and reports per
 explainer: the mean per-instance Spearman correlation of the two, the mean |difference| relative to the float32
 scores' mean |score|, and how often the top token changes. The figures are written into the explainers'
-docstrings (attexp/explain/gradient.py).
+docstrings (attexp/explain/gradient/).
 
     python benchmarks/gradient_precision.py --model /tmp/inv/models/alti.train.minilm/model \
         --data /tmp/inv/data/alti.download/test.jsonl [--instances 64] [--precision bf16] [--device cpu]
