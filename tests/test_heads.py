@@ -364,3 +364,18 @@ def test_head_pruning_on_two_torchrun_ranks_equals_one_process(tmp_path, run_cli
     assert a["curves"] == b["curves"] and a["model_accuracy"] == b["model_accuracy"]
     assert (two / "head_scores.jsonl").read_text() != "" and not list(two.glob("*.partial"))
     assert json.loads((two / "manifest.json").read_text())["world_size"] == 2
+
+    # as a job array: each task scores a share of the importance instances; the last to finish evaluates
+    path.write_text(json.dumps({**config, "name": "t.prune.array"}))
+    for task in ("1/2", "0/2"):
+        code, _, err = run_cli(path, "--base-dir", base, "--shard", task)
+        assert code == 0, err
+    array = base / "logs" / "t.prune.array"
+    assert (array / "table.md").read_text() == (one / "table.md").read_text()
+    c = json.loads((array / "metrics.json").read_text())
+    for name in a["importance"]:
+        torch.testing.assert_close(torch.tensor(c["importance"][name]), torch.tensor(a["importance"][name]))
+    assert a["curves"] == c["curves"] and a["model_accuracy"] == c["model_accuracy"]
+    manifest = json.loads((array / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["shards"] == 2 and manifest["world_size"] == 2
+    assert not list(array.glob("*.partial"))

@@ -164,3 +164,16 @@ def test_triggers_on_two_torchrun_ranks_equal_one_process(tmp_path, run_cli):
         assert a["trigger"] == b["trigger"] and a["accuracy_after"] == b["accuracy_after"]
     assert json.loads((two / "manifest.json").read_text())["world_size"] == 2
     assert not list(two.glob("*.partial"))
+
+    # as a job array: each task extracts a share of the patterns; the last to finish evaluates the triggers
+    (tmp_path / "array.json").write_text(json.dumps({**config, "name": "t.array"}))
+    for task in ("0/2", "1/2"):
+        code, _, err = run_cli(tmp_path / "array.json", "--base-dir", base, "--shard", task)
+        assert code == 0, err
+    array = base / "logs" / "t.array"
+    assert (array / "table.md").read_text() == (one / "table.md").read_text()
+    assert [p["idx"] for p in read(array, "patterns.jsonl")] == list(range(7))
+    for a, b in zip(read(one, "records.jsonl"), read(array, "records.jsonl"), strict=True):
+        assert a["trigger"] == b["trigger"] and a["accuracy_after"] == b["accuracy_after"]
+    manifest = json.loads((array / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["shards"] == 2 and not list(array.glob("*.partial"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -78,11 +78,13 @@ def per_instance_pass(
     source: list[dict],
     score: Callable[[list[dict]], Iterator[list[dict]]],
     fields: tuple[str, ...],
-) -> list[dict]:
+) -> list[dict] | None:
     """The records `score(rows)` yields (a list per batch, one record per row with its `idx`) for every row of
     `source`, streamed to a resumable file and returned sorted by idx; a finished `name` (e.g. `head_scores.jsonl`)
     is read as it is. Under torchrun every rank scores its share of `source` (`ctx.share`) into its own shard file
-    (`ctx.shard_writer`) and every rank reads all of them; rank 0 then writes `name` as one process would."""
+    (`ctx.shard_writer`) and every rank reads all of them; rank 0 then writes `name` as one process would. In a job
+    array each task writes its share and gets None: the job's `finish` then runs the job as one process
+    (`ctx.alone()`), whose pass finds every share done and reads them (`finish_in_one_process`)."""
     if ctx.path(name).exists():  # finished by an earlier run that stopped later on
         return read_jsonl(ctx.path(name), required=fields)
     done = done_idx(ctx.shard_paths(name))
@@ -96,6 +98,8 @@ def per_instance_pass(
             writer.write(records)
     finally:
         writer.close()
+    if ctx.array:  # a job-array task: its share is on disk; the task that finishes the job reads them all
+        return None
     ctx.barrier()  # every rank's share is on disk
     partials = ctx.shard_paths(name)
     ordered = read_shards(partials, required=fields)  # every rank reads all of them (an idx in two is refused)
@@ -105,3 +109,11 @@ def per_instance_pass(
         for path in partials:
             path.unlink(missing_ok=True)
     return ordered
+
+
+def finish_in_one_process(job: Any, config: AnalysisConfig, ctx: JobContext) -> None:
+    """A job array's end for an analysis whose per-instance pass is split (`per_instance_pass`): once every task wrote
+    its share, run the job as one process would (the pass finds them all done; the evaluation, which sums counts
+    over ranks under torchrun, runs here whole). Under torchrun and for one process `run` did it all: nothing."""
+    if ctx.array:
+        job().run(config, ctx.alone())

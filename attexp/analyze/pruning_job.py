@@ -8,7 +8,8 @@ Output (`logs/<name>/`): each importance instance's per-head attribution maxima 
 resumable `head_scores.jsonl` (a killed job rerun with the same command continues where it stopped); then
 `records.jsonl` (one record per rate), `metrics.json`, `table.md` and `plots/*.png`. Under torchrun every rank
 scores a share of the importance instances and of the evaluation rows (`model_analysis.per_instance_pass`, the
-correct counts summed over the ranks): the same table as one process.
+correct counts summed over the ranks): the same table as one process. As a job array (`--shard I/N`) every task
+scores its share of the importance instances, and the task that finishes the last share evaluates as one process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from attexp.analyze.model_analysis import (
     AnalysisConfig,
     Split,
     attattr_of,
+    finish_in_one_process,
     number,
     per_instance_pass,
     rows_of,
@@ -86,11 +88,13 @@ class HeadPruningJob(Job):
 
     schema = HEAD_PRUNING
     folder = "logs"
-    splits = Splits.RANKS  # under torchrun: each rank scores a share of the importance instances and of the evaluation
-    splits_because = (
-        "the accuracy at every pruning rate sums the ranks' counts (an all-reduce per rate and order), which needs "
-        "torchrun's process group"
-    )
+    # torchrun: every rank a share of the importance instances and of the evaluation rows (counts summed over ranks);
+    # a job array: every task a share of the importance instances; the last task to finish evaluates (`finish`)
+    splits = Splits.INSTANCES
+
+    @classmethod
+    def finish(cls, config: HeadPruningConfig, ctx: JobContext) -> None:
+        finish_in_one_process(cls, config, ctx)
 
     def run(self, config: HeadPruningConfig, ctx: JobContext) -> None:
         device, model, tokenizer = setup(config, ctx)
@@ -98,6 +102,8 @@ class HeadPruningJob(Job):
         layers, heads = encoder.num_layers, encoder.num_heads
         source = rows_of(ctx, config, config.importance_split, config.importance_size)
         scores = self._head_scores(config, ctx, model, tokenizer, encoder, source, device)
+        if scores is None:  # a job-array task: its share of the scores is written; `finish` evaluates
+            return
         importance = {}  # [L, heads] per measured order
         if "attattr" in config.orders:
             importance["attattr"] = torch.tensor([s["attattr"] for s in scores]).sum(dim=0)
@@ -205,7 +211,7 @@ class HeadPruningJob(Job):
         for path in plots:
             ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
 
-    def _head_scores(self, config, ctx, model, tokenizer, encoder, source, device) -> list[dict]:
+    def _head_scores(self, config, ctx, model, tokenizer, encoder, source, device) -> list[dict] | None:
         """Per instance of `source`: its heads' attribution maxima and Taylor scores (resumable; under torchrun a
         share per rank, `per_instance_pass`), sorted by idx."""
         explainer = attattr_of(config, model, tokenizer) if "attattr" in config.orders else None

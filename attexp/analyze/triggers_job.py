@@ -6,7 +6,8 @@ inserted as triggers into every instance of `eval_split`; accuracy per gold clas
 Output (`logs/<name>/`): each source instance's pattern streams to a resumable `patterns.jsonl`; then
 `records.jsonl` (one record per trigger), `metrics.json`, `table.md` and `plots/trigger_drops.png`. Under torchrun
 every rank extracts a share of the patterns and scores a share of the evaluation rows per trigger (per-class counts
-summed over the ranks): the same table as one process.
+summed over the ranks): the same table as one process. As a job array (`--shard I/N`) every task extracts its share
+of the patterns, and the task that finishes the last share evaluates the triggers as one process.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from attexp.analyze.model_analysis import (
     AnalysisConfig,
     Split,
     attattr_of,
+    finish_in_one_process,
     per_instance_pass,
     rows_of,
     setup,
@@ -74,16 +76,20 @@ class TriggersJob(Job):
 
     schema = TRIGGERS
     folder = "logs"
-    splits = Splits.RANKS  # under torchrun: a share of the source patterns and of the evaluation rows per rank
-    splits_because = (
-        "each trigger's accuracy sums the ranks' per-class counts (an all-reduce per trigger), which needs torchrun's "
-        "process group"
-    )
+    # torchrun: every rank a share of the source patterns and of the evaluation rows (counts summed over ranks);
+    # a job array: every task a share of the source patterns; the last task to finish evaluates (`finish`)
+    splits = Splits.INSTANCES
+
+    @classmethod
+    def finish(cls, config: TriggersConfig, ctx: JobContext) -> None:
+        finish_in_one_process(cls, config, ctx)
 
     def run(self, config: TriggersConfig, ctx: JobContext) -> None:
         device, model, tokenizer = setup(config, ctx)
         specials = structural_ids(tokenizer)
         patterns = self._patterns(config, ctx, model, tokenizer, device)
+        if patterns is None:  # a job-array task: its share of the patterns is written; `finish` evaluates
+            return
         valid = sorted((p for p in patterns if sum(p["scores"]) >= config.threshold), key=lambda p: -sum(p["scores"]))
         kept = valid if config.max_triggers is None else valid[: config.max_triggers]
         log.info(
@@ -196,7 +202,7 @@ class TriggersJob(Job):
         ctx.manifest.accuracy_per_class, ctx.manifest.plots = before, plots
         ctx.log_metrics({"accuracy": accuracy, "triggers": len(records), "top_drop": best[0]["drop"] if best else 0.0})
 
-    def _patterns(self, config: TriggersConfig, ctx, model, tokenizer, device) -> list[dict]:
+    def _patterns(self, config: TriggersConfig, ctx, model, tokenizer, device) -> list[dict] | None:
         """Each source instance's pattern (resumable; under torchrun a share per rank, `per_instance_pass`): idx,
         input_ids, tokens, target, label and the edges."""
         source = rows_of(ctx, config, config.source_split, config.source_size)

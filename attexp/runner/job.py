@@ -5,6 +5,7 @@ with the shard files that hold it).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Sequence
@@ -106,6 +107,11 @@ class JobContext:
     def cache_dir(self) -> Path:
         """Downloaded archives and extracted weights shared by all jobs (`cache_dir_of`)."""
         return cache_dir_of(self.base_dir)
+
+    def alone(self) -> JobContext:
+        """This context as one process would have it (rank 0 of 1): for the part of a job that a job array runs once,
+        in the task that finishes the job, over every task's share (see `attexp.analyze.model_analysis`)."""
+        return dataclasses.replace(self, rank=0, world_size=1, array=False)
 
     @property
     def device(self) -> torch.device:
