@@ -386,9 +386,11 @@ def test_a_job_array_in_any_order_one_task_killed_gives_the_records_of_one_proce
 def test_a_job_array_refuses_jobs_that_cannot_run_as_shards(tmp_path, run_cli):
     code, _, err = run_cli(SMALL, "--base-dir", tmp_path / "b", "--shard", "0/2")
     assert code == 2 and "Run those jobs first without --shard" in err and "'rt.download'" in err
+    assert "(train): DDP: every rank trains on a share of every batch" in err  # each refused job says why
     assert not (tmp_path / "b").exists()
     code, out, _ = run_cli(SMALL, "--base-dir", tmp_path / "b", "--dry-run")
     assert code == 0 and "runs on: rank 0 only under torchrun" in out
+    assert "runs on: all ranks under torchrun, not as a job array: DDP" in out  # train and distill, from Job.splits
     assert "runs on: all ranks under torchrun (each a share of the work) or the shards of a job array" in out
 
 
