@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -16,7 +16,8 @@ from attexp.evaluate.report import paper_comparison, paper_report
 from attexp.explain.attattr import AttAttrConfig, AttentionAttribution
 from attexp.io.files import done_idx, read_jsonl, read_shards, write_jsonl
 from attexp.io.records import DATASET
-from attexp.runner import JobContext
+from attexp.models.layouts import INSIDE_MODEL_TYPES
+from attexp.runner import Job, JobContext, Splits
 
 log = logging.getLogger(__name__)
 Split = Literal["train", "validation", "test"]
@@ -84,7 +85,7 @@ def per_instance_pass(
     is read as it is. Under torchrun every rank scores its share of `source` (`ctx.share`) into its own shard file
     (`ctx.shard_writer`) and every rank reads all of them; rank 0 then writes `name` as one process would. In a job
     array each task writes its share and gets None: the job's `finish` then runs the job as one process
-    (`ctx.alone()`), whose pass finds every share done and reads them (`finish_in_one_process`)."""
+    (`ctx.alone()`), whose pass finds every share done and reads them (`ModelAnalysisJob.finish`)."""
     if ctx.path(name).exists():  # finished by an earlier run that stopped later on
         return read_jsonl(ctx.path(name), required=fields)
     done = done_idx(ctx.shard_paths(name))
@@ -111,9 +112,20 @@ def per_instance_pass(
     return ordered
 
 
-def finish_in_one_process(job: Any, config: AnalysisConfig, ctx: JobContext) -> None:
-    """A job array's end for an analysis whose per-instance pass is split (`per_instance_pass`): once every task wrote
-    its share, run the job as one process would (the pass finds them all done; the evaluation, which sums counts
-    over ranks under torchrun, runs here whole). Under torchrun and for one process `run` did it all: nothing."""
-    if ctx.array:
-        job().run(config, ctx.alone())
+class ModelAnalysisJob(Job):
+    """What both Self-Attention Attribution analyses declare: they read any inside-the-model layout, write to logs/,
+    and split their per-instance pass (`per_instance_pass`). Under torchrun every rank also takes a share of the
+    evaluation rows (correct counts summed over the ranks); in a job array every task writes its share of the pass,
+    and the task that finishes the last share runs the rest of the job as one process (`finish`)."""
+
+    architectures = INSIDE_MODEL_TYPES
+    folder = "logs"
+    splits = Splits.INSTANCES
+
+    @classmethod
+    def finish(cls, config: AnalysisConfig, ctx: JobContext) -> None:
+        """In a job array, once every task wrote its share: the job as one process (its pass finds every share
+        done; the evaluation, which sums counts over ranks under torchrun, runs here whole). Under torchrun and
+        for one process `run` did it all."""
+        if ctx.array:
+            cls().run(config, ctx.alone())

@@ -27,9 +27,9 @@ from attexp import plots as P
 from attexp.analyze import heads as H
 from attexp.analyze.model_analysis import (
     AnalysisConfig,
+    ModelAnalysisJob,
     Split,
     attattr_of,
-    finish_in_one_process,
     number,
     per_instance_pass,
     rows_of,
@@ -41,9 +41,8 @@ from attexp.evaluate.report import format_table
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import HEAD_PRUNING
 from attexp.models.encoder import Encoder
-from attexp.models.layouts import INSIDE_MODEL_TYPES
 from attexp.registry import JOBS
-from attexp.runner import Job, JobContext, Splits
+from attexp.runner import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +80,10 @@ class HeadPruningConfig(AnalysisConfig):
 
 
 @JOBS.register("head_pruning", HeadPruningConfig)
-class HeadPruningJob(Job):
+class HeadPruningJob(ModelAnalysisJob):
     """Head importance by Self-Attention Attribution vs Taylor vs random, as accuracy under head pruning."""
 
-    architectures = INSIDE_MODEL_TYPES
-
     schema = HEAD_PRUNING
-    folder = "logs"
-    # torchrun: every rank a share of the importance instances and of the evaluation rows (counts summed over ranks);
-    # a job array: every task a share of the importance instances; the last task to finish evaluates (`finish`)
-    splits = Splits.INSTANCES
-
-    @classmethod
-    def finish(cls, config: HeadPruningConfig, ctx: JobContext) -> None:
-        finish_in_one_process(cls, config, ctx)
 
     def run(self, config: HeadPruningConfig, ctx: JobContext) -> None:
         device, model, tokenizer = setup(config, ctx)

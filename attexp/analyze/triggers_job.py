@@ -28,9 +28,9 @@ from attexp.analyze import heads as H
 from attexp.analyze import triggers as TR
 from attexp.analyze.model_analysis import (
     AnalysisConfig,
+    ModelAnalysisJob,
     Split,
     attattr_of,
-    finish_in_one_process,
     per_instance_pass,
     rows_of,
     setup,
@@ -40,9 +40,8 @@ from attexp.evaluate.report import format_table
 from attexp.io.files import atomic_write_text, write_json, write_jsonl
 from attexp.io.records import TRIGGERS
 from attexp.models.inputs import structural_ids, tokenize_rows
-from attexp.models.layouts import INSIDE_MODEL_TYPES
 from attexp.registry import JOBS
-from attexp.runner import Job, JobContext, Splits
+from attexp.runner import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +68,10 @@ class TriggersConfig(AnalysisConfig):
 
 
 @JOBS.register("triggers", TriggersConfig)
-class TriggersJob(Job):
+class TriggersJob(ModelAnalysisJob):
     """Adversarial triggers from Self-Attention Attribution patterns: accuracy per class before and after."""
 
-    architectures = INSIDE_MODEL_TYPES
-
     schema = TRIGGERS
-    folder = "logs"
-    # torchrun: every rank a share of the source patterns and of the evaluation rows (counts summed over ranks);
-    # a job array: every task a share of the source patterns; the last task to finish evaluates (`finish`)
-    splits = Splits.INSTANCES
-
-    @classmethod
-    def finish(cls, config: TriggersConfig, ctx: JobContext) -> None:
-        finish_in_one_process(cls, config, ctx)
 
     def run(self, config: TriggersConfig, ctx: JobContext) -> None:
         device, model, tokenizer = setup(config, ctx)
