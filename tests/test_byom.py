@@ -99,7 +99,7 @@ def test_a_local_model_is_explained_and_evaluated_under_its_own_class_names(base
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["label_names"] == ["neg", "pos"]  # from the model's id2label, not the data
     assert manifest["models"]["model"] == {
-        "source": {"type": "local", "path": "external/model"},
+        "source": {"type": "local", "path": "external/model", "dtype": "float32"},  # the dtype it was loaded in
         "sha256": folder_fingerprint(base / "external" / "model"),
     }
     records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_byom import DATA, QUIET, save_external_model
@@ -160,3 +161,90 @@ def test_explainer_mixed_precision_left_false_keeps_the_config_hash():
     off = {**job, "explainer": {**job["explainer"], "mixed_precision": False}}
     on = {**job, "explainer": {**job["explainer"], "mixed_precision": True}}
     assert config_hash(off) == config_hash(job) != config_hash(on)
+
+
+# ------------------------------------------------------------------------- weights dtype (bf16 checkpoints)
+
+# benchmarks/dtype_attributions.py measures every explainer with bf16 weights against float32 weights; the tests
+# hold the documented floor: the median per-instance Spearman >= 0.9 on a tiny random Llama-style decoder.
+DTYPE_SPEARMAN_FLOOR = 0.9
+DTYPE_CASES = ["lig", "gradient_shap", "occlusion", "raw_attention", "alti", "attattr", "iba"]
+
+
+def _decoder():
+    from tiny import tiny_classifier, word_tokenizer
+
+    words = "a warm funny and moving film dull lifeless mess the plot is thin but actors are wonderful".split()
+    tokenizer = word_tokenizer(words, segments=False)
+    return tiny_classifier("llama", len(tokenizer.vocab), num_labels=2), tokenizer
+
+
+@pytest.mark.parametrize("name", DTYPE_CASES)
+def test_bf16_weights_keep_every_explainers_ranking(name):
+    """The same decoder in float32 and in bf16 weights: the attributions rank the tokens alike (Spearman), and the
+    float32 accumulation (embeddings paths, ALTI's decomposition, AttAttr's sums) keeps them finite and close."""
+    from scipy import stats
+
+    import attexp
+
+    model, tokenizer = _decoder()
+    texts = [row["text"] for row in ROWS] * 2
+    settings = {"lig": {"n_steps": 8}, "gradient_shap": {"n_samples": 6}, "attattr": {"steps": 6}, "iba": {"steps": 4}}
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model.to(dtype)
+        out = attexp.explain(model, tokenizer, texts, name, device="cpu", max_length=32, **settings.get(name, {}))
+        runs[dtype] = [r["attributions"] for r in out.records]
+    rhos = [stats.spearmanr(a, b).statistic for a, b in zip(runs[torch.float32], runs[torch.bfloat16], strict=True)]
+    assert all(all(map(np.isfinite, r)) for r in runs[torch.bfloat16])
+    assert runs[torch.bfloat16] != runs[torch.float32], "the bf16 weights were used"
+    assert float(np.median(rhos)) >= DTYPE_SPEARMAN_FLOOR, rhos
+
+
+def test_every_model_source_takes_a_dtype_that_leaves_old_hashes_alone(tmp_path, run_cli):
+    from attexp.config.hashing import hash_config
+    from attexp.explain.job import ExplainConfig
+    from attexp.registry import MODELS
+
+    registry.load_all()
+    for name in ("packaged", "local", "hub", "tiny"):
+        assert MODELS.get(name).config_type.model_fields["dtype"].default == "float32", name
+    job = {"job": "explain", "name": "e", "data": "d", "explainer": {"type": "lig"}}
+    local = {"type": "local", "path": "m"}
+    without = hash_config(ExplainConfig, {**job, "model": local}, 1)
+    assert hash_config(ExplainConfig, {**job, "model": {**local, "dtype": "float32"}}, 1) == without
+    assert hash_config(ExplainConfig, {**job, "model": {**local, "dtype": "bfloat16"}}, 1) != without
+    bad = tmp_path / "train.json"
+    bad.write_text(json.dumps({"jobs": [
+        {"job": "download", "name": "d", "source": DATA},
+        {"job": "train", "name": "t", "data": "d", "model": {"type": "tiny", "dtype": "bfloat16"}},
+    ]}))  # fmt: skip
+    code, _, err = run_cli(bad, "--base-dir", tmp_path / "base")
+    assert code == 2 and "model.dtype='bfloat16'" in err and "precision: 'bf16'" in err
+    assert not (tmp_path / "base").exists()
+
+
+def test_an_explain_job_loads_a_local_model_in_the_dtype_its_source_names(tmp_path, run_cli):
+    """`dtype: bfloat16` on a model source: the job's classifier runs in bf16 (its predictions differ from the
+    float32 run's at bf16's precision), the records stay finite, and the manifest records the source with it."""
+    folder = tmp_path / "model"
+    save_external_model(folder)
+    base = tmp_path / "base"
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        config = tmp_path / f"{dtype}.json"
+        config.write_text(json.dumps({"jobs": [
+            {"job": "download", "name": "d", "source": DATA},
+            {"job": "explain", "name": f"e.{dtype}", "data": "d", "max_length": 32, "limit": 6, **QUIET,
+             "model": {"type": "local", "path": str(folder), "dtype": dtype}, "explainer": {"type": "occlusion"}},
+        ]}))  # fmt: skip
+        code, _, err = run_cli(config, "--base-dir", base)
+        assert code == 0, err
+        out = base / "explanations" / f"e.{dtype}"
+        results[dtype] = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["models"]["model"]["source"]["dtype"] == dtype
+    for a, b in zip(results["float32"], results["bfloat16"], strict=True):
+        assert a["predictions"] != b["predictions"]
+        assert b["predictions"] == pytest.approx(a["predictions"], abs=0.03)
+        assert all(np.isfinite(b["attributions"]))

@@ -61,6 +61,7 @@ from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_pa
 from attexp.models.encoder import Encoder, layer_index
 from attexp.models.inputs import Batch
 from attexp.models.layouts import INSIDE_MODEL_TYPES, Layer
+from attexp.models.precision import accumulation_dtype
 from attexp.registry import EXPLAINERS
 
 _TILE_ELEMENTS = 1 << 20
@@ -220,14 +221,18 @@ class _LayerStats:
     ) -> None:
         groups, heads, n, head_size = values.shape
         hidden = inputs.shape[-1]
-        weight = layer.output.weight.view(hidden, heads, head_size)  # W_O: [H_out, h, d]
+        # the decomposition and its distances in float32 for bf16/fp16 weights (`accumulation_dtype`)
+        wide = accumulation_dtype(inputs.dtype)
+        inputs, probs, values = inputs.to(wide), probs.to(wide), values.to(wide)
+        weight = layer.output.weight.to(wide).view(hidden, heads, head_size)  # W_O: [H_out, h, d]
+        bias = layer.output.bias.to(wide) if layer.output.bias is not None else inputs.new_zeros(hidden)
         projected = torch.einsum("ghjd,ehd->gjhe", values, weight)  # u^h_j: [G, n, h, H]
         parts = torch.cat([projected, inputs[:, :, None, :]], dim=2)  # [G, n, h + 1, H]
         eye = torch.eye(n, dtype=probs.dtype, device=probs.device).expand(groups, 1, n, n)
         self.weights = torch.cat([probs, eye], dim=1)  # [G, h + 1, n, n]
         context = torch.matmul(probs, values).transpose(1, 2).reshape(groups, n, heads * head_size)
-        attended = layer.output(context) + inputs  # [G, n, H]: the residual stream after attention
-        bias = layer.output.bias if layer.output.bias is not None else inputs.new_zeros(hidden)
+        attended = torch.einsum("gnhd,ehd->gne", context.view(groups, n, heads, head_size), weight) + bias + inputs
+        # attended [G, n, H]: the residual stream after attention
         if pre_norm:  # y_i = attended: nothing to linearise
             self.parts = parts
             self.scale = torch.ones_like(attended)
@@ -239,10 +244,11 @@ class _LayerStats:
             sigma = attended.std(dim=-1, keepdim=True)  # unbiased, no eps
         else:
             sigma = (attended.var(dim=-1, unbiased=False, keepdim=True) + layer.norm.eps).sqrt()
-        self.scale = layer.norm.weight / sigma  # g_i = gamma / sigma_i: [G, n, H]
-        self.output = self.scale * (attended - attended.mean(dim=-1, keepdim=True)) + layer.norm.bias  # y_i
+        gamma, beta = layer.norm.weight.to(wide), layer.norm.bias.to(wide)
+        self.scale = gamma / sigma  # g_i = gamma / sigma_i: [G, n, H]
+        self.output = self.scale * (attended - attended.mean(dim=-1, keepdim=True)) + beta  # y_i
         self.bias = bias - bias.mean()  # centre(b_O): [H]
-        self.beta = layer.norm.bias
+        self.beta = beta
 
     def mixed(self, groups: slice, rows: slice) -> Tensor:
         """Centred, unscaled T_i(x_j) for the instances in `groups`, queries i in `rows`: [g, n_j, r_i, H]."""
@@ -267,7 +273,7 @@ def alti_contributions(
     # tiles of whole instances, or of query rows when one instance is larger than a tile
     rows = max(1, min(n, _TILE_ELEMENTS // (n * hidden)))
     per_tile = max(1, _TILE_ELEMENTS // (rows * n * hidden))
-    result = torch.empty(count, n, n, dtype=inputs.dtype, device=inputs.device)
+    result = torch.empty(count, n, n, dtype=stats.parts.dtype, device=inputs.device)
     for g in range(0, count, per_tile):
         groups = slice(g, g + per_tile)
         for r in range(0, n, rows):
@@ -287,6 +293,10 @@ def alti_contributions(
 @EXPLAINERS.register("alti", ALTIConfig)
 class ALTI(_InsideExplainer):
     """ALTI (Ferrando et al. 2022): read row of the rolled-out per-layer token-to-token contributions.
+
+    Precision: the decomposition, its distances and the rollout are taken in float32 for bfloat16 and float16
+    weights (`accumulation_dtype`; the model's forward stays in its dtype). Measured against float32 weights in
+    benchmarks/dtype_attributions.py.
 
     Scores sum to 1 over each instance's tokens. Cost: 1 forward pass (plus the decomposition, which is
     arithmetic on what that pass recorded).
@@ -326,8 +336,8 @@ class ALTI(_InsideExplainer):
                     for index, layer in enumerate(self.encoder.layers)
                 ]
                 stacked = torch.stack(per_layer, dim=1)  # [G, L, n, n]
-                # in the model's dtype (bfloat16, float64, ...) until here; the scores are float32 like every
-                # explainer's, whatever the model's dtype
+                # float32 (float64 for a float64 model) until here, whatever the weights; the scores are float32
+                # like every explainer's
                 read = trace.context.read[group, :n].to(stacked.dtype)  # [G, n]: the head's read weights
                 scores[group, :n] = torch.einsum("gq,gqk->gk", read, rollout(stacked)[:, -1]).to(scores.dtype)
                 if matrices is not None:

@@ -37,19 +37,32 @@ def resolve_device(name: Literal["auto", "cpu", "cuda"] | str) -> torch.device:
     raise AttexpError(f'unknown device {name!r}; expected "auto", "cpu" or "cuda"')
 
 
+WeightsDtype = Literal["float32", "bfloat16", "float16", "auto"]
+"""The dtype a classifier's weights are loaded in (`dtype` of every model source); `auto`: as the checkpoint
+declares (its config.json's `dtype`), float32 where it declares none."""
+
+
+def torch_dtype(name: WeightsDtype) -> torch.dtype | str:
+    """`from_pretrained`'s `dtype` for a `WeightsDtype` ("auto" is passed as it is)."""
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
 def load_classifier(
     path: Path | str,
     eager_attention: bool = False,
     device: torch.device | str | None = None,
     revision: str | None = None,
+    dtype: WeightsDtype = "float32",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A sequence classifier and its tokenizer, in eval mode: from a `save_pretrained` folder (a
-    `models/<job>/model/` folder, or any other), or from a hub name (`str`, with `revision`).
+    `models/<job>/model/` folder, or any other), or from a hub name (`str`, with `revision`), its weights in
+    `dtype` (float32 by default, whatever the checkpoint holds; `auto`: the checkpoint's).
 
     `eager_attention=True` loads with `attn_implementation="eager"` so that `output_attentions=True` works.
     """
     transformers.logging.set_verbosity_error()
     kwargs: dict = {"attn_implementation": "eager"} if eager_attention else {}
+    kwargs["dtype"] = torch_dtype(dtype)
     if isinstance(path, Path):
         if not (path / "config.json").is_file():
             raise AttexpError(

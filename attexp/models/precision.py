@@ -20,6 +20,13 @@ Precision = Literal["fp32", "bf16", "fp16"]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype an explainer's sums and distances are taken in for a model whose weights are `dtype`: float32 for
+    bfloat16 and float16 weights (8 and 11 bits of mantissa lose the small terms of a sum), the weights' own dtype
+    otherwise (float32, or float64 where a test asks for it)."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
 def autocast(device: torch.device | str, precision: Precision | None) -> contextlib.AbstractContextManager:
     """torch.autocast for `device` in `precision` (fp32 / None: no autocast)."""
     if precision in (None, "fp32"):

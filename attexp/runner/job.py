@@ -157,11 +157,12 @@ class JobContext:
         self, ref: str | ComponentConfig, *, eager_attention: bool = False, device: torch.device | str | None = None
     ) -> tuple[Any, Any]:
         """The classifier and tokenizer a `ClassifierRef` field names, in eval mode: an upstream train job's
-        `models/<job>/model/`, or a model source (a local folder, a hub model, the packaged MiniLM)."""
+        `models/<job>/model/` (float32), or a model source (a local folder, a hub model, the packaged MiniLM) in the
+        `dtype` it names."""
         if isinstance(ref, str):
             return load_classifier(self.upstream(ref).dir / "model", eager_attention, device)
         where, kwargs = MODELS.get(ref.type).cls(ref).pretrained(self.cache_dir, root=self.base_dir)
-        return load_classifier(where, eager_attention, device, **kwargs)
+        return load_classifier(where, eager_attention, device, dtype=getattr(ref, "dtype", "float32"), **kwargs)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

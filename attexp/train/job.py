@@ -12,7 +12,7 @@ import logging
 import shutil
 from typing import Annotated, Literal
 
-from pydantic import SerializeAsAny
+from pydantic import SerializeAsAny, model_validator
 
 from attexp.config.schema import ComponentConfig, JobConfig, Registered, Upstream
 from attexp.io.files import write_jsonl
@@ -33,6 +33,17 @@ class TrainConfig(ClassifierSettings, JobConfig):
     job: Literal["train"] = "train"
     data: Annotated[str, Upstream(("download",))]
     model: Annotated[SerializeAsAny[ComponentConfig], Registered("model source")]
+
+    @model_validator(mode="after")
+    def _float32_weights(self) -> TrainConfig:
+        dtype = getattr(self.model, "dtype", "float32")
+        if dtype != "float32":
+            raise ValueError(
+                f"model.dtype={dtype!r}: fine-tuning every weight keeps them in float32 (a {dtype} weight loses the "
+                f"updates smaller than its precision). Leave dtype at float32 and set precision: 'bf16' for bf16 "
+                f"compute under autocast."
+            )
+        return self
 
 
 @JOBS.register("train", TrainConfig)

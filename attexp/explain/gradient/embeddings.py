@@ -79,15 +79,20 @@ class EmbeddingGradientExplainer(CaptumExplainer):
         self.module = _EmbeddingsToScores(self)
 
     def embeds_forward(self, inputs_embeds: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
-        # inputs_embeds [N, T, H] -> scores [N, C]
-        return self.scores(inputs_embeds=inputs_embeds, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        # inputs_embeds [N, T, H] (float32) -> scores [N, C]; the model runs in its own dtype
+        embeds = inputs_embeds.to(self.embedding.weight.dtype)
+        return self.scores(inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
     def embeds(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Input and baseline word embeddings [G, T, H], detached leaves (Captum sets requires_grad)."""
+        """Input and baseline word embeddings [G, T, H] in float32, detached leaves (Captum sets requires_grad).
+
+        float32 whatever the model's weights: the path points, noise, offsets and Captum's sums over steps and
+        samples are taken in float32 (bf16 has 8 bits of mantissa: a sum of 20 steps in bf16 loses the small
+        terms), and only the model's forward runs in its own dtype (`embeds_forward` casts)."""
         with torch.no_grad():
-            inputs = self.embedding(batch.input_ids)
+            inputs = self.embedding(batch.input_ids).float()
             if self.baseline_id is not None:
-                baselines = self.embedding(self.baseline_ids(batch))
+                baselines = self.embedding(self.baseline_ids(batch)).float()
             else:
                 keep = structural_positions(batch.input_ids, batch.attention_mask, self.tokenizer)
                 baselines = inputs * keep.unsqueeze(-1).to(inputs.dtype)

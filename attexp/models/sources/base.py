@@ -7,14 +7,33 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import transformers
+from pydantic import Field
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from attexp.config.schema import ComponentConfig
+from attexp.config.schema import ComponentConfig, NeutralDefault
 from attexp.errors import AttexpError
+from attexp.models.loading import WeightsDtype, torch_dtype
 
 Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
+
+
+class ModelSourceConfig(ComponentConfig):
+    """What every model source's config holds: `dtype`, the dtype its weights are loaded in.
+
+    float32 (the default), bfloat16 or float16, or `auto` for what the checkpoint declares: the checkpoints of
+    0.5-8B decoders are published in bfloat16, which halves their memory against float32. The explainers and
+    metrics whose arithmetic needs it accumulate in float32 whatever the weights (integrals, ALTI's distances,
+    the scorer's probabilities); what bf16 weights change is measured in benchmarks/dtype_attributions.py.
+    Fine-tuning every weight keeps float32 (a bf16 weight loses updates below its precision): the train stage
+    refuses another dtype.
+    """
+
+    dtype: Annotated[WeightsDtype, NeutralDefault()] = Field(
+        "float32", description="the weights' dtype: float32, bfloat16, float16, or auto (as the checkpoint declares)"
+    )
 
 
 def label_maps(num_labels: int, label_names: Sequence[str]) -> dict:
@@ -118,10 +137,10 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def from_folder(folder: Path, num_labels: int, label_names: Sequence[str]) -> Loaded:
+def from_folder(folder: Path, num_labels: int, label_names: Sequence[str], dtype: WeightsDtype = "float32") -> Loaded:
     transformers.logging.set_verbosity_error()
     model = AutoModelForSequenceClassification.from_pretrained(
-        folder, ignore_mismatched_sizes=True, **label_maps(num_labels, label_names)
+        folder, ignore_mismatched_sizes=True, dtype=torch_dtype(dtype), **label_maps(num_labels, label_names)
     )
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer

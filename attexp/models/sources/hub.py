@@ -11,13 +11,12 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from attexp.config.schema import ComponentConfig
-from attexp.models.loading import hub_error
-from attexp.models.sources.base import Loaded, ModelSource, label_maps, read_model_config
+from attexp.models.loading import hub_error, torch_dtype
+from attexp.models.sources.base import Loaded, ModelSource, ModelSourceConfig, label_maps, read_model_config
 from attexp.registry import MODELS
 
 
-class HubModelConfig(ComponentConfig):
+class HubModelConfig(ModelSourceConfig):
     """A model on the Hugging Face hub, loaded with `from_pretrained(name, revision=...)` (needs the hub)."""
 
     type: Literal["hub"] = "hub"
@@ -45,7 +44,7 @@ class HubModel(ModelSource):
         torch.manual_seed(seed)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                name, revision=revision, **label_maps(num_labels, label_names)
+                name, revision=revision, dtype=torch_dtype(self.config.dtype), **label_maps(num_labels, label_names)
             )
             tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         except (OSError, ValueError) as err:

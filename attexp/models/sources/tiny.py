@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
-from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+)
 
-from attexp.config.schema import ComponentConfig, NeutralDefault
+from attexp.config.schema import NeutralDefault
 from attexp.errors import AttexpError
-from attexp.models.sources.base import Loaded, ModelSource, label_maps
+from attexp.models.sources.base import Loaded, ModelSource, ModelSourceConfig, label_maps
 from attexp.models.sources.wordpiece import BERT_SPECIALS, train_wordpiece
 from attexp.registry import MODELS
 
@@ -23,7 +29,7 @@ TINY_ARCHITECTURES = ("bert", "llama", "qwen3", "mistral", "gemma", "modernbert"
 model's WordPiece vocabulary (`loading.check_tokenizer_round_trip`); a tiny `qwen3` is the same layout."""
 
 
-class TinyModelConfig(ComponentConfig):
+class TinyModelConfig(ModelSourceConfig):
     """A small classifier initialised from the seed, with a WordPiece vocabulary trained on the training texts.
 
     `architecture`: the `model_type` built (default a BERT; `llama`, `qwen3`, `mistral`, `gemma`: a
@@ -86,8 +92,15 @@ class TinyModel(ModelSource):
             **label_maps(num_labels, label_names),
         )
         torch.manual_seed(seed)
+        model = self._build(sizes, tokenizer)
+        if c.dtype in ("bfloat16", "float16"):  # built in float32 ("auto": float32, as it declares none)
+            model = model.to(getattr(torch, c.dtype))
+        return model, tokenizer
+
+    def _build(self, sizes: dict, tokenizer: Any) -> PreTrainedModel:
+        c = self.config
         if c.architecture == "bert":
-            return BertForSequenceClassification(BertConfig(**sizes)), tokenizer
+            return BertForSequenceClassification(BertConfig(**sizes))
         if c.architecture == "modernbert":
             ids = {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
             ids |= {"cls_token_id": tokenizer.cls_token_id, "sep_token_id": tokenizer.sep_token_id}
@@ -102,7 +115,7 @@ class TinyModel(ModelSource):
                 eos_token_id=tokenizer.sep_token_id,
                 tie_word_embeddings=False,
             )
-        return AutoModelForSequenceClassification.from_config(config), tokenizer
+        return AutoModelForSequenceClassification.from_config(config)
 
     def model_config(self, cache_dir: Path, root: Path | None = None) -> dict | None:
         c = self.config
