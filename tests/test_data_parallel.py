@@ -115,10 +115,15 @@ def assert_same_weights(a: Path, b: Path, atol: float) -> None:
     assert worst[0] < atol, worst
 
 
-def test_two_ranks_train_like_one_process_with_the_global_batch(world, tmp_path):
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}], ids=["every-weight", "lora"])
+def test_two_ranks_train_like_one_process_with_the_global_batch(world, tmp_path, lora):
+    """Full fine-tuning, and LoRA adapters over the frozen model (`lora:`; the adapter files are compared)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run({"jobs": jobs(world)}, one, 1, tmp_path)
-    run({"jobs": jobs(world)}, two, 2, tmp_path)
+    config = {"jobs": jobs(world)}
+    if lora:
+        config["jobs"][1]["lora"] = lora
+    run(config, one, 1, tmp_path)
+    run(config, two, 2, tmp_path)
     a, b = history(one / "models" / "t"), history(two / "models" / "t")
     assert [e["epoch"] for e in a] == [e["epoch"] for e in b] == [1, 2, 3]
     for x, y in zip(a, b, strict=True):  # the loss trajectory and the all-reduced validation metrics

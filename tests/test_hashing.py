@@ -57,6 +57,14 @@ def test_a_neutral_key_at_its_default_leaves_the_hash_and_any_other_value_change
         elif kind == "metric":
             without = {"job": "evaluate", "name": "e", "metrics": [{"type": owner}]}
             at_default = {**without, "metrics": [{"type": owner, key: default}]}
+        elif kind == "model source":  # a train job's model (tiny), else an explain job's classifier
+            block = {
+                "type": owner,
+                **{"local": {"path": "m"}, "hub": {"name": "m"}, "peft": {"path": "m"}}.get(owner, {}),
+            }
+            job = {"job": "train", "name": "t", "data": "d"} if owner == "tiny" else EXPLAIN
+            without = {**job, "model": block}
+            at_default = {**job, "model": {**block, key: default}}
         else:
             pytest.skip(f"no neutral keys expected on a {kind}")
     default = default.model_dump(mode="json") if hasattr(default, "model_dump") else default
@@ -65,6 +73,8 @@ def test_a_neutral_key_at_its_default_leaves_the_hash_and_any_other_value_change
     changed = json.loads(json.dumps(at_default, default=str))
     if owner in registry.JOBS:
         changed[key] = other
+    elif isinstance(changed.get("model"), dict):
+        changed["model"][key] = other
     elif "explainer" in changed:
         changed["explainer"][key] = other
     else:

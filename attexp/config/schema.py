@@ -140,7 +140,7 @@ class Registered:
     only: tuple[str, ...] = ()  # the registered types allowed here (empty: all of them)
 
 
-CLASSIFIER_SOURCES = ("hub", "local", "packaged")
+CLASSIFIER_SOURCES = ("hub", "local", "packaged", "peft")
 """Model sources a job may read a ready classifier from (a `tiny` model is untrained: train it first)."""
 
 ClassifierRef = Annotated[

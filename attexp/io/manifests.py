@@ -157,6 +157,7 @@ class ClassifierManifest(Manifest):
     best_validation_f1: float | None = None
     test: dict[str, float] = Field(default_factory=dict)
     parameters: int | None = None
+    adapter: dict[str, Any] | None = None  # a LoRA run: its settings, base and their sha256 (`attexp.train.lora`)
 
 
 class ExplanationsManifest(Manifest):

@@ -17,6 +17,7 @@ import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from attexp.errors import AttexpError
+from attexp.models.adapters import is_adapter, load_adapter_classifier
 from attexp.models.inputs import match_pad_token
 from attexp.models.layouts import layout_of_type
 
@@ -53,14 +54,22 @@ def load_classifier(
     device: torch.device | str | None = None,
     revision: str | None = None,
     dtype: WeightsDtype = "float32",
+    base: str | Path | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A sequence classifier and its tokenizer, in eval mode: from a `save_pretrained` folder (a
     `models/<job>/model/` folder, or any other), or from a hub name (`str`, with `revision`), its weights in
     `dtype` (float32 by default, whatever the checkpoint holds; `auto`: the checkpoint's).
 
-    `eager_attention=True` loads with `attn_implementation="eager"` so that `output_attentions=True` works.
+    `eager_attention=True` loads with `attn_implementation="eager"` so that `output_attentions=True` works. A peft
+    LoRA adapter folder (`adapter_config.json`) is loaded over its base (or `base`) and merged
+    (`attexp.models.adapters`).
     """
     transformers.logging.set_verbosity_error()
+    if is_adapter(path) or base is not None:  # a LoRA adapter over its base, merged (`attexp.models.adapters`)
+        eager = "eager" if eager_attention else None
+        model, tokenizer = load_adapter_classifier(Path(path), base, torch_dtype(dtype), eager)
+        match_pad_token(model, tokenizer)
+        return (model.to(device) if device is not None else model).eval(), tokenizer
     kwargs: dict = {"attn_implementation": "eager"} if eager_attention else {}
     kwargs["dtype"] = torch_dtype(dtype)
     if isinstance(path, Path):

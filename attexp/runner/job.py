@@ -158,7 +158,7 @@ class JobContext:
     ) -> tuple[Any, Any]:
         """The classifier and tokenizer a `ClassifierRef` field names, in eval mode: an upstream train job's
         `models/<job>/model/` (float32), or a model source (a local folder, a hub model, the packaged MiniLM) in the
-        `dtype` it names."""
+        `dtype` it names (a `peft` adapter over its base, merged)."""
         if isinstance(ref, str):
             return load_classifier(self.upstream(ref).dir / "model", eager_attention, device)
         where, kwargs = MODELS.get(ref.type).cls(ref).pretrained(self.cache_dir, root=self.base_dir)

@@ -13,8 +13,9 @@ Every entry is constructed as `Cls(config)` and has one verb::
 which returns a sequence classifier with `id2label`/`label2id` set and the matching tokenizer. `root` is the
 directory relative `local` paths are resolved against (the base directory); the other entries ignore it.
 
-One module per source (`packaged`, `local`, `hub`, `tiny`), as `attexp.data.sources`; `base` holds what they
-share, `wordpiece` the tiny model's tokenizer training. Importing the package registers the four sources.
+One module per source (`packaged`, `local`, `hub`, `tiny`, and `peft`: a LoRA adapter folder over its base), as
+`attexp.data.sources`; `base` holds what they share, `wordpiece` the tiny model's tokenizer training. Importing the
+package registers the five sources.
 """
 
 from attexp.models.sources.base import (
@@ -28,6 +29,7 @@ from attexp.models.sources.base import (
 from attexp.models.sources.hub import HubModel, HubModelConfig  # registers
 from attexp.models.sources.local import LocalModel, LocalModelConfig  # registers
 from attexp.models.sources.packaged import PackagedModel, PackagedModelConfig  # registers
+from attexp.models.sources.peft import PeftAdapterModel, PeftModelConfig  # registers
 from attexp.models.sources.tiny import TINY_ARCHITECTURES, TinyModel, TinyModelConfig  # registers
 from attexp.models.sources.wordpiece import BERT_SPECIALS, train_wordpiece
 
@@ -41,6 +43,8 @@ __all__ = [
     "ModelSource",
     "PackagedModel",
     "PackagedModelConfig",
+    "PeftAdapterModel",
+    "PeftModelConfig",
     "TINY_ARCHITECTURES",
     "TinyModel",
     "TinyModelConfig",
