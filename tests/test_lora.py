@@ -163,3 +163,37 @@ def test_lora_config_errors_exit_2(world, tmp_path, run_cli):
     del bf16[1]["lora"]
     path.write_text(json.dumps({"jobs": bf16}))
     assert run_cli(path, "--base-dir", tmp_path / "b", "--dry-run")[0] == 2
+
+
+LORA_PIPELINE = Path(__file__).resolve().parent.parent / "configs" / "pipelines" / "rotten_tomatoes.lora.jsonnet"
+
+
+def test_the_shipped_lora_pipeline_and_its_hub_override_dry_run_offline(tmp_path, run_cli):
+    code, out, err = run_cli(LORA_PIPELINE, "--base-dir", tmp_path / "base", "--dry-run")
+    assert code == 0, err
+    assert '"lora": {' in out and "rt.evaluate.lora" in out and not (tmp_path / "base").exists()
+    [line] = [line for line in LORA_PIPELINE.read_text().splitlines() if "--jobs.1.model=" in line]
+    override = line.strip().lstrip("/").strip().strip("'")
+    code, out, err = run_cli(LORA_PIPELINE, "--base-dir", tmp_path / "base", "--dry-run", override)
+    assert code == 0, err
+    assert '"name": "Qwen/Qwen2.5-0.5B"' in out and '"dtype": "bfloat16"' in out
+
+
+def test_the_lora_pipeline_shrunk_runs_every_explainer_on_the_adapter(tmp_path, cache_dir, monkeypatch):
+    """tests/fixtures/configs/pipeline.lora.small.jsonnet: the shipped LoRA pipeline on a few hundred RT sentences."""
+    from conftest import FIXTURES
+
+    from attexp.cli import main
+    from attexp.registry import EXPLAINERS, load_all
+
+    monkeypatch.setenv("ATTEXP_CACHE_DIR", str(cache_dir))
+    base = tmp_path / "base"
+    assert main([str(FIXTURES / "configs" / "pipeline.lora.small.jsonnet"), "--base-dir", str(base), "-q"]) == 0
+    assert (base / "models" / "rt.train.lora" / "model" / "adapter_model.safetensors").is_file()
+    table = (base / "logs" / "rt.evaluate.lora" / "table.md").read_text()
+    load_all()
+    expected = set(EXPLAINERS.names()) - {"attexplainer"}  # the agent reads the BERT family only
+    assert {line.split("|")[2].strip() for line in table.splitlines()[2:] if line.startswith("| rt.")} >= expected
+    assert (base / "visualizations" / "rt.visualize.lora" / "summary.html").is_file()
+    manifest = json.loads((base / "models" / "rt.train.lora" / "manifest.json").read_text())
+    assert manifest["adapter"]["base"]["path"] == "../base" and manifest["adapter"]["base"]["sha256"]

@@ -4,8 +4,9 @@
 // and a `student` empirical explainer, evaluate every explanation against LIG and the model, summary.html, and the
 // model analyses (head pruning, triggers, IBA's layer flow).
 //
-// pipeline(model, sizes): `model` a model source (models.libsonnet's `decoder`, or a hub decoder such as
-// models.hub('Qwen/Qwen2.5-0.5B') where a network exists); `sizes` shrinks it for tests.
+// pipeline(model, sizes, variant): `model` a model source (models.libsonnet's `decoder`, or a hub decoder such as
+// models.hub('Qwen/Qwen2.5-0.5B') where a network exists); `sizes` shrinks it for tests (or changes the training:
+// `train: { lora: {...} }`); `variant` names the jobs (rt.train.<variant>, rt.evaluate.<variant>, ...).
 local defaults = import 'defaults.libsonnet';
 local empexp = import 'empexp.libsonnet';
 local rt = import 'rotten_tomatoes.libsonnet';
@@ -23,15 +24,15 @@ local full = {
 
 {
   full: full,
-  pipeline(model, sizes={}):: {
+  pipeline(model, sizes={}, variant='decoder'):: {
     local s = full + sizes,
-    local j = empexp.jobs('rt', rt.source, model, variant='decoder', train=s.train, explain_limits=s.explain_limits,
+    local j = empexp.jobs('rt', rt.source, model, variant=variant, train=s.train, explain_limits=s.explain_limits,
                           download=s.download, lig=s.lig, distill=s.distill),
     local test(method, explainer) = j.explain_test + s.quiet {
-      name: 'rt.explain.' + method + '.decoder.test',
+      name: 'rt.explain.' + method + '.' + variant + '.test',
       explainer: { type: method } + explainer,
     },
-    local distill(mode, extra) = j.distill + s.quiet { name: 'rt.distill.' + mode + '.decoder', mode: mode } + extra,
+    local distill(mode, extra) = j.distill + s.quiet { name: 'rt.distill.' + mode + '.' + variant, mode: mode } + extra,
     local shared = distill('shared', {}),
     local student = distill('student', { student_layers: 1 }),
     local explained = [
@@ -66,21 +67,21 @@ local full = {
     ] + explained + [
       defaults {
         job: 'evaluate',
-        name: 'rt.evaluate.decoder',
+        name: 'rt.evaluate.' + variant,
         explanations: names,
-        reference: 'rt.explain.lig.decoder.test',
+        reference: 'rt.explain.lig.' + variant + '.test',
         metrics: [{ type: 'spearman' }, { type: 'eraser' }, { type: 'cost' }],
       },
       defaults {
         job: 'visualize',
-        name: 'rt.visualize.decoder',
-        explanations: ['rt.explain.lig.decoder.test', 'rt.explain.alti.decoder.test', 'rt.explain.attattr.decoder.test'],
-        evaluation: 'rt.evaluate.decoder',
+        name: 'rt.visualize.' + variant,
+        explanations: ['rt.explain.' + m + '.' + variant + '.test' for m in ['lig', 'alti', 'attattr']],
+        evaluation: 'rt.evaluate.' + variant,
         max_instances: 50,
       },
       defaults {
         job: 'head_pruning',
-        name: 'rt.prune_heads.decoder',
+        name: 'rt.prune_heads.' + variant,
         model: j.train.name,
         data: j.download.name,
         importance_split: 'validation',
@@ -90,7 +91,7 @@ local full = {
       } + s.quiet,
       defaults {
         job: 'triggers',
-        name: 'rt.triggers.decoder',
+        name: 'rt.triggers.' + variant,
         model: j.train.name,
         data: j.download.name,
         source_split: 'train',
@@ -101,7 +102,7 @@ local full = {
       } + s.quiet,
       defaults {
         job: 'layer_flow',
-        name: 'rt.layer_flow.decoder',
+        name: 'rt.layer_flow.' + variant,
         model: j.train.name,
         data: j.download.name,
         split: 'test',
