@@ -248,3 +248,28 @@ def test_an_explain_job_loads_a_local_model_in_the_dtype_its_source_names(tmp_pa
         assert a["predictions"] != b["predictions"]
         assert b["predictions"] == pytest.approx(a["predictions"], abs=0.03)
         assert all(np.isfinite(b["attributions"]))
+
+
+@pytest.mark.parametrize("name", ["lig", "saliency", "attattr", "iba"])
+def test_gradient_explainers_run_on_frozen_weights_and_leave_them_as_they_were(name):
+    """While a gradient explainer runs with autograd on, no weight requires a gradient (`frozen_weights`: autograd
+    keeps nothing for the weights' gradients); afterwards `requires_grad` is as it was, mixed state included."""
+    import attexp
+
+    model, tokenizer = _decoder()
+    model.requires_grad_(True)
+    model.score.requires_grad_(False)
+    seen = []
+    hook = model.model.layers[-1].register_forward_pre_hook(
+        lambda module, args: (
+            seen.append(any(p.requires_grad for p in model.parameters())) if torch.is_grad_enabled() else None
+        )
+    )
+    settings = {"lig": {"n_steps": 4}, "attattr": {"steps": 3}, "iba": {"steps": 2}}.get(name, {})
+    try:
+        attexp.explain(model, tokenizer, [r["text"] for r in ROWS], name, device="cpu", max_length=32, **settings)
+    finally:
+        hook.remove()
+    assert seen and not any(seen), "a weight required a gradient while the explainer ran"
+    assert [p.requires_grad for p in model.score.parameters()] == [False]
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("score"))

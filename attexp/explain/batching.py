@@ -32,7 +32,7 @@ from attexp.models.inputs import (
     tokenize_rows,
 )
 from attexp.models.loading import check_logits
-from attexp.models.precision import Precision, autocast
+from attexp.models.precision import Precision, autocast, frozen_weights
 
 Target = Literal["predicted", "label"] | int
 
@@ -169,8 +169,8 @@ def explain_rows(
                     probabilities = logits.softmax(dim=-1)
                     targets = _targets(target, probabilities, batch_rows)  # [B]
                 batch = Batch(input_ids=ids, attention_mask=mask, token_type_ids=types, targets=targets.clone())
-                if explainer.needs_gradients:
-                    with torch.enable_grad(), mixed:
+                if explainer.needs_gradients:  # gradients of the inputs only: no weight gradient is kept
+                    with torch.enable_grad(), mixed, frozen_weights(model):
                         explanation = explainer.explain(batch)
                 else:
                     with torch.inference_mode(), mixed:
