@@ -61,6 +61,7 @@ def explain(
     seed: int = 42,
     base_dir: str | Path | None = None,
     progress: bool = False,
+    max_tokens_per_pass: int | None = None,
     **options: Any,
 ) -> Explanations:
     """Explain `model`'s predictions on `texts` (one string or many) with `explainer`.
@@ -99,6 +100,7 @@ def explain(
             "precision": precision,
             "seed": seed,
             "progress": progress,
+            "max_tokens_per_pass": max_tokens_per_pass,
         },
         "attexp.explain",
     )
@@ -130,6 +132,7 @@ def explain(
             device=torch_device,
             progress=config.progress,
             precision=config.precision,
+            max_tokens_per_pass=config.max_tokens_per_pass,
         )
         for record in batch
     ]

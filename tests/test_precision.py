@@ -273,3 +273,41 @@ def test_gradient_explainers_run_on_frozen_weights_and_leave_them_as_they_were(n
     assert seen and not any(seen), "a weight required a gradient while the explainer ran"
     assert [p.requires_grad for p in model.score.parameters()] == [False]
     assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("score"))
+
+
+@pytest.mark.parametrize("name", ["lig", "occlusion", "attattr", "iba"])
+def test_one_job_budget_sizes_every_explainers_passes(name):
+    """`max_tokens_per_pass` (the explain job's, or attexp.explain's): no pass through the last layer holds more
+    padded positions than the budget, and the deterministic explainers give what they give unbudgeted."""
+    import attexp
+
+    model, tokenizer = _decoder()
+    texts = [r["text"] for r in ROWS] * 2
+    settings = {"lig": {"n_steps": 6}, "attattr": {"steps": 4}, "iba": {"steps": 2, "samples": 2}}.get(name, {})
+    sizes = []
+    hook = model.model.layers[-1].register_forward_pre_hook(
+        lambda module, args, kwargs: sizes.append((args[0] if args else kwargs["hidden_states"]).shape[:2].numel()),
+        with_kwargs=True,
+    )
+    runs = {}
+    try:
+        for budget in (None, 24):
+            sizes.clear()
+            out = attexp.explain(  # batches of 2 texts of at most 11 tokens: the prediction pass fits the budget
+                model,
+                tokenizer,
+                texts,
+                name,
+                device="cpu",
+                max_length=32,
+                batch_size=2,
+                max_tokens_per_pass=budget,
+                **settings,
+            )
+            runs[budget] = ([r["attributions"] for r in out.records], max(sizes))
+    finally:
+        hook.remove()
+    assert runs[24][1] <= 24 < runs[None][1], (runs[24][1], runs[None][1])
+    if name != "iba":  # IBA's noise is drawn per pass
+        for a, b in zip(runs[None][0], runs[24][0], strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)

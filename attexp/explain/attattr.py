@@ -148,7 +148,10 @@ class AttentionAttribution(Explainer):
         probs = probs.float()  # the sum over steps in float32, whatever the model's dtype
         gradients = torch.zeros_like(probs)  # sum over steps of dF/dA at alpha A: [B, h, T, T]
         total = size * steps
-        chunk = cfg.internal_batch_size or total
+        if "internal_batch_size" in cfg.model_fields_set or self.max_tokens_per_pass is None:
+            chunk = cfg.internal_batch_size or total
+        else:  # the job's budget: rows of this width per pass
+            chunk = max(1, self.max_tokens_per_pass // probs.shape[-1])
         for start in range(0, total, chunk):
             rows = torch.arange(start, min(start + chunk, total), device=probs.device)
             instance, alpha = rows // steps, alphas[rows % steps]  # instance-major rows

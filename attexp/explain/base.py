@@ -97,6 +97,16 @@ class Explainer(abc.ABC):
         self.model = model
         self.tokenizer = tokenizer
         self.upstream = upstream
+        self.max_tokens_per_pass: int | None = None  # the job's memory budget (set by the engine), see `budget`
+
+    def budget(self, field: str) -> int | None:
+        """The memory budget of this explainer's passes, in padded token positions (rows x width) per pass: its own
+        config's `field` where the config sets it, else the job's `max_tokens_per_pass`, else the field's default.
+        One budget per job thus sizes every family: the gradient methods' chunks, the perturbation batches,
+        AttAttr's rows per pass and IBA's instances x noise samples per pass."""
+        if field in self.config.model_fields_set or self.max_tokens_per_pass is None:
+            return getattr(self.config, field)
+        return self.max_tokens_per_pass
 
     @property
     def device(self) -> torch.device:

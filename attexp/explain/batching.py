@@ -112,6 +112,7 @@ def explain_rows(
     progress: bool = True,
     first_batch: int = 0,
     precision: Precision | None = None,
+    max_tokens_per_pass: int | None = None,
 ) -> Iterator[list[dict]]:
     """Explain dataset rows batch by batch; yield each batch's finished explanation records.
 
@@ -124,6 +125,8 @@ def explain_rows(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    if max_tokens_per_pass is not None:  # the job's memory budget, which every explainer sizes its passes by
+        explainer.max_tokens_per_pass = max_tokens_per_pass
     problem = max_length_problem(max_length, getattr(model, "config", None))
     if problem:
         raise ConfigError(f"{problem}.")

@@ -50,6 +50,7 @@ from torch import Tensor
 from attexp.config.schema import Upstream
 from attexp.errors import AttexpError, ConfigError
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
+from attexp.explain.captum_base import instance_groups
 from attexp.io.artifacts import MANIFEST, read_manifest, verify_file
 from attexp.io.files import read_jsonl
 from attexp.models.encoder import Encoder, layer_index
@@ -212,7 +213,14 @@ class InformationBottleneck(Explainer):
                 mean, std = _mean_std(*_moments(hidden, batch.attention_mask)) if batch_prior else self.prior
             mean, std = mean.expand_as(hidden), std.expand_as(hidden)  # [B, T, H] views
             standardised = (hidden - mean) / std  # r: [B, T, H]
-        capacity = self.optimise(batch, standardised, mean, std)  # [B, T, H]
+        # the job's memory budget: groups of instances whose noise samples fit one pass, one instance at least (each
+        # instance's mask is trained on its own, so groups give the same optimisation; the noise is drawn per group)
+        width = batch.input_ids.shape[1]
+        budget = self.max_tokens_per_pass
+        groups = instance_groups(len(batch), cfg.samples, width, budget) if budget else [torch.arange(len(batch))]
+        capacity = torch.cat(
+            [self.optimise(batch.subset(g), standardised[g], mean[g], std[g]) for g in groups]
+        )  # [B, T, H]
         real = batch.attention_mask.bool()
         per_token = zero_padding(capacity.sum(dim=-1), batch.attention_mask)  # [B, T]
         low = per_token.masked_fill(~real, float("inf")).amin(dim=1, keepdim=True)

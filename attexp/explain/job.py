@@ -57,6 +57,13 @@ class ExplainConfig(JobConfig):
     precision: Annotated[Precision | None, NeutralDefault()] = Field(
         None, description="fp32 (None), bf16 or fp16 for the prediction forward (gradient explainers stay fp32)"
     )
+    max_tokens_per_pass: Annotated[int | None, NeutralDefault()] = Field(
+        None,
+        ge=1,
+        description="the job's memory budget in padded token positions per model pass, which every explainer sizes "
+        "its passes by (gradient chunks, perturbation batches, AttAttr's rows, IBA's samples); an explainer's own "
+        "max_tokens_per_forward or internal_batch_size wins where set",
+    )
     progress: bool = True
 
     @field_validator("target")
@@ -122,6 +129,7 @@ class ExplainJob(Job):
                 device=device,
                 progress=config.progress and ctx.is_main,
                 precision=config.precision,
+                max_tokens_per_pass=config.max_tokens_per_pass,
             ):
                 for r in records:  # batch ids unique across ranks and resumes: local number * world + rank
                     r["batch"] = (next_batch + r["batch"]) * ctx.world_size + ctx.rank

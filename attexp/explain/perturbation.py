@@ -120,7 +120,7 @@ class PerturbationExplainer(CaptumExplainer):
 
     def per_eval(self, perturbations: int, copies: int, width: int) -> int:
         """Perturbed copies per forward: all `perturbations`, or as many (of `copies` rows each) as fit."""
-        cap = rows_per_forward(self.config.max_tokens_per_forward, width)
+        cap = rows_per_forward(self.budget("max_tokens_per_forward"), width)
         return max(1, perturbations if cap is None else min(perturbations, cap // copies))
 
     @staticmethod
@@ -153,7 +153,7 @@ class BatchedPerturbationExplainer(PerturbationExplainer):
     def attribute(self, batch: Batch, baselines: Tensor, features: Tensor, real: Tensor, passes: list[int]) -> Tensor:
         size, width = batch.input_ids.shape
         scores = torch.zeros(size, width, device=batch.input_ids.device)
-        for index in instance_groups(size, 1, width, self.config.max_tokens_per_forward):
+        for index in instance_groups(size, 1, width, self.budget("max_tokens_per_forward")):
             most = int(real[index].sum(dim=1).max())
             if most == 0:
                 continue  # nothing to perturb: all scores stay 0

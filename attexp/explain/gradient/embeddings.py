@@ -112,7 +112,7 @@ class EmbeddingGradientExplainer(CaptumExplainer):
         scores = torch.zeros(size, width, device=batch.input_ids.device)
         deltas: Tensor | None = None
         forwards = [0] * size
-        budget = gradient_max_tokens(self.model, self.config.max_tokens_per_forward)
+        budget = gradient_max_tokens(self.model, self.budget("max_tokens_per_forward"))
         for index in instance_groups(size, self.rows_per_instance, width, budget):
             part = batch.subset(index)
             inputs, baselines = self.embeds(part)
@@ -186,7 +186,7 @@ class IntegratedGradientsExplainer(EmbeddingGradientExplainer):
 
     def attribute(self, inputs: Tensor, baselines: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
         cfg = self.config
-        budget = gradient_max_tokens(self.model, cfg.max_tokens_per_forward)
+        budget = gradient_max_tokens(self.model, self.budget("max_tokens_per_forward"))
         chunk = cfg.internal_batch_size or rows_per_forward(budget, inputs.shape[1])
         result = IntegratedGradients(self.embeds_forward).attribute(
             inputs.requires_grad_(),

@@ -118,7 +118,7 @@ class LayerIntegratedGradientsExplainer(CaptumExplainer):
             )
         self.check_autograd()
         chunk = cfg.internal_batch_size or rows_per_forward(
-            gradient_max_tokens(self.model, cfg.max_tokens_per_forward), width
+            gradient_max_tokens(self.model, self.budget("max_tokens_per_forward")), width
         )
         scores = torch.zeros(size, width, device=batch.input_ids.device)
         forwards, deltas = [0] * size, torch.zeros(size, device=batch.input_ids.device)
