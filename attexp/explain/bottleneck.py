@@ -217,10 +217,12 @@ class InformationBottleneck(Explainer):
         # instance's mask is trained on its own, so groups give the same optimisation; the noise is drawn per group)
         width = batch.input_ids.shape[1]
         budget = self.max_tokens_per_pass
-        groups = instance_groups(len(batch), cfg.samples, width, budget) if budget else [torch.arange(len(batch))]
-        capacity = torch.cat(
-            [self.optimise(batch.subset(g), standardised[g], mean[g], std[g]) for g in groups]
-        )  # [B, T, H]
+        groups = instance_groups(len(batch), cfg.samples, width, budget) if budget else []
+        if len(groups) > 1:
+            parts = [self.optimise(batch.subset(g), standardised[g], mean[g], std[g]) for g in groups]
+            capacity = torch.cat(parts)  # [B, T, H]
+        else:
+            capacity = self.optimise(batch, standardised, mean, std)  # [B, T, H]
         real = batch.attention_mask.bool()
         per_token = zero_padding(capacity.sum(dim=-1), batch.attention_mask)  # [B, T]
         low = per_token.masked_fill(~real, float("inf")).amin(dim=1, keepdim=True)

@@ -22,6 +22,7 @@ from attexp.config.schema import ComponentConfig, JobConfig, NeutralDefault, Reg
 from attexp.errors import AttexpError
 from attexp.io.files import write_jsonl
 from attexp.io.records import CLASSIFIER, DATASET
+from attexp.models.adapters import base_of
 from attexp.models.inputs import count_truncated
 from attexp.models.loading import check_tokenizer_round_trip
 from attexp.models.sources import folder_fingerprint
@@ -113,7 +114,7 @@ class TrainJob(Job):
             save_adapter(model, tokenizer, ctx.path("model"), *base)
             ctx.manifest.adapter = {
                 "lora": config.lora.model_dump(mode="json"),
-                "base": {"path": base[0], "revision": base[1], "sha256": _sha256_of(ctx.path("model"), base[0])},
+                "base": {"path": base[0], "revision": base[1], "sha256": _base_sha256(ctx.path("model"))},
                 "sha256": folder_fingerprint(ctx.path("model")),
                 "trainable_parameters": trainable_parameters(model),
             }
@@ -156,7 +157,8 @@ def _base_of(source, model, ctx: JobContext) -> tuple[str, str | None]:
     return where, kwargs.get("revision")  # a hub name
 
 
-def _sha256_of(model_dir: Path, base: str) -> str | None:
-    """The sha256 of the base's files where they are on disk (a hub base: None)."""
-    folder = (model_dir / base).resolve() if base.startswith(".") else Path(base)
-    return folder_fingerprint(folder) if folder.is_dir() else None
+def _base_sha256(model_dir: Path) -> str | None:
+    """The sha256 of the base's files where they are on disk (a hub base: None), found as loading finds them (from
+    the base record `save_adapter` wrote in `model_dir`)."""
+    where, _ = base_of(model_dir, {})
+    return folder_fingerprint(where) if isinstance(where, Path) and where.is_dir() else None

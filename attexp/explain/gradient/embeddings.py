@@ -33,6 +33,7 @@ from attexp.explain.captum_base import (
 )
 from attexp.explain.gradient.lig import IntegrationMethod
 from attexp.models.inputs import Batch, structural_positions
+from attexp.models.precision import accumulation_dtype
 from attexp.registry import EXPLAINERS
 
 
@@ -84,15 +85,17 @@ class EmbeddingGradientExplainer(CaptumExplainer):
         return self.scores(inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
     def embeds(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Input and baseline word embeddings [G, T, H] in float32, detached leaves (Captum sets requires_grad).
+        """Input and baseline word embeddings [G, T, H], detached leaves (Captum sets requires_grad).
 
-        float32 whatever the model's weights: the path points, noise, offsets and Captum's sums over steps and
-        samples are taken in float32 (bf16 has 8 bits of mantissa: a sum of 20 steps in bf16 loses the small
-        terms), and only the model's forward runs in its own dtype (`embeds_forward` casts)."""
+        float32 for bf16/fp16 weights (`accumulation_dtype`; a float64 model keeps float64): the path points, noise,
+        offsets and Captum's sums over steps and samples are taken in it (bf16 has 8 bits of mantissa: a sum of 20
+        steps in bf16 loses the small terms), and only the model's forward runs in its own dtype (`embeds_forward`
+        casts)."""
         with torch.no_grad():
-            inputs = self.embedding(batch.input_ids).float()
+            wide = accumulation_dtype(self.embedding.weight.dtype)
+            inputs = self.embedding(batch.input_ids).to(wide)
             if self.baseline_id is not None:
-                baselines = self.embedding(self.baseline_ids(batch)).float()
+                baselines = self.embedding(self.baseline_ids(batch)).to(wide)
             else:
                 keep = structural_positions(batch.input_ids, batch.attention_mask, self.tokenizer)
                 baselines = inputs * keep.unsqueeze(-1).to(inputs.dtype)

@@ -28,7 +28,7 @@ class ModelSourceConfig(ComponentConfig):
     metrics whose arithmetic needs it accumulate in float32 whatever the weights (integrals, ALTI's distances,
     the scorer's probabilities); what bf16 weights change is measured in benchmarks/dtype_attributions.py.
     Fine-tuning every weight keeps float32 (a bf16 weight loses updates below its precision): the train stage
-    refuses another dtype.
+    refuses another dtype, unless it trains LoRA adapters over the frozen weights (`lora:`).
     """
 
     dtype: Annotated[WeightsDtype, NeutralDefault()] = Field(
