@@ -32,6 +32,7 @@ from attexp.evaluate.metric_table import score_runs, with_floor
 from attexp.evaluate.model_scorer import ModelScorer
 from attexp.explain.artifact import RECORDS, save_records
 from attexp.explain.batching import explain_rows, text_length
+from attexp.explain.prompted import build_explainer
 from attexp.io.artifacts import MANIFEST, find_artifact, new_manifest, read_manifest
 from attexp.io.files import read_jsonl
 from attexp.io.manifests import ExplanationsManifest
@@ -118,7 +119,7 @@ def explain(
         rows.append(row)
     rows.sort(key=text_length)  # the explain job's order
     seed_everything(config.seed)
-    explainer_obj = entry.cls(config.explainer, model, tokenizer, upstream)
+    explainer_obj = build_explainer(entry.cls, config.explainer, model, tokenizer, upstream)
     records = [
         record
         for batch in explain_rows(

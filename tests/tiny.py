@@ -103,3 +103,44 @@ def make_batch(tokenizer, texts: list[str], targets: list[int] | None = None, nu
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     targets = targets if targets is not None else [i % num_labels for i in range(len(texts))]
     return Batch(enc["input_ids"], enc.get("attention_mask"), enc.get("token_type_ids"), torch.tensor(targets))
+
+
+def byte_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 400):
+    """A byte-level BPE tokenizer (GPT-2/Qwen/Llama-3 style: `Ġ` marks a leading space, no special tokens around a
+    text; `<|endoftext|>` ends and pads) trained on `texts`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(list(texts), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def tiny_causal_lm(model_type: str, tokenizer, seed: int = 0, **extra) -> torch.nn.Module:
+    """A 2-layer causal LM of `model_type` (hidden 32, 2 heads) with random weights, eager attention, eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=extra.pop("num_key_value_heads", 2),
+        head_dim=16,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        initializer_range=0.2,
+        **extra,
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()

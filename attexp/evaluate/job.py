@@ -155,8 +155,9 @@ class _Setup:
             device = ctx.device
             if isinstance(model_ref, str):
                 model, tokenizer = load_classifier(_model_artifact(ctx, model_ref).dir / "model", device=device)
-            else:
-                model, tokenizer = ctx.classifier(model_ref, device=device)
+            else:  # a prompted classifier's classes in the order the explanations name them
+                names = next((n for a in artifacts.values() if (n := getattr(a.manifest, "label_names", None))), None)
+                model, tokenizer = ctx.classifier(model_ref, device=device, label_names=names)
             scorer = ModelScorer(model, tokenizer, device, batch_size=config.batch_size, precision=config.precision)
 
         runs: list[Run] = []

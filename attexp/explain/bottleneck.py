@@ -38,7 +38,7 @@ and Adam updates element by element.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -164,12 +164,21 @@ class InformationBottleneck(Explainer):
                 count,
                 default_layer(count),
             )
-        self.prior: tuple[Tensor, Tensor] | None = None
+        self.prompt: Callable[[Batch], Batch] | None = None  # set by `attexp.explain.prompted` (module docstring)
+        self._prior: tuple[Tensor, Tensor] | None = None
         if config.prior == "dataset" and config.prior_data is not None:
-            self.prior = self._dataset_prior()
+            self.upstream_dir(config.prior_data, "prior_data")  # named and given: checked now, read at first use
+
+    @property
+    def prior(self) -> tuple[Tensor, Tensor] | None:
+        """The dataset prior (mean, std [H]) from `prior_data`, estimated at first use; None without `prior_data`."""
+        if self._prior is None and self.config.prior == "dataset" and self.config.prior_data is not None:
+            self._prior = self._dataset_prior()
+        return self._prior
 
     def _dataset_prior(self) -> tuple[Tensor, Tensor]:
-        """Mean and std [H] of layer l's output over real tokens of the prior data rows."""
+        """Mean and std [H] of layer l's output over real tokens of the prior data rows (through `prompt` where set:
+        a prompted classifier's template around each text, as the explained texts have it)."""
         cfg = self.config
         folder = self.upstream_dir(cfg.prior_data, "prior_data")
         path = folder / f"{cfg.prior_split}.jsonl"
@@ -184,6 +193,9 @@ class InformationBottleneck(Explainer):
             for chosen in length_sorted_batches([len(f["input_ids"]) for f in features], 32):  # little padding
                 ids, mask, types = pad_features([features[i] for i in chosen], batch_pad_id(self.model, self.tokenizer))
                 ids, mask = ids.to(self.device), mask.to(self.device)
+                if self.prompt is not None:
+                    whole = self.prompt(Batch(ids, mask, None, torch.zeros(len(ids), dtype=torch.long)))
+                    ids, mask, types = whole.input_ids, whole.attention_mask, None
                 hidden, _ = self.bottleneck_input(ids, mask, None if types is None else types.to(self.device))
                 moments = _moments(hidden, mask)
                 sums = moments if sums is None else tuple(a + b for a, b in zip(sums, moments, strict=True))

@@ -26,6 +26,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from attexp.config.schema import ClassifierRef, ComponentConfig, JobConfig, NeutralDefault, Registered, Upstream
 from attexp.explain.artifact import RECORDS, finish_records
 from attexp.explain.batching import explain_rows, text_length
+from attexp.explain.prompted import build_explainer
 from attexp.io.files import done_idx
 from attexp.io.records import DATASET, EXPLANATIONS
 from attexp.models.inputs import count_truncated
@@ -97,9 +98,13 @@ class ExplainJob(Job):
         device = ctx.device
         entry = EXPLAINERS.get(config.explainer.type)
         model, tokenizer = ctx.classifier(
-            config.model, eager_attention=getattr(entry.cls, "needs_attentions", False), device=device
+            config.model,
+            eager_attention=getattr(entry.cls, "needs_attentions", False),
+            device=device,
+            label_names=data.manifest.label_names,
         )
-        explainer = entry.cls(config.explainer, model, tokenizer, {n: a.dir for n, a in ctx.upstream_artifacts.items()})
+        upstream = {n: a.dir for n, a in ctx.upstream_artifacts.items()}
+        explainer = build_explainer(entry.cls, config.explainer, model, tokenizer, upstream)
 
         # A run killed after merging its shards but before its manifest said "finished" left records.jsonl:
         # it becomes a shard again, so those records count as done (not explained a second time).

@@ -309,8 +309,9 @@ class KernelShapExplainer(PerturbationExplainer):
     """KernelSHAP via Captum: a linear regression on coalitions of real tokens, Shapley-kernel weighted.
 
     Captum samples coalition sizes from the Shapley kernel, so it needs two features or more: a text with one
-    real token gets its specials as a second, inert feature (replacing them changes nothing). Captum weights
-    the full and the empty coalition heavily, so the scores nearly add up to f(x) - f(baseline).
+    real token gets its specials as a second, inert feature (replacing them changes nothing); a text of one token
+    and no specials (a byte-level BPE decoder's) gets its exact Shapley value, f(x) - f(baseline), in 2 passes.
+    Captum weights the full and the empty coalition heavily, so the scores nearly add up to f(x) - f(baseline).
     Cost per instance: at most n_samples forward passes (distinct coalitions only).
     """
 
@@ -327,6 +328,12 @@ class KernelShapExplainer(PerturbationExplainer):
                     continue
                 one, n = self.instance(batch, i)
                 mask = features[i : i + 1, :n]
+                if count == 1 and n == 1:  # one token, nothing else: its Shapley value is f(x) - f(baseline)
+                    forward, args = CachedForward(self, [i], passes), self.forward_args(one)
+                    target = int(one.targets[0])
+                    gap = forward(one.input_ids, *args)[0, target] - forward(baselines[i : i + 1, :n], *args)[0, target]
+                    scores[i, 0] = gap
+                    continue
                 if count == 1:
                     mask = (~real[i : i + 1, :n]).long()  # the token is feature 0, the specials feature 1
                 scores[i, :n] = KernelShap(CachedForward(self, [i], passes)).attribute(

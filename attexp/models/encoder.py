@@ -228,6 +228,12 @@ class Encoder:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         base = getattr(model, "base_model", None)
+        if isinstance(getattr(getattr(model, "config", None), "prompt", None), dict):
+            raise AttexpError(
+                "a prompted classifier (a causal LM read through label words) has no classification head of its own: "
+                "the explain stage runs the inside-the-model explainers on its `classifier` over the whole prompt "
+                "(attexp.explain.prompted); the model analyses and the shared empirical explainer do not read it yet"
+            )
         if base is None or base is model:
             raise AttexpError(
                 f"{type(model).__name__} is not a sequence classifier with a base model; the inside-the-model "

@@ -20,6 +20,7 @@ from attexp.errors import AttexpError
 from attexp.models.adapters import is_adapter, load_adapter_classifier
 from attexp.models.inputs import match_pad_token
 from attexp.models.layouts import layout_of_type
+from attexp.models.prompted import LabelWordsHead, load_prompted, read_prompt
 
 
 def resolve_device(name: Literal["auto", "cpu", "cuda"] | str) -> torch.device:
@@ -55,6 +56,8 @@ def load_classifier(
     revision: str | None = None,
     dtype: WeightsDtype = "float32",
     base: str | Path | None = None,
+    head: LabelWordsHead | None = None,
+    label_names: list[str] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A sequence classifier and its tokenizer, in eval mode: from a `save_pretrained` folder (a
     `models/<job>/model/` folder, or any other), or from a hub name (`str`, with `revision`), its weights in
@@ -63,8 +66,31 @@ def load_classifier(
     `eager_attention=True` loads with `attn_implementation="eager"` so that `output_attentions=True` works. A peft
     LoRA adapter folder (`adapter_config.json`) is loaded over its base (or `base`) and merged
     (`attexp.models.adapters`).
+
+    A causal LM with a `head` (label words), or a folder saved with one (`attexp.models.prompted.PROMPT_FILE`), is
+    loaded as a prompted classifier (`attexp.models.prompted`), its classes in `label_names`' order where given.
     """
     transformers.logging.set_verbosity_error()
+    if head is None and isinstance(path, Path):
+        head = read_prompt(path)
+    if head is not None:
+        if is_adapter(path) or base is not None:
+            raise AttexpError(
+                f"{path}: a LoRA adapter read through label words is not supported; merge the adapter into its base "
+                "(peft's merge_and_unload, save_pretrained) and name that folder"
+            )
+        if isinstance(path, Path) and not (path / "config.json").is_file():
+            raise AttexpError(f"no causal LM at {path} (expected a save_pretrained folder with config.json)")
+        try:
+            model, tokenizer = load_prompted(
+                path, head, torch_dtype(dtype), "eager" if eager_attention else None, revision, label_names
+            )
+        except (OSError, ValueError) as err:
+            if isinstance(path, Path):
+                raise AttexpError(f"could not load the causal LM in {path}: {str(err).splitlines()[0][:300]}") from err
+            raise hub_error(path, revision or "main", err) from err
+        match_pad_token(model, tokenizer)
+        return (model.to(device) if device is not None else model).eval(), tokenizer
     if is_adapter(path) or base is not None:  # a LoRA adapter over its base, merged (`attexp.models.adapters`)
         eager = "eager" if eager_attention else None
         model, tokenizer = load_adapter_classifier(Path(path), base, torch_dtype(dtype), eager)

@@ -154,15 +154,23 @@ class JobContext:
         return merge_partials(self.path(name), self.shard_paths(name), required)
 
     def classifier(
-        self, ref: str | ComponentConfig, *, eager_attention: bool = False, device: torch.device | str | None = None
+        self,
+        ref: str | ComponentConfig,
+        *,
+        eager_attention: bool = False,
+        device: torch.device | str | None = None,
+        label_names: list[str] | None = None,
     ) -> tuple[Any, Any]:
         """The classifier and tokenizer a `ClassifierRef` field names, in eval mode: an upstream train job's
         `models/<job>/model/` (float32), or a model source (a local folder, a hub model, the packaged MiniLM) in the
-        `dtype` it names (a `peft` adapter over its base, merged)."""
+        `dtype` it names (a `peft` adapter over its base, merged; a causal LM read through its `head`'s label words,
+        the classes in `label_names`' order, the dataset's, where given)."""
         if isinstance(ref, str):
-            return load_classifier(self.upstream(ref).dir / "model", eager_attention, device)
+            return load_classifier(self.upstream(ref).dir / "model", eager_attention, device, label_names=label_names)
         where, kwargs = MODELS.get(ref.type).cls(ref).pretrained(self.cache_dir, root=self.base_dir)
-        return load_classifier(where, eager_attention, device, dtype=getattr(ref, "dtype", "float32"), **kwargs)
+        dtype, head = getattr(ref, "dtype", "float32"), getattr(ref, "head", None)
+        names = label_names
+        return load_classifier(where, eager_attention, device, dtype=dtype, head=head, label_names=names, **kwargs)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

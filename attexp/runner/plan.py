@@ -44,7 +44,8 @@ def model_fingerprints(job: JobConfig, base_dir: Path) -> dict[str, ModelFingerp
     now (None where they are not on this machine). Recorded in the manifest; see `decide`."""
     return {
         name: ModelFingerprint(
-            source=source.model_dump(mode="json"),
+            # a source read without a label-words head records none (as before heads existed)
+            source=source.model_dump(mode="json", exclude={"head"} if getattr(source, "head", None) is None else None),
             sha256=MODELS.get(source.type).cls(source).fingerprint(cache_dir_of(base_dir), root=Path(base_dir)),
         )
         for name, source in classifier_sources(job)

@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from attexp.config.schema import ComponentConfig, NeutralDefault
 from attexp.errors import AttexpError
 from attexp.models.loading import WeightsDtype, torch_dtype
+from attexp.models.prompted import LabelWordsHead, load_prompted
 
 Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
@@ -29,10 +30,18 @@ class ModelSourceConfig(ComponentConfig):
     the scorer's probabilities); what bf16 weights change is measured in benchmarks/dtype_attributions.py.
     Fine-tuning every weight keeps float32 (a bf16 weight loses updates below its precision): the train stage
     refuses another dtype, unless it trains LoRA adapters over the frozen weights (`lora:`).
+
+    `head`: a `label_words` head reads a causal LM (no classification head of its own) as a prompted classifier, its
+    classes the next-token logits of label words after a template (`attexp.models.prompted.LabelWordsHead`).
     """
 
     dtype: Annotated[WeightsDtype, NeutralDefault()] = Field(
         "float32", description="the weights' dtype: float32, bfloat16, float16, or auto (as the checkpoint declares)"
+    )
+    head: Annotated[LabelWordsHead | None, NeutralDefault()] = Field(
+        None,
+        description="read a causal LM as a prompted classifier: a template around the text and one label word per "
+        "class, scored by their next-token logits (attexp.models.prompted)",
     )
 
 
@@ -137,8 +146,19 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def from_folder(folder: Path, num_labels: int, label_names: Sequence[str], dtype: WeightsDtype = "float32") -> Loaded:
+def from_folder(
+    folder: Path,
+    num_labels: int,
+    label_names: Sequence[str],
+    dtype: WeightsDtype = "float32",
+    head: LabelWordsHead | None = None,
+) -> Loaded:
+    """A classifier to fine-tune from a `save_pretrained` folder: its head resized to `num_labels` (new weights where
+    the sizes differ), or the causal LM in it read through `head` (a prompted classifier, `attexp.models.prompted`)."""
     transformers.logging.set_verbosity_error()
+    if head is not None:
+        label_maps(num_labels, label_names)  # the names fit the number of labels
+        return load_prompted(folder, head, torch_dtype(dtype), label_names=list(label_names))
     model = AutoModelForSequenceClassification.from_pretrained(
         folder, ignore_mismatched_sizes=True, dtype=torch_dtype(dtype), **label_maps(num_labels, label_names)
     )

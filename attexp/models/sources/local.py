@@ -61,7 +61,7 @@ class LocalModel(ModelSource):
     ) -> Loaded:
         path = self.checked_path(root)
         torch.manual_seed(seed)
-        return from_folder(path, num_labels, label_names, self.config.dtype)
+        return from_folder(path, num_labels, label_names, self.config.dtype, self.config.head)
 
     def pretrained(self, cache_dir: Path, root: Path | None = None) -> tuple[str | Path, dict]:
         return self.checked_path(root), {}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from attexp.errors import AttexpError
 from attexp.io.packages import extract_folder, fetch
@@ -38,6 +38,15 @@ class PackagedModelConfig(ModelSourceConfig):
         pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
         description="folder inside the wheel with config.json",
     )
+
+    @model_validator(mode="after")
+    def _no_label_words(self) -> PackagedModelConfig:
+        if self.head is not None:
+            raise ValueError(
+                "the packaged MiniLM is an encoder with no language-model head, which a label_words head reads: "
+                "drop `head`, or name a causal LM (a 'local' folder, a 'hub' model, or a 'tiny' decoder)"
+            )
+        return self
 
     @field_validator("subdir")
     @classmethod

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
@@ -19,6 +20,7 @@ from transformers import (
 
 from attexp.config.schema import NeutralDefault
 from attexp.errors import AttexpError
+from attexp.models.prompted import prompted
 from attexp.models.sources.base import Loaded, ModelSource, ModelSourceConfig, label_maps
 from attexp.models.sources.wordpiece import BERT_SPECIALS, train_wordpiece
 from attexp.registry import MODELS
@@ -50,6 +52,16 @@ class TinyModelConfig(ModelSourceConfig):
     intermediate_size: int = Field(256, ge=1)
     max_position_embeddings: int = Field(512, ge=8)
     lowercase: bool = True
+
+    @model_validator(mode="after")
+    def _decoder_for_label_words(self) -> TinyModelConfig:
+        if self.head is not None and self.architecture in ("bert", "modernbert"):
+            decoders = ", ".join(a for a in TINY_ARCHITECTURES if a not in ("bert", "modernbert"))
+            raise ValueError(
+                f"a label_words head reads a causal LM's next-token logits; architecture {self.architecture!r} is an "
+                f"encoder: use a decoder ({decoders})"
+            )
+        return self
 
 
 @MODELS.register("tiny", TinyModelConfig)
@@ -93,6 +105,8 @@ class TinyModel(ModelSource):
         )
         torch.manual_seed(seed)
         model = self._build(sizes, tokenizer)
+        if c.head is not None:  # a causal LM read through label words
+            model = prompted(model, tokenizer, c.head, list(label_names))
         if c.dtype in ("bfloat16", "float16"):  # built in float32 ("auto": float32, as it declares none)
             model = model.to(getattr(torch, c.dtype))
         return model, tokenizer
@@ -115,6 +129,8 @@ class TinyModel(ModelSource):
                 eos_token_id=tokenizer.sep_token_id,
                 tie_word_embeddings=False,
             )
+        if c.head is not None:
+            return AutoModelForCausalLM.from_config(config)
         return AutoModelForSequenceClassification.from_config(config)
 
     def model_config(self, cache_dir: Path, root: Path | None = None) -> dict | None:
