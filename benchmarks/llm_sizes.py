@@ -10,7 +10,9 @@ No decoder weights ship on PyPI, so each model is built with random weights from
 Each (model, dtype, explainer, tokens) runs in its own process (so its peak RSS is its own): build the model, explain
 one text of `tokens` tokens with `attexp.explain`, report seconds, forward and backward passes, the RSS once the
 model is built and the peak RSS. Explainers: LIG-20, occlusion (the perturbation family), ALTI, AttAttr-20 (the
-costliest inside method). A run whose time, predicted from the same run at 64 tokens and the number of positions,
+costliest inside method), and `shared`: a shared empirical explainer (a 1-layer branch over the classifier's hidden
+states; its cost is that of a distilled one, measured with a random branch), whose scores come with the prediction
+forward (passes: that forward, the one every explainer's record also counts). A run whose time, predicted from the same run at 64 tokens and the number of positions,
 would pass `--max-seconds` is skipped and says so.
 
 From the runs it fits the memory model: bytes per parameter (RSS after build / parameters, with the process's base
@@ -20,7 +22,7 @@ RSS taken off), and for each explainer the activation bytes per (token x layer x
 may hold (`gradient_max_tokens`).
 
     python benchmarks/llm_sizes.py [--models qwen2.5-0.5b,llama-3.2-1b,modernbert-large] [--tokens 64,512]
-        [--dtypes float32,bfloat16] [--explainers lig,occlusion,alti,attattr] [--max-seconds 600] [--threads 2]
+        [--dtypes float32,bfloat16] [--explainers lig,occlusion,alti,attattr,shared] [--max-seconds 600] [--threads 2]
 
 CPU figures are what this 2-core machine gives: run it on an otherwise idle machine; see benchmarks/README.md.
 """
@@ -57,10 +59,31 @@ CONFIGS = {
 }  # fmt: skip
 EIGHT_B = {"hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 128256, "parameters": 8.03e9}
 """Llama-3.1-8B's sizes, for the prediction."""
-SETTINGS = {"lig": {"n_steps": 20}, "occlusion": {}, "alti": {}, "attattr": {"steps": 20}}
-ROWS_PER_PASS = {"lig": 21, "occlusion": 1, "alti": 1, "attattr": 20}
+SETTINGS = {"lig": {"n_steps": 20}, "occlusion": {}, "alti": {}, "attattr": {"steps": 20}, "shared": {}}
+ROWS_PER_PASS = {"lig": 21, "occlusion": 1, "alti": 1, "attattr": 20, "shared": 1}
 """Rows one pass holds for a single instance (LIG: 20 steps and the input in one pass at these lengths; AttAttr:
-its steps; occlusion: one forward per window, batched by the engine; ALTI: one traced forward)."""
+its steps; occlusion: one forward per window, batched by the engine; ALTI: one traced forward; shared: the
+prediction forward, which also gives the explanation)."""
+
+
+def shared_empirical(model, tokenizer, text: str, max_length: int) -> dict:
+    """The `shared` empirical explainer's cost: its branch (1 layer of the classifier's width, random: the cost does
+    not depend on the weights a distill job would train) over the classifier's hidden states, one
+    `predict_and_explain` (the prediction forward, which also gives the scores), as the explain engine runs it."""
+    import torch
+
+    from attexp.distill.empirical.model import SharedExplainerModel
+
+    explainer = SharedExplainerModel(model, branch_layers=1, branch_init="random").eval()
+    explainer.to(next(model.parameters()).dtype)
+    encoded = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
+    started = time.perf_counter()  # the explanation, not building the branch (a distilled one is loaded once)
+    with torch.inference_mode():
+        _, scores = explainer.predict_and_explain(encoded["input_ids"], encoded["attention_mask"])
+    seconds = time.perf_counter() - started
+    ids = encoded["input_ids"][0].tolist()
+    scores = scores[0].float().tolist()
+    return {"input_ids": ids, "attributions": scores, "forward_passes": 1, "backward_passes": 0, "seconds": seconds}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -104,10 +127,14 @@ def child(args: argparse.Namespace) -> None:
     params = sum(p.numel() for p in model.parameters())
     built_rss = rss()
     started = time.perf_counter()
-    out = attexp.explain(model, tokenizer, [text], args.explainer, device="cpu", max_length=args.tokens + 2,
-                         batch_size=1, **SETTINGS[args.explainer])  # fmt: skip
-    seconds = time.perf_counter() - started
-    record = out.records[0]
+    if args.explainer == "shared":
+        record = shared_empirical(model, tokenizer, text, args.tokens + 2)
+        seconds = record["seconds"]
+    else:
+        out = attexp.explain(model, tokenizer, [text], args.explainer, device="cpu", max_length=args.tokens + 2,
+                             batch_size=1, **SETTINGS[args.explainer])  # fmt: skip
+        record = out.records[0]
+        seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
     print(json.dumps({
         "model": args.model, "dtype": args.dtype, "explainer": args.explainer, "tokens": len(record["input_ids"]),
