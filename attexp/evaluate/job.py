@@ -70,8 +70,11 @@ class EvaluateConfig(JobConfig):
     """Score the explanation files of `explanations` with `metrics`.
 
     model: the classifier the faithfulness metrics run, a train job's name or a model source (default: the one
-    the explain jobs read). batch_size: perturbed inputs per forward pass of those metrics. random_floor:
-    add a `random-floor` row of seeded random scores (see the module docstring). plots: write PNG plots.
+    the explain jobs read). deletion_model: a train job that continued that classifier (`model: {type: 'trained',
+    job: ...}`) with `mask_augment`; the metrics then run the copy while the explanations stay the original's (the
+    F-Fidelity protocol, `attexp.train.augment`). batch_size: perturbed inputs per forward pass of those metrics.
+    random_floor: add a `random-floor` row of seeded random scores (see the module docstring). plots: write PNG
+    plots.
     """
 
     job: Literal["evaluate"] = "evaluate"
@@ -87,6 +90,11 @@ class EvaluateConfig(JobConfig):
     )
     precision: Annotated[Precision | None, NeutralDefault()] = Field(
         None, description="fp32 (None), bf16 or fp16 for the scorer's forwards"
+    )
+    deletion_model: Annotated[str | None, Upstream(("train",)), NeutralDefault()] = Field(
+        None,
+        description="a train job that continued the explained classifier with mask_augment: the metrics run it "
+        "instead (F-Fidelity: deletion on a copy used to masked inputs; attexp.train.augment)",
     )
 
     @model_validator(mode="after")
@@ -151,6 +159,8 @@ class _Setup:
         scorer, model_name = None, None
         if any(metric.needs_model for metric in metrics):
             model_ref = _resolve_model(config, ctx, artifacts)
+            if config.deletion_model is not None:
+                model_ref = _deletion_model(config.deletion_model, model_ref, ctx)
             model_name = model_ref if isinstance(model_ref, str) else model_ref.model_dump(mode="json")
             device = ctx.device
             if isinstance(model_ref, str):
@@ -159,6 +169,7 @@ class _Setup:
                 names = next((n for a in artifacts.values() if (n := getattr(a.manifest, "label_names", None))), None)
                 model, tokenizer = ctx.classifier(model_ref, device=device, label_names=names)
             scorer = ModelScorer(model, tokenizer, device, batch_size=config.batch_size, precision=config.precision)
+            scorer.other_model = config.deletion_model is not None  # its probabilities are not the recorded ones
 
         runs: list[Run] = []
         for name, artifact in artifacts.items():
@@ -236,6 +247,20 @@ def _resolve_model(config: EvaluateConfig, ctx: JobContext, artifacts: dict[str,
             f"classifier that was explained."
         )
     return next(iter(found.values()))
+
+
+def _deletion_model(name: str, explained: str | ComponentConfig, ctx: JobContext) -> str:
+    """`name`, after checking that its train job continued the explained classifier with `mask_augment`."""
+    config = _model_artifact(ctx, name).config
+    source = config.get("model") or {}
+    continued = source.get("type") == "trained" and isinstance(explained, str) and source.get("job") == explained
+    if not continued or not config.get("mask_augment"):
+        raise AttexpError(
+            f"deletion_model {name!r} must be a copy of the explained classifier {_key(explained)} fine-tuned with "
+            f"random masking: a train job with model: {{type: 'trained', job: <the explained train job>}} and "
+            f"mask_augment (it has model {json.dumps(source)} and mask_augment {config.get('mask_augment')})"
+        )
+    return name
 
 
 def _key(ref: str | ComponentConfig | dict) -> str:

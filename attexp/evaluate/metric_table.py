@@ -18,7 +18,7 @@ import torch
 
 from attexp.evaluate.base import Metric
 from attexp.evaluate.model_scorer import ModelScorer
-from attexp.evaluate.report import direction, floor_report, format_table, versus_floor
+from attexp.evaluate.report import direction, floor_report, format_table, rankings, rankings_report, versus_floor
 from attexp.explain.baseline import random_scores
 from attexp.models.inputs import structural_positions
 
@@ -45,6 +45,7 @@ class Scores:
     curves: dict[str, dict]
     floor: str | None
     versus: dict[str, dict] = field(default_factory=dict)
+    ranks: dict[str, Any] = field(default_factory=dict)
 
     def metrics_json(self, reference: str | None, model: Any, cost: dict) -> dict[str, Any]:
         """The content of the evaluate stage's `metrics.json`."""
@@ -59,6 +60,7 @@ class Scores:
             },
             "curves": self.curves,
             "random_floor": {"name": self.floor, "versus": self.versus} if self.floor else None,
+            "rankings": self.ranks or None,
             "evaluation_cost": cost,
         }
 
@@ -110,7 +112,10 @@ def score_runs(
     versus = versus_floor(by_run, floor, columns) if floor else {}
     if versus:
         table += "\n\n" + floor_report(versus, floor, {name: explainer for name, explainer, _ in runs})
-    return Scores(rows, columns, table, summary, per_instance, curves, floor, versus)
+    ranks = rankings(rows, columns) if len(rows) >= 2 else {}
+    if ranks.get("columns"):
+        table += "\n\n" + rankings_report(ranks)
+    return Scores(rows, columns, table, summary, per_instance, curves, floor, versus, ranks)
 
 
 def floor_records(records: list[dict], tokenizer: Any | None) -> list[dict]:

@@ -63,6 +63,7 @@ class ModelScorer:
         self.precision = precision
         self.pad_id = batch_pad_id(model, tokenizer)
         self.uses_segments = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+        self.other_model = False  # True: not the explained model (F-Fidelity's copy), its probabilities differ
         self.forward_passes = 0
         self.rows = 0
         self.seconds = 0.0
@@ -231,7 +232,9 @@ def full_probabilities(instances: Sequence[Instance], scorer: ModelScorer, where
         if inst.recorded is not None
         and (inst.recorded.shape != row.shape or np.max(np.abs(inst.recorded - row)) > PREDICTION_TOLERANCE)
     ]
-    if off:
+    if off and scorer.other_model:
+        logger.info("%s: the model measured is not the explained one (deletion_model), as configured", where)
+    elif off:
         logger.warning(
             "%s: for %d of %d instances (e.g. idx %s) the model's probabilities differ from the recorded "
             "predictions by more than %g: the explanations were probably made with another model (check the "

@@ -18,16 +18,19 @@ from attexp.io.manifests import COST_FIELDS
 # Which way is better for each column of the evaluation table (variant suffixes _alti, _mask, _pad ignored).
 HIGHER_IS_BETTER = frozenset(
     {"comprehensiveness", "ferret_comprehensiveness", "tau_loo", "spearman", "kendall", "topk_overlap", "f1"}
+    | {"aopc_comprehensiveness", "naopc_comprehensiveness", "soft_comprehensiveness", "soft_sufficiency"}
     | {"accuracy", "speedup", "pass_ratio", "degradation_lerf_accuracy", "degradation_lerf_probability"}
 )
 LOWER_IS_BETTER = frozenset(
-    {"sufficiency", "ferret_sufficiency", "log_odds", "mse"}
+    {"sufficiency", "ferret_sufficiency", "log_odds", "mse", "aopc_sufficiency", "naopc_sufficiency"}
     | set(COST_FIELDS)  # seconds and passes per instance
     | {"degradation_morf_accuracy", "degradation_morf_probability"}
 )
 # The faithfulness columns: the ones a random ranking gives a floor for (agreement and cost columns do not).
 FAITHFULNESS_COLUMNS = frozenset(
     {"comprehensiveness", "sufficiency", "ferret_comprehensiveness", "ferret_sufficiency", "tau_loo", "log_odds"}
+    | {"aopc_comprehensiveness", "aopc_sufficiency", "naopc_comprehensiveness", "naopc_sufficiency"}
+    | {"soft_comprehensiveness", "soft_sufficiency"}
     | {"degradation_morf_accuracy", "degradation_morf_probability"}
     | {"degradation_lerf_accuracy", "degradation_lerf_probability"}
 )
@@ -35,7 +38,7 @@ FLOOR_ALPHA = 0.05
 
 
 def _base(column: str) -> str:
-    for suffix in ("_pad", "_mask", "_alti"):
+    for suffix in ("_official", "_tokens", "_delete", "_pad", "_mask", "_alti"):
         column = column.removesuffix(suffix)
     return column
 
@@ -128,6 +131,90 @@ def floor_report(comparison: dict[str, dict[str, dict[str, Any]]], floor: str, e
                 f"- {column}: {len(tested) - len(losers)} of {len(tested)} explainers beat the random floor; "
                 f"not: {', '.join(f'{n} ({explainers.get(n)})' for n in losers)}."
             )
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------- rankings
+
+RANKED_OUT = frozenset(COST_FIELDS) | {"speedup", "pass_ratio", "accuracy", "n", "skipped"}
+"""Columns with a better direction that say nothing of an explanation's quality (cost, the model's accuracy)."""
+VARIANTS: dict[str, str] = {
+    "naopc_comprehensiveness": "aopc_comprehensiveness",
+    "naopc_sufficiency": "aopc_sufficiency",
+    "soft_comprehensiveness": "comprehensiveness",
+    "soft_sufficiency": "sufficiency",
+}
+"""A normalised or soft column -> the raw column it corrects: where the two rank an explainer differently, the
+report says which (Edin et al., 2025: raw AOPC mixes the model's and the instance's range into the score)."""
+
+
+def rankings(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, Any]:
+    """Each quality column's ranking of the explanation files, Kendall's tau between the rankings, and the files a
+    normalised or soft column ranks differently from its raw column (`VARIANTS`).
+
+    Ranks: 1 is best in the column's direction, ties share their mean rank, a file without a value is unranked.
+    Tau-b between two columns is over the files both rank (None with fewer than 3). Returns {"columns", "ranks":
+    {file: {column: rank}}, "tau": {column: {column: tau}}, "changes": [{"column", "raw", "moves": [{"name", "raw",
+    "rank"}]}]}."""
+    from scipy.stats import kendalltau, rankdata
+
+    ranked = [c for c in columns if direction(c) and c not in RANKED_OUT and any(_number(r.get(c)) for r in rows)]
+    names = [str(r["explanations"]) for r in rows]
+    ranks: dict[str, dict[str, float]] = {name: {} for name in names}
+    for column in ranked:
+        present = [(name, float(r[column])) for name, r in zip(names, rows, strict=True) if _number(r.get(column))]
+        sign = -1.0 if direction(column) == "higher" else 1.0
+        for (name, _), rank in zip(present, rankdata([sign * v for _, v in present], method="average"), strict=True):
+            ranks[name][column] = float(rank)
+    tau: dict[str, dict[str, float | None]] = {}
+    for a in ranked:
+        for b in ranked:
+            both = [(ranks[n][a], ranks[n][b]) for n in names if a in ranks[n] and b in ranks[n]]
+            value = None
+            if len(both) >= 3:
+                x, y = zip(*both, strict=True)
+                statistic = kendalltau(x, y).statistic
+                value = float(statistic) if math.isfinite(statistic) else None
+            tau.setdefault(a, {})[b] = value
+    changes = []
+    for column, raw in VARIANTS.items():
+        if column in ranked and raw in ranked:
+            moves = [
+                {"name": n, "raw": ranks[n][raw], "rank": ranks[n][column]}
+                for n in names
+                if column in ranks[n] and raw in ranks[n] and ranks[n][column] != ranks[n][raw]
+            ]
+            changes.append({"column": column, "raw": raw, "moves": moves})
+    return {"columns": ranked, "ranks": ranks, "tau": tau, "changes": changes}
+
+
+def rankings_report(result: Mapping[str, Any]) -> str:
+    """Markdown of `rankings`: the ranks per file and column, Kendall's tau between the columns' rankings, and what
+    normalisation or soft deletion changes."""
+    columns = result["columns"]
+    if len(columns) < 1:
+        return ""
+    rank_rows = [{"explanations": name, **ranks} for name, ranks in result["ranks"].items()]
+    lines = [
+        "Rankings: each quality column's ranking of the explanations (1 = best in the column's direction; ties share "
+        "their mean rank).",
+        "",
+        format_table(rank_rows, ["explanations", *columns], decimals=1),
+    ]
+    if len(columns) >= 2:
+        tau_rows = [{"column": a, **result["tau"][a]} for a in columns]
+        lines += [
+            "",
+            "Kendall's tau between the columns' rankings (over the explanations both rank):",
+            "",
+            format_table(tau_rows, ["column", *columns], decimals=2),
+        ]
+    for change in result["changes"]:
+        if not change["moves"]:
+            lines.append(f"\n- {change['column']} ranks every explanation as {change['raw']} does.")
+            continue
+        moved = ", ".join(f"{m['name']} {m['raw']:g} -> {m['rank']:g}" for m in change["moves"])
+        lines.append(f"\n- {change['column']} changes the rank {change['raw']} gives: {moved}.")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from attexp.errors import AttexpError
 from attexp.models.inputs import batch_pad_id
 from attexp.models.precision import Precision
 from attexp.train.batches import encode_rows, make_loader
-from attexp.train.engines import create_evaluator, create_optimizer, create_trainer
+from attexp.train.engines import classification_loss, create_evaluator, create_optimizer, create_trainer
 from attexp.train.fit import fit
 from attexp.train.settings import ClassifierSettings
 
@@ -52,10 +52,13 @@ def fine_tune(
     checkpoint_dir: Path,
     device: torch.device | str,
     on_epoch: Callable[[dict], None] | None = None,
+    loss_fn: Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> FineTuneResult:
     """Fine-tune a sequence classifier; select and early-stop on validation weighted F1; resumable.
 
     The best weights (by validation weighted F1) are loaded back into `model`, which is left in eval mode.
+    `loss_fn(model, batch)`: the training loss (default: the classifier's cross-entropy; `mask_augment`'s on masked
+    copies of the batch, `attexp.train.augment`); validation always scores the unmasked texts.
     """
     if not train_rows or not val_rows:
         raise AttexpError(
@@ -80,7 +83,7 @@ def fine_tune(
     trained = dist.wrap_for_gradients(model)  # DDP under torchrun: each rank a share of every batch
     outcome = fit(
         model,
-        create_trainer(trained, optimizer, scheduler, settings, device),
+        create_trainer(trained, optimizer, scheduler, settings, device, loss_fn=loss_fn or classification_loss),
         create_evaluator(trained, device, settings.precision),
         train_loader,
         val_loader,

@@ -28,6 +28,7 @@ from attexp.models.loading import check_tokenizer_round_trip
 from attexp.models.sources import folder_fingerprint
 from attexp.registry import JOBS, MODELS
 from attexp.runner import Job, JobContext, Splits
+from attexp.train.augment import MaskAugment, masked_loss
 from attexp.train.fine_tune import evaluate_classifier, fine_tune
 from attexp.train.lora import LoraSettings, save_adapter, trainable_parameters, with_lora
 from attexp.train.settings import ClassifierSettings
@@ -43,6 +44,11 @@ class TrainConfig(ClassifierSettings, JobConfig):
     model: Annotated[SerializeAsAny[ComponentConfig], Registered("model source")]
     lora: Annotated[LoraSettings | None, NeutralDefault()] = Field(
         None, description="train LoRA adapters and the head over the frozen model (peft) instead of every weight"
+    )
+    mask_augment: Annotated[MaskAugment | None, NeutralDefault()] = Field(
+        None,
+        description="mask a random fraction of each text's tokens at every step (F-Fidelity's fine-tuning, "
+        "attexp.train.augment)",
     )
 
     @model_validator(mode="after")
@@ -108,6 +114,7 @@ class TrainJob(Job):
             checkpoint_dir=ctx.path("checkpoints"),
             device=device,
             on_epoch=on_epoch,
+            loss_fn=masked_loss(config.mask_augment, tokenizer) if config.mask_augment is not None else None,
         )
         write_jsonl(ctx.path("metrics.jsonl"), result.history)
         test = evaluate_classifier(

@@ -142,4 +142,5 @@ class VisualizeJob(Job):
             floor=metrics.get("random_floor"),
             directions=table.get("directions"),
             paper=metrics.get("paper"),
+            rankings=metrics.get("rankings"),
         )

@@ -30,6 +30,7 @@ def render_summary(
     floor: dict[str, Any] | None = None,
     directions: Sequence[str] | None = None,
     paper: dict[str, Any] | None = None,
+    rankings: dict[str, Any] | None = None,
 ) -> Path:
     """Write `summary.html`: the metric table (sortable), the comparison with the random floor, the plots and
     the colour legend.
@@ -40,7 +41,9 @@ def render_summary(
     ({"name", "versus": {file: {column: {"delta", "p_value", "n", "beats"}}}}); directions: per column, which
     way is better, "higher", "lower" or "" (metrics.json `table.directions`, written by the evaluate stage; an
     arrow marks the header); paper: metrics.json `paper` (the paper's numbers beside the measured ones,
-    `attexp.evaluate.report.paper_comparison`). Returns the page's path.
+    `attexp.evaluate.report.paper_comparison`); rankings: metrics.json `rankings` (each quality column's ranking,
+    Kendall's tau between them and what normalisation or soft deletion changes, `attexp.evaluate.report.rankings`).
+    Returns the page's path.
     """
     if not columns:
         raise AttexpError("render_summary: no columns; pass the evaluation table's columns.")
@@ -89,6 +92,7 @@ def render_summary(
                 "floor_columns": floor_columns,
                 "floor_rows": floor_rows,
                 "paper": paper,
+                "rankings": rankings,
                 "positive_rgb": POSITIVE_RGB,
                 "negative_rgb": NEGATIVE_RGB,
             }

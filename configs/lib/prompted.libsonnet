@@ -78,7 +78,10 @@ local full = {
         name: 'rt.evaluate.' + variant,
         explanations: names,
         reference: 'rt.explain.lig.' + variant + '.test',
-        metrics: [{ type: 'spearman' }, { type: 'eraser' }, { type: 'cost' }],
+        // naopc and soft: normalised AOPC and soft deletion (attexp/evaluate/normalised.py, soft.py); decoder
+        // vocabularies have no [MASK], so naopc pads
+        metrics: [{ type: 'spearman' }, { type: 'eraser' }, { type: 'naopc', perturbation: 'pad' }, { type: 'soft' },
+                  { type: 'cost' }],
       },
       defaults {
         job: 'visualize',

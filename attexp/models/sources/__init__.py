@@ -13,9 +13,10 @@ Every entry is constructed as `Cls(config)` and has one verb::
 which returns a sequence classifier with `id2label`/`label2id` set and the matching tokenizer. `root` is the
 directory relative `local` paths are resolved against (the base directory); the other entries ignore it.
 
-One module per source (`packaged`, `local`, `hub`, `tiny`, and `peft`: a LoRA adapter folder over its base), as
+One module per source (`packaged`, `local`, `hub`, `tiny`, `peft`: a LoRA adapter folder over its base, and `trained`:
+another train job's classifier, to continue), as
 `attexp.data.sources`; `base` holds what they share, `wordpiece` the tiny model's tokenizer training. Importing the
-package registers the five sources.
+package registers the six sources.
 """
 
 from attexp.models.sources.base import (
@@ -31,6 +32,7 @@ from attexp.models.sources.local import LocalModel, LocalModelConfig  # register
 from attexp.models.sources.packaged import PackagedModel, PackagedModelConfig  # registers
 from attexp.models.sources.peft import PeftAdapterModel, PeftModelConfig  # registers
 from attexp.models.sources.tiny import TINY_ARCHITECTURES, TinyModel, TinyModelConfig  # registers
+from attexp.models.sources.trained import TrainedModel, TrainedModelConfig  # registers
 from attexp.models.sources.wordpiece import BERT_SPECIALS, train_wordpiece
 
 __all__ = [
@@ -48,6 +50,8 @@ __all__ = [
     "TINY_ARCHITECTURES",
     "TinyModel",
     "TinyModelConfig",
+    "TrainedModel",
+    "TrainedModelConfig",
     "folder_fingerprint",
     "label_maps",
     "read_model_config",
