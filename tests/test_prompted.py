@@ -234,15 +234,62 @@ def test_a_head_on_a_model_that_cannot_take_it_is_a_config_error(model, error, t
     assert not (tmp_path / "base").exists()
 
 
-def test_lora_over_label_words_is_refused_before_anything_runs(tmp_path, run_cli):
-    model = {"type": "tiny", "architecture": "llama", "head": HEAD.model_dump()}
+def test_lora_over_label_words_trains_adapters_only_and_loads_merged(tmp_path, run_cli):
+    from attexp.models.adapters import load_adapter_classifier
+
+    model = {"type": "tiny", "architecture": "llama", "hidden_size": 32, "intermediate_size": 64, "vocab_size": 800}
+    model["head"] = {"template": HEAD.template, "labels": {"negative": " negative", "positive": " positive"}}
+    limits = {"train": 200, "validation": 40, "test": 20}
     config = {
         "jobs": [
-            {"job": "download", "name": "d", "source": {"type": "packaged", "corpus": "rt_sentences"}},
-            {"job": "train", "name": "t", "data": "d", "model": model, "lora": {"r": 4}},
+            {"job": "download", "name": "d", "source": {"type": "packaged", "corpus": "rt_sentences"}, "limit": limits},
+            {
+                "job": "train",
+                "name": "t",
+                "data": "d",
+                "model": model,
+                "epochs": 1,
+                "lr": 5e-3,
+                "max_length": 48,
+                "lora": {"r": 4, "alpha": 8},
+                "progress": False,
+            },  # fmt: skip
+            {
+                "job": "explain",
+                "name": "e",
+                "model": "t",
+                "data": "d",
+                "explainer": {"type": "alti"},
+                "limit": 4,
+                "max_length": 48,
+                "progress": False,
+            },  # fmt: skip
         ]
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     code, _, err = run_cli(path, "--base-dir", tmp_path / "base")
-    assert code == 2 and "lora with a label_words head" in err
+    assert code == 0, err
+    folder = tmp_path / "base" / "models" / "t" / "model"
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    assert adapter_config["task_type"] == "CAUSAL_LM" and (folder / PROMPT_FILE).is_file()
+    base_weights = tmp_path / "base" / "models" / "t" / "base" / "model.safetensors"
+    assert (folder / "adapter_model.safetensors").stat().st_size < 0.5 * base_weights.stat().st_size
+    manifest = json.loads((tmp_path / "base" / "models" / "t" / "manifest.json").read_text())
+    assert 0 < manifest["adapter"]["trainable_parameters"] < manifest["parameters"] / 5
+    merged, tokenizer = load_classifier(folder)
+    assert isinstance(merged, PromptedClassifier) and merged.config.id2label == {0: "negative", 1: "positive"}
+    unmerged_lm, _ = load_adapter_classifier(folder, causal=True, merge=False)
+    unmerged = prompted(unmerged_lm.base_model.model, tokenizer, read_prompt_of(folder), ["negative", "positive"])
+    encoded = tokenizer(["a fine , moving film", "dull"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**encoded).logits, unmerged.eval()(**encoded).logits, atol=1e-5, rtol=0)
+    records = [json.loads(line) for line in (tmp_path / "base" / "explanations" / "e" / "records.jsonl").open()]
+    assert len(records) == 4
+    assert all(r["input_ids"] == tokenizer(r["text"], truncation=True, max_length=48)["input_ids"] for r in records)
+
+
+def read_prompt_of(folder: Path) -> LabelWordsHead:
+    from attexp.models.prompted import read_prompt
+
+    return read_prompt(folder)

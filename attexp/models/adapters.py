@@ -60,10 +60,10 @@ def check_adapter_folder(folder: Path) -> dict[str, Any]:
     except ValueError as err:
         raise AttexpError(f"{folder / ADAPTER_CONFIG}: not valid JSON ({err}).") from None
     kind, task = config.get("peft_type"), config.get("task_type")
-    if kind != "LORA" or task not in (None, "SEQ_CLS"):
+    if kind != "LORA" or task not in (None, "SEQ_CLS", "CAUSAL_LM"):
         raise AttexpError(
             f"{folder}: a {kind} adapter for task {task!r}; attexp reads LoRA adapters of sequence classifiers "
-            f"(peft_type LORA, task_type SEQ_CLS)."
+            f"(peft_type LORA, task_type SEQ_CLS), or of causal LMs read through label words (CAUSAL_LM)."
         )
     return config
 
@@ -93,12 +93,21 @@ def load_adapter_classifier(
     dtype: torch.dtype | str = torch.float32,
     attn_implementation: str | None = None,
     merge: bool = True,
+    causal: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The classifier of the LoRA adapter in `folder` over its base (module docstring): merged unless `merge=False`,
-    in `dtype`, and the tokenizer (the adapter folder's when it has one, else the base's)."""
+    in `dtype`, and the tokenizer (the adapter folder's when it has one, else the base's). `causal`: the base is a
+    causal LM (an adapter of a prompted classifier, CAUSAL_LM task; the caller reads it through its label words)."""
     from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
     config = check_adapter_folder(folder)
+    if (config.get("task_type") == "CAUSAL_LM") != causal:
+        raise AttexpError(
+            f"{folder}: a {config.get('task_type')} adapter read as "
+            f"{'a prompted classifier' if causal else 'a sequence classifier'}: an adapter of a causal LM is read "
+            f"through label words (its folder's attexp_prompt.json, or a `head`), a SEQ_CLS adapter without them"
+        )
     where, recorded = base_of(folder, config, base)
     transformers.logging.set_verbosity_error()
     kwargs: dict[str, Any] = {"dtype": dtype}
@@ -106,11 +115,12 @@ def load_adapter_classifier(
         kwargs["attn_implementation"] = attn_implementation
     if recorded.get("revision"):
         kwargs["revision"] = recorded["revision"]
-    if "id2label" in recorded:
+    if "id2label" in recorded and not causal:  # a prompted classifier's classes are its label words'
         id2label = {int(k): v for k, v in recorded["id2label"].items()}
         kwargs |= {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(where, **kwargs)
+        loader = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+        model = loader.from_pretrained(where, **kwargs)
         adapted = PeftModel.from_pretrained(model, folder, is_trainable=False)  # safetensors: checked above
     except (OSError, ValueError, RuntimeError) as err:
         raise AttexpError(

@@ -20,7 +20,7 @@ from attexp.errors import AttexpError
 from attexp.models.adapters import is_adapter, load_adapter_classifier
 from attexp.models.inputs import match_pad_token
 from attexp.models.layouts import layout_of_type
-from attexp.models.prompted import LabelWordsHead, load_prompted, read_prompt
+from attexp.models.prompted import LabelWordsHead, load_prompted, prompted, read_prompt
 
 
 def resolve_device(name: Literal["auto", "cpu", "cuda"] | str) -> torch.device:
@@ -74,11 +74,12 @@ def load_classifier(
     if head is None and isinstance(path, Path):
         head = read_prompt(path)
     if head is not None:
-        if is_adapter(path) or base is not None:
-            raise AttexpError(
-                f"{path}: a LoRA adapter read through label words is not supported; merge the adapter into its base "
-                "(peft's merge_and_unload, save_pretrained) and name that folder"
-            )
+        if is_adapter(path) or base is not None:  # a LoRA adapter over a causal LM, merged, read through label words
+            eager = "eager" if eager_attention else None
+            lm, tokenizer = load_adapter_classifier(Path(path), base, torch_dtype(dtype), eager, causal=True)
+            model = prompted(lm, tokenizer, head, label_names)
+            match_pad_token(model, tokenizer)
+            return (model.to(device) if device is not None else model).eval(), tokenizer
         if isinstance(path, Path) and not (path / "config.json").is_file():
             raise AttexpError(f"no causal LM at {path} (expected a save_pretrained folder with config.json)")
         try:

@@ -283,8 +283,7 @@ class PromptedClassifier(nn.Module):
     def save_pretrained(self, folder: str | Path, **kwargs: Any) -> None:
         """The LM's `save_pretrained` folder plus `PROMPT_FILE` (template and label words in class order)."""
         self.lm.save_pretrained(folder, **kwargs)
-        prompt = {"template": self.config.prompt["template"], "labels": self.config.prompt["labels"]}
-        (Path(folder) / PROMPT_FILE).write_text(json.dumps(prompt, indent=2) + "\n", encoding="utf-8")
+        write_prompt(self, Path(folder))
 
 
 def _softcap(config: Any) -> float | None:
@@ -335,6 +334,12 @@ def _pad_id(lm: PreTrainedModel, tokenizer: Any) -> int:
         if value is not None:
             return int(value)
     return 0
+
+
+def write_prompt(model: PromptedClassifier, folder: Path) -> None:
+    """`PROMPT_FILE` in `folder`: the model's template and label words, in class order."""
+    prompt = {"template": model.config.prompt["template"], "labels": model.config.prompt["labels"]}
+    (Path(folder) / PROMPT_FILE).write_text(json.dumps(prompt, indent=2) + "\n", encoding="utf-8")
 
 
 def read_prompt(folder: Path) -> LabelWordsHead | None:

@@ -60,11 +60,6 @@ class TrainConfig(ClassifierSettings, JobConfig):
                 f"updates smaller than its precision). Leave dtype at float32 and set precision: 'bf16' for bf16 "
                 f"compute under autocast, or train LoRA adapters over the frozen {dtype} weights (lora: {{r: 8}})."
             )
-        if self.lora is not None and getattr(self.model, "head", None) is not None:
-            raise ValueError(
-                "lora with a label_words head is not supported yet: a prompted classifier is fine-tuned in full "
-                "(drop lora:, and keep dtype float32), or explained as it is, without a train job"
-            )
         return self
 
 

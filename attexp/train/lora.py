@@ -19,6 +19,7 @@ from pydantic import Field
 from attexp.config.schema import StrictModel
 from attexp.io.files import write_json
 from attexp.models.adapters import BASE_FILE
+from attexp.models.prompted import PromptedClassifier, write_prompt
 
 
 class LoraSettings(StrictModel):
@@ -32,24 +33,38 @@ class LoraSettings(StrictModel):
 
 
 def with_lora(model: Any, settings: LoraSettings) -> Any:
-    """`model` (a sequence classifier) frozen under LoRA adapters (a `PeftModel`; adapters and head trainable)."""
+    """`model` (a sequence classifier) frozen under LoRA adapters (a `PeftModel`; adapters and head trainable).
+
+    A prompted classifier (`attexp.models.prompted`) keeps its class: its LM gets the adapters in place (peft's
+    CAUSAL_LM task; the LM head, whose label-word rows score the classes, stays frozen, so the classes keep the
+    meaning of their words) and the `PeftModel` is kept as `model.adapter` for saving."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    prompted = isinstance(model, PromptedClassifier)
     extra = ["head"] if getattr(model.config, "model_type", "") == "modernbert" else None
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType.CAUSAL_LM if prompted else TaskType.SEQ_CLS,
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
-        modules_to_save=extra,
+        modules_to_save=None if prompted else extra,
     )
+    if prompted:
+        object.__setattr__(model, "adapter", get_peft_model(model.lm, config))  # not a submodule: saved apart
+        return model
     return get_peft_model(model, config)
 
 
 def save_adapter(model: Any, tokenizer: Any, folder: Path, base: str, revision: str | None = None) -> None:
     """The adapter (safetensors), the tokenizer and the base's whereabouts (`base`: a folder, absolute or relative to
     `folder`, or a hub name with `revision`) with the class names, in `folder`."""
+    if isinstance(model, PromptedClassifier):  # the LM's adapter, and the template and label words
+        model.adapter.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        write_prompt(model, Path(folder))
+        write_json(Path(folder) / BASE_FILE, {"base": base, "revision": revision})
+        return
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     config = model.base_model.model.config

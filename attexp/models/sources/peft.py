@@ -41,11 +41,6 @@ class PeftModelConfig(ModelSourceConfig):
     def _one_place(self) -> PeftModelConfig:
         if (self.path is None) == (self.name is None):
             raise ValueError("give the adapter's `path` (a local folder) or its hub `name`, one of them")
-        if self.head is not None:
-            raise ValueError(
-                "a LoRA adapter read through label words is not supported: merge the adapter into its base (peft's "
-                "merge_and_unload, then save_pretrained) and name that folder as a 'local' model with this head"
-            )
         return self
 
 
