@@ -114,3 +114,7 @@ def test_rankings_report_says_where_normalisation_changes_a_rank():
     assert [m["name"] for m in change["moves"]] == ["a", "b"]
     text = rankings_report(result)
     assert "naopc_comprehensiveness changes the rank aopc_comprehensiveness gives: a 1 -> 2, b 2 -> 1." in text
+    # a perturbation suffix pairs the variant with its raw column of the same suffix
+    padded = [{k.replace("comprehensiveness", "comprehensiveness_pad"): v for k, v in r.items()} for r in rows]
+    (change,) = rankings(padded, [c.replace("comprehensiveness", "comprehensiveness_pad") for c in columns])["changes"]
+    assert (change["column"], change["raw"]) == ("naopc_comprehensiveness_pad", "aopc_comprehensiveness_pad")

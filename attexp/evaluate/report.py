@@ -177,8 +177,10 @@ def rankings(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[
                 value = float(statistic) if math.isfinite(statistic) else None
             tau.setdefault(a, {})[b] = value
     changes = []
-    for column, raw in VARIANTS.items():
-        if column in ranked and raw in ranked:
+    for column in ranked:  # a variant column and its raw column, with the same suffix (`_pad`, `_tokens`, ...)
+        base = _base(column)
+        raw = VARIANTS[base] + column[len(base) :] if base in VARIANTS and column.startswith(base) else None
+        if raw in ranked:
             moves = [
                 {"name": n, "raw": ranks[n][raw], "rank": ranks[n][column]}
                 for n in names
