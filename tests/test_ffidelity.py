@@ -34,6 +34,10 @@ def test_masking_replaces_the_drawn_fraction_of_content_tokens_only():
             assert all(out[row, p] == tokenizer.mask_token_id for p in changed)
             assert 0 not in changed and int(attention[row].sum()) - 1 not in changed  # [CLS], [SEP] kept
             assert torch.equal(out[row, attention[row] == 0], ids[row, attention[row] == 0])  # padding kept
+    # 0.3 of 50 content tokens is 15, not 16 (a float32 0.3 is slightly above 0.3)
+    fifty = word_tokenizer(["w"])(" ".join(["w"] * 50), return_tensors="pt")
+    out = mask_randomly(fifty["input_ids"], fifty["attention_mask"], specials, [0.3], 4)
+    assert int((out != fifty["input_ids"]).sum()) == 15
     # a rate per text, drawn from the list: over many draws both rates occur
     counts = {
         (mask_randomly(ids[:1], attention[:1], specials, [0.25, 1.0], 4) != ids[:1]).sum().item() for _ in range(50)

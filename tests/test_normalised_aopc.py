@@ -86,6 +86,15 @@ def test_beam_search_finds_the_exact_bounds_when_wide_enough_and_stays_inside_wh
     assert g["naopc_bound_inputs"] <= 2 * sum(range(1, 6))
 
 
+def test_an_instance_of_64_features_masks_the_features_its_ranking_names(tokenizer):
+    """64 words (bitmasks past 2^63): 'good' ranked first, so every prefix of the ranking masks it: AOPC = C."""
+    words = ["the"] * 63 + ["good"]
+    records = [record(tokenizer, 0, " ".join(words), [0.0] * 63 + [1.0])]
+    result, _ = naopc(tokenizer, records, exact_max_features=0, beam_width=1)
+    assert result.per_instance[0]["aopc_comprehensiveness"] == pytest.approx(C)
+    assert result.per_instance[0]["aopc_sufficiency"] == pytest.approx(C / 64)  # reversed: 'good' masked last
+
+
 def test_words_are_masked_together_and_specials_never(tokenizer):
     records = [record(tokenizer, 0, "the movie was good", [0.1, 0.2, 0.0, 0.9])]
     records[0]["word_ids"] = [None, 0, 0, 1, 2, None]  # "the movie" as one word, for the test
@@ -118,3 +127,8 @@ def test_rankings_report_says_where_normalisation_changes_a_rank():
     padded = [{k.replace("comprehensiveness", "comprehensiveness_pad"): v for k, v in r.items()} for r in rows]
     (change,) = rankings(padded, [c.replace("comprehensiveness", "comprehensiveness_pad") for c in columns])["changes"]
     assert (change["column"], change["raw"]) == ("naopc_comprehensiveness_pad", "aopc_comprehensiveness_pad")
+    # a file the normalised column has no value for moves no other file
+    same = [dict(r, naopc_comprehensiveness=r["aopc_comprehensiveness"]) for r in rows]
+    same[1]["naopc_comprehensiveness"] = None
+    (change,) = rankings(same, columns)["changes"]
+    assert change["moves"] == []

@@ -85,6 +85,11 @@ def test_the_rules_of_the_template_and_the_label_words():
     assert (model.lead, model.trail) == (0, 0)  # a byte-level BPE frames no text with specials
     # whitespace at the end of the prefix is dropped: the prefix's last token is the colon
     assert tokenizer.convert_ids_to_tokens(model.prefix_ids.tolist())[-1] == ":"
+    # a newline at the end of the prefix is its own token and stays (chat formats need it); a space does not
+    newline = prompted(lm, tokenizer, LabelWordsHead(template="Review:\n{text}", labels=HEAD.labels))
+    assert tokenizer.convert_ids_to_tokens(newline.prefix_ids.tolist())[-1] == "Ċ"
+    with pytest.raises(AttexpError, match="returns its logits only"):
+        model(input_ids=torch.tensor([[5, 6]]), output_hidden_states=True)
     # the max length left to the text is the LM's less the template's tokens
     assert model.config.max_position_embeddings == lm.config.max_position_embeddings - model.template_tokens
     # multi-token label words are scored by their first token

@@ -31,6 +31,7 @@ explainer of the job). Suffixed `_pad` / `_delete` for another perturbation, `_t
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Literal
 
@@ -150,8 +151,8 @@ class NormalisedAOPC(FaithfulnessMetric):
             score = np.array([inst.scores[g].sum() for g in groups])
             ranking = np.argsort(-score, kind="stable")
             for order in (ranking, ranking[::-1]):
-                subsets = np.cumsum([1 << int(j) for j in order])
-                sequences += [masked(inst, groups, int(s)) for s in subsets]
+                subsets = itertools.accumulate(1 << int(j) for j in order)  # Python ints: any number of features
+                sequences += [masked(inst, groups, s) for s in subsets]
             curves.append(n)
             if n <= cfg.exact_max_features:
                 exact[inst.idx] = len(sequences)
@@ -176,6 +177,8 @@ class NormalisedAOPC(FaithfulnessMetric):
                 gain[1:] = p - probabilities[start : start + (1 << n) - 1, inst.target]
                 start += (1 << n) - 1
                 upper, lower = exact_bounds(gain, n)
+                if math.isnan(upper) or math.isnan(lower):
+                    raise AttexpError("naopc: a bound is NaN; the model's probabilities are not finite")
                 if cfg.official_bounds:
                     upper = max(upper, 0.0)
                 inputs = (1 << n) - 1

@@ -163,7 +163,7 @@ def rankings(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[
     ranks: dict[str, dict[str, float]] = {name: {} for name in names}
     for column in ranked:
         present = [(name, float(r[column])) for name, r in zip(names, rows, strict=True) if _number(r.get(column))]
-        sign = -1.0 if direction(column) == "higher" else 1.0
+        sign = _sign(column)
         for (name, _), rank in zip(present, rankdata([sign * v for _, v in present], method="average"), strict=True):
             ranks[name][column] = float(rank)
     tau: dict[str, dict[str, float | None]] = {}
@@ -180,14 +180,27 @@ def rankings(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[
     for column in ranked:  # a variant column and its raw column, with the same suffix (`_pad`, `_tokens`, ...)
         base = _base(column)
         raw = VARIANTS[base] + column[len(base) :] if base in VARIANTS and column.startswith(base) else None
-        if raw in ranked:
+        if raw in ranked:  # ranked again over the files both columns score, so a file one lacks moves no other
+            both = [n for n in names if column in ranks[n] and raw in ranks[n]]
+            by_row = {str(r["explanations"]): r for r in rows}
+            again = {
+                c: dict(
+                    zip(both, rankdata([_sign(c) * float(by_row[n][c]) for n in both], method="average"), strict=True)
+                )
+                for c in (raw, column)
+            }
             moves = [
-                {"name": n, "raw": ranks[n][raw], "rank": ranks[n][column]}
-                for n in names
-                if column in ranks[n] and raw in ranks[n] and ranks[n][column] != ranks[n][raw]
+                {"name": n, "raw": float(again[raw][n]), "rank": float(again[column][n])}
+                for n in both
+                if again[column][n] != again[raw][n]
             ]
             changes.append({"column": column, "raw": raw, "moves": moves})
     return {"columns": ranked, "ranks": ranks, "tau": tau, "changes": changes}
+
+
+def _sign(column: str) -> float:
+    """-1 for a column where higher is better (so that rank 1 is the best), else 1."""
+    return -1.0 if direction(column) == "higher" else 1.0
 
 
 def rankings_report(result: Mapping[str, Any]) -> str:

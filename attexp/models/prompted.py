@@ -17,9 +17,9 @@ How it is built (`PromptedClassifier`):
   prompt is continued after its suffix (they get no attribution, as padding). Right padding, so positions count
   from 0 at the first token.
 - Tokenization rule: the prefix, the text and the suffix are tokenized apart, without special tokens, and joined;
-  `{text}` is thus a token boundary. Whitespace at the end of the prefix is dropped (a BPE tokenizer would join it to
-  the text's first word, which the text tokenized alone has without it; a SentencePiece tokenizer marks the word's
-  start itself).
+  `{text}` is thus a token boundary. Spaces at the end of the prefix are dropped (a BPE tokenizer would join a space
+  to the text's first word, which the text tokenized alone has without it; a SentencePiece tokenizer marks the word's
+  start itself); newlines and tabs there are kept (their own tokens, as chat formats need them).
 - The class score is the LM's next-token logit, after the suffix, of each label word's first token. Label words of
   several tokens are told apart by their first token (captum's LLMAttribution scores whole target sequences; a
   classifier needs one logit per class, and the first token is where the classes part): two label words with the
@@ -266,6 +266,12 @@ class PromptedClassifier(nn.Module):
     ) -> SequenceClassifierOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
+        if kwargs.get("output_hidden_states") or kwargs.get("output_attentions"):
+            raise AttexpError(
+                "a prompted classifier returns its logits only: its hidden states and attentions cover the whole "
+                "prompt, not the text. The inside-the-model explainers read them through attexp.explain.prompted; "
+                "the distilled (empirical) explainers and the model analyses do not read a prompted classifier yet"
+            )
         if token_type_ids is not None and bool(token_type_ids.any()):
             raise AttexpError("a prompted classifier takes a single text, not sentence pairs (token_type_ids)")
         if inputs_embeds is None:
@@ -315,7 +321,7 @@ def prompted(
             )
     return PromptedClassifier(
         lm,
-        _words(tokenizer, before.rstrip()),
+        _words(tokenizer, before.rstrip(" ")),
         _words(tokenizer, after),
         special_framing(tokenizer),
         classes,

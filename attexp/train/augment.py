@@ -68,8 +68,10 @@ def mask_randomly(
     `rates`; structural specials and padding never), from torch's random generator."""
     content = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(sorted(specials), device=input_ids.device))
     counts = content.sum(dim=1)
-    rate = torch.tensor(rates, device=input_ids.device)[torch.randint(len(rates), (len(input_ids),))]
-    k = torch.ceil(rate * counts).clamp(max=counts).long()  # at least one where a row has content
+    rate = torch.tensor(rates, dtype=torch.float64, device=input_ids.device)[
+        torch.randint(len(rates), (len(input_ids),))
+    ]
+    k = torch.ceil(rate * counts - 1e-9).clamp(max=counts).long()  # at least one where a row has content
     noise = torch.rand(input_ids.shape, device=input_ids.device).masked_fill(~content, math.inf)
     rank = noise.argsort(dim=1).argsort(dim=1)  # each content position's place in a random order
     chosen = rank < k[:, None]
