@@ -32,6 +32,7 @@ explainer of the job). Suffixed `_pad` / `_delete` for another perturbation, `_t
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from typing import Any, Literal
 
@@ -44,6 +45,8 @@ from attexp.evaluate.base import MetricResult, by_idx
 from attexp.evaluate.faithfulness import FaithfulnessMetric, _summary
 from attexp.evaluate.model_scorer import Instance, ModelScorer, Perturbation, full_probabilities
 from attexp.registry import METRICS
+
+logger = logging.getLogger(__name__)
 
 
 class NAOPCConfig(ComponentConfig):
@@ -133,6 +136,14 @@ class NormalisedAOPC(FaithfulnessMetric):
             if groups and (cfg.max_features is None or len(groups) <= cfg.max_features):
                 items.append((inst, groups))
         full = full_probabilities([inst for inst, _ in items], scorer, cfg.type)
+        sizes = [len(groups) for _, groups in items]
+        exact_count = sum(n <= cfg.exact_max_features for n in sizes)
+        estimate = sum((1 << n) if n <= cfg.exact_max_features else cfg.beam_width * n * n for n in sizes)
+        logger.info(
+            "naopc: the bounds of %d instances need up to about %d perturbed inputs (%d exact, %d by beam search of "
+            "width %d; paid once per job, every explainer shares them); beam_width and max_features bound the cost",
+            len(items), estimate, exact_count, len(items) - exact_count, cfg.beam_width,
+        )  # fmt: skip
 
         members = {inst.idx: membership(inst, groups) for inst, groups in items}
 
