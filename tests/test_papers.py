@@ -133,3 +133,18 @@ def test_analysis_jobs_put_the_paper_beside_their_table(tmp_path):
     untouched: dict = {}
     assert _with_paper(HeadPruningConfig(name="p", model="m", data="d"), untouched, "TABLE", rows, "rate") == "TABLE"
     assert untouched == {}
+
+
+def test_the_normalised_aopc_joins_a_reproduction_only_when_asked():
+    from attexp.config.loader import load_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "papers" / "alti.sst2.jsonnet"
+
+    def metric_types(ext_vars: dict) -> set[str]:
+        plan = load_config(config, base_dir=Path("/nonexistent-base"), ext_vars=ext_vars)
+        jobs = [job for job in plan.jobs if job.job == "evaluate"]
+        assert jobs
+        return {m.type for job in jobs for m in job.metrics}
+
+    assert "naopc" not in metric_types({})
+    assert {"naopc", "eraser"} <= metric_types({"normalised": "1"})

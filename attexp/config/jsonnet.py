@@ -23,13 +23,14 @@ def evaluate_jsonnet(path: Path, ext_vars: Mapping[str, str] | None = None) -> d
 
     External variables: every environment variable, `wandb_run_id` (the sweep run's id, empty outside a wandb
     sweep, so a sweep config can give each run its own job name), `standin` (empty unless set: the paper
-    reproductions of configs/papers/ run on their offline stand-in with `--ext-var standin=tiny|minilm`), then
-    `ext_vars`, which win.
+    reproductions of configs/papers/ run on their offline stand-in with `--ext-var standin=tiny|minilm`),
+    `normalised` (empty unless set: `--ext-var normalised=1` adds the normalised AOPC beside a reproduction's AOPC),
+    then `ext_vars`, which win.
     """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found. Pass a path to a .jsonnet file (see configs/).")
-    variables = {"wandb_run_id": os.environ.get("WANDB_RUN_ID", ""), "standin": "", **os.environ}
+    variables = {"wandb_run_id": os.environ.get("WANDB_RUN_ID", ""), "standin": "", "normalised": "", **os.environ}
     variables.update(ext_vars or {})
     try:
         text = _jsonnet.evaluate_file(str(path), ext_vars=variables)

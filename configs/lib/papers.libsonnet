@@ -8,12 +8,17 @@
 // checkpoint; `tiny` with a few dozen instances (the tests run it), `minilm` with the paper's sample count
 // capped at RT's 1,057 test sentences. The table keeps its shape, so a stand-in run shows how far an offline
 // setting lands from the paper's numbers.
+//
+// `--ext-var normalised=1` adds Edin et al.'s normalised AOPC (`naopc`, attexp/evaluate/normalised.py) beside the
+// AOPC a reproduction reports: its bounds cost about 3,000 perturbed inputs per instance, hours for a table of
+// 1,000 instances on a CPU, so it is off unless asked for.
 local defaults = import 'defaults.libsonnet';
 local models = import 'models.libsonnet';
 local rt = import 'rotten_tomatoes.libsonnet';
 
 {
   standin: std.extVar('standin'),
+  normalised: std.extVar('normalised') != '',
   assert std.member(['', 'tiny', 'minilm'], self.standin) : "ext var standin must be '', 'tiny' or 'minilm'",
 
   // The data and classifier jobs of a reproduction: the paper's hub download, or the stand-in's download and its

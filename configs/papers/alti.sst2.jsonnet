@@ -48,7 +48,8 @@ local evaluate(checkpoint) = defaults {
   job: 'evaluate',
   name: prefix + '.evaluate.' + checkpoint + (if papers.standin != '' then '.' + papers.standin else ''),
   explanations: [explain(checkpoint, m).name for m in std.objectFields(methods)],
-  metrics: [{ type: 'eraser', alti: true }, { type: 'eraser' }],  // the paper's AOPC, and ERASER's
+  // the paper's AOPC, and ERASER's; with --ext-var normalised=1 the normalised AOPC beside them
+  metrics: [{ type: 'eraser', alti: true }, { type: 'eraser' }] + (if papers.normalised then [{ type: 'naopc' }] else []),
   random_floor: true,
   paper: {
     citation: 'Ferrando, Gállego and Costa-jussà (2022), Measuring the Mixing of Contextual Information in the Transformer, EMNLP',
