@@ -100,9 +100,9 @@ def test_words_are_masked_together_and_specials_never(tokenizer):
     records[0]["word_ids"] = [None, 0, 0, 1, 2, None]  # "the movie" as one word, for the test
     scorer = ModelScorer(ReadsWords(tokenizer), tokenizer, "cpu")
     (inst,) = prepare(records, scorer)
-    groups = feature_groups(inst, records[0]["word_ids"], "words")
+    groups = feature_groups(inst, "words")
     assert [g.tolist() for g in groups] == [[1, 2], [3], [4]]
-    assert [g.tolist() for g in feature_groups(inst, records[0]["word_ids"], "tokens")] == [[1], [2], [3], [4]]
+    assert [g.tolist() for g in feature_groups(inst, "tokens")] == [[1], [2], [3], [4]]
     result, _ = naopc(tokenizer, records)
     assert result.per_instance[0]["naopc_upper"] == pytest.approx(C)  # 3 features: good first
     assert result.per_instance[0]["naopc_lower"] == pytest.approx(C / 3)

@@ -168,8 +168,14 @@ class _Setup:
             else:  # a prompted classifier's classes in the order the explanations name them
                 names = next((n for a in artifacts.values() if (n := getattr(a.manifest, "label_names", None))), None)
                 model, tokenizer = ctx.classifier(model_ref, device=device, label_names=names)
-            scorer = ModelScorer(model, tokenizer, device, batch_size=config.batch_size, precision=config.precision)
-            scorer.other_model = config.deletion_model is not None  # its probabilities are not the recorded ones
+            scorer = ModelScorer(
+                model,
+                tokenizer,
+                device,
+                batch_size=config.batch_size,
+                precision=config.precision,
+                other_model=config.deletion_model is not None,
+            )
 
         runs: list[Run] = []
         for name, artifact in artifacts.items():

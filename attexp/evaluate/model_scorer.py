@@ -41,7 +41,8 @@ class ModelScorer:
     segment ids). Identical sequences are run once (also across calls, so the unperturbed inputs shared by
     several metrics cost one pass); the rest are sorted by length, longest first, and run `batch_size` rows
     per forward. `forward_passes` counts model calls, `rows` the sequences run, `seconds` the time spent.
-    `cache=False` turns off the de-duplication (to measure a plain loop).
+    `cache=False` turns off the de-duplication (to measure a plain loop). `other_model`: the model is not the one
+    the records were made with (an evaluate job's `deletion_model`), so differing probabilities are expected.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class ModelScorer:
         batch_size: int = 64,
         cache: bool = True,
         precision: Precision | None = None,
+        other_model: bool = False,
     ) -> None:
         if batch_size < 1:
             raise AttexpError(f"ModelScorer: batch_size must be at least 1, got {batch_size}.")
@@ -63,7 +65,7 @@ class ModelScorer:
         self.precision = precision
         self.pad_id = batch_pad_id(model, tokenizer)
         self.uses_segments = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
-        self.other_model = False  # True: not the explained model (F-Fidelity's copy), its probabilities differ
+        self.other_model = other_model  # not the explained model (F-Fidelity's copy): its probabilities differ
         self.forward_passes = 0
         self.rows = 0
         self.seconds = 0.0
@@ -120,11 +122,14 @@ class ModelScorer:
         order = longest_first([len(ids) for ids, _ in sequences])
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            for i, row in zip(chunk, self._forward([sequences[i] for i in chunk]), strict=True):
+            for i, row in zip(chunk, self.forward([sequences[i] for i in chunk]), strict=True):
                 out[i] = row
         return out
 
-    def _forward(self, sequences: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+    def forward(self, sequences: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+        """Class probabilities [N, C] of these rows in one padded forward, in their order, counted, nothing
+        de-duplicated or remembered: for rows whose inputs are more than their ids (the soft metrics' masked
+        embeddings, set by a hook on the model while this runs)."""
         features = [
             {"input_ids": ids, **({"token_type_ids": seg} if self.uses_segments else {})} for ids, seg in sequences
         ]
@@ -152,7 +157,8 @@ class Instance:
     ids (T,), segments (T,) or None, scores (T,); content: positions that may be removed (not structural
     specials), in text order; order: content positions sorted by score, most relevant first (ties: earlier
     first); target: the explained class; label: the gold class or None; recorded: the recorded class
-    probabilities (C,) or None.
+    probabilities (C,) or None; word_ids: per token, the index of its word (None for specials), where the record
+    has them.
     """
 
     idx: int
@@ -164,6 +170,7 @@ class Instance:
     target: int
     label: int | None
     recorded: np.ndarray | None
+    word_ids: list[int | None] | None = None
 
     @property
     def n(self) -> int:
@@ -218,6 +225,7 @@ def prepare(records: Sequence[dict], scorer: ModelScorer) -> list[Instance]:
                 target=int(record_field(record, "target", "explanations")),
                 label=None if label is None else int(label),
                 recorded=None if not recorded else np.asarray(recorded, dtype=np.float64),
+                word_ids=record.get("word_ids"),
             )
         )
     return instances

@@ -41,7 +41,7 @@ from pydantic import Field
 
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
-from attexp.evaluate.base import MetricResult, by_idx
+from attexp.evaluate.base import MetricResult
 from attexp.evaluate.faithfulness import FaithfulnessMetric, _summary
 from attexp.evaluate.model_scorer import Instance, ModelScorer, Perturbation, full_probabilities
 from attexp.registry import METRICS
@@ -67,9 +67,10 @@ class NAOPCConfig(ComponentConfig):
     official_bounds: bool = False
 
 
-def feature_groups(inst: Instance, word_ids: list | None, by: Literal["words", "tokens"]) -> list[np.ndarray]:
+def feature_groups(inst: Instance, by: Literal["words", "tokens"]) -> list[np.ndarray]:
     """The instance's features as arrays of content positions, in text order: its words (the tokens sharing a word
-    id; a content token without one is its own feature) or its content tokens."""
+    id; a content token without one is its own feature; records without word ids: tokens) or its content tokens."""
+    word_ids = inst.word_ids
     if by == "tokens" or word_ids is None:
         return [np.array([p]) for p in inst.content]
     groups: dict[Any, list[int]] = {}
@@ -113,14 +114,6 @@ class NormalisedAOPC(FaithfulnessMetric):
 
     config: NAOPCConfig
 
-    def compute(
-        self, records: list[dict], reference: list[dict] | None = None, *, scorer: ModelScorer | None = None
-    ) -> MetricResult:
-        if scorer is None:
-            return super().compute(records, reference, scorer=scorer)
-        self._word_ids = {idx: record.get("word_ids") for idx, record in by_idx(records, "explanations").items()}
-        return super().compute(records, reference, scorer=scorer)
-
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
         cfg = self.config
         replacement = scorer.replacement_id(cfg.perturbation)
@@ -129,10 +122,9 @@ class NormalisedAOPC(FaithfulnessMetric):
         keys = {k: f"{k}{suffix}" for k in ("aopc_comprehensiveness", "aopc_sufficiency")}
         keys |= {k: f"{k}{suffix}" for k in ("naopc_comprehensiveness", "naopc_sufficiency", "naopc_lower")}
         keys |= {k: f"{k}{suffix}" for k in ("naopc_upper", "naopc_exact", "naopc_bound_inputs")}
-        word_ids = getattr(self, "_word_ids", {})
         items = []
         for inst in instances:
-            groups = feature_groups(inst, word_ids.get(inst.idx), cfg.features)
+            groups = feature_groups(inst, cfg.features)
             if groups and (cfg.max_features is None or len(groups) <= cfg.max_features):
                 items.append((inst, groups))
         full = full_probabilities([inst for inst, _ in items], scorer, cfg.type)

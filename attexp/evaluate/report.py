@@ -177,12 +177,12 @@ def rankings(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[
                 value = float(statistic) if math.isfinite(statistic) else None
             tau.setdefault(a, {})[b] = value
     changes = []
+    by_row = {str(r["explanations"]): r for r in rows}
     for column in ranked:  # a variant column and its raw column, with the same suffix (`_pad`, `_tokens`, ...)
         base = _base(column)
         raw = VARIANTS[base] + column[len(base) :] if base in VARIANTS and column.startswith(base) else None
         if raw in ranked:  # ranked again over the files both columns score, so a file one lacks moves no other
             both = [n for n in names if column in ranks[n] and raw in ranks[n]]
-            by_row = {str(r["explanations"]): r for r in rows}
             again = {
                 c: dict(
                     zip(both, rankdata([_sign(c) * float(by_row[n][c]) for n in both], method="average"), strict=True)

@@ -37,13 +37,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field
+from scipy.special import expit
 
 from attexp.config.schema import ComponentConfig
 from attexp.evaluate.base import MetricResult
 from attexp.evaluate.faithfulness import FaithfulnessMetric, _summary
 from attexp.evaluate.model_scorer import Instance, ModelScorer, full_probabilities
-from attexp.models.inputs import pad_features
-from attexp.models.loading import check_logits
 from attexp.registry import METRICS
 
 
@@ -67,7 +66,7 @@ def embedding_output(model: torch.nn.Module) -> torch.nn.Module:
 def normalised_scores(scores: np.ndarray, how: Literal["minmax", "sigmoid"]) -> np.ndarray:
     """Scores (n,) -> [0, 1]: min-max (all equal: 0.5) or a sigmoid."""
     if how == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-scores))
+        return expit(scores)
     low, high = scores.min(), scores.max()
     return np.full_like(scores, 0.5) if high == low else (scores - low) / (high - low)
 
@@ -124,12 +123,12 @@ class SoftFaithfulness(FaithfulnessMetric):
     def _perturbed(self, instances: list[Instance], scorer: ModelScorer) -> np.ndarray:
         """Class probabilities (instances, 2 * samples, C): `samples` comprehensiveness masks, then as many
         sufficiency masks, per instance; instances of similar length share forwards."""
-        cfg, model, samples = self.config, scorer.model, self.config.samples
+        cfg, samples = self.config, self.config.samples
         per_row = 2 * samples
         rows = max(1, scorer.batch_size // per_row)
         order = sorted(range(len(instances)), key=lambda i: -len(instances[i].ids))
         out: list[np.ndarray | None] = [None] * len(instances)
-        layer = embedding_output(model)
+        layer = embedding_output(scorer.model)
         keep: list[torch.Tensor] = []  # per row of the batch: (T_i,) keep probabilities
         generators: list[torch.Generator] = []
 
@@ -147,32 +146,19 @@ class SoftFaithfulness(FaithfulnessMetric):
         try:
             for start in range(0, len(order), rows):
                 chunk = order[start : start + rows]
-                features, keep, generators = [], [], []
+                sequences, keep, generators = [], [], []  # the hook reads `keep` and `generators` row by row
                 for i in chunk:
                     inst = instances[i]
                     comp, suff = self.keep_probabilities(inst)
                     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + inst.idx)
                     for probability in [comp] * samples + [suff] * samples:
-                        features.append({"input_ids": inst.ids, **self._segments(inst, scorer)})
+                        sequences.append(inst.full())
                         keep.append(torch.as_tensor(probability, dtype=torch.float32))
                         generators.append(generator)
-                ids, attention, segments = pad_features(features, scorer.pad_id)
-                kwargs = {"input_ids": ids.to(scorer.device), "attention_mask": attention.to(scorer.device)}
-                if segments is not None:
-                    kwargs["token_type_ids"] = segments.to(scorer.device)
-                with torch.inference_mode():
-                    logits = model(**kwargs).logits
-                check_logits(logits, model, "evaluate soft (the model's scores of masked embeddings)")
-                probabilities = logits.float().softmax(dim=-1).cpu().numpy().astype(np.float64)
-                scorer.forward_passes += 1
-                scorer.rows += len(features)
+                probabilities = scorer.forward(sequences)  # one padded forward, the rows in this order
                 for k, i in enumerate(chunk):
                     out[i] = probabilities[k * per_row : (k + 1) * per_row]
         finally:
             handle.remove()
             scorer.seconds += time.perf_counter() - began
         return np.stack(out) if out else np.zeros((0, per_row, 0))
-
-    @staticmethod
-    def _segments(inst: Instance, scorer: ModelScorer) -> dict[str, np.ndarray]:
-        return {"token_type_ids": inst.segments} if scorer.uses_segments and inst.segments is not None else {}

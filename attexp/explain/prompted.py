@@ -68,7 +68,6 @@ class OverPrompt(Explainer):
     def explain(self, batch: Batch) -> Explanation:
         model: PromptedClassifier = self.model  # type: ignore[assignment]
         whole, where = model.prompt_batch(batch, int(model.config.pad_token_id))
-        whole.token_type_ids = None
         result = self.inner.explain(whole)
         width = whole.input_ids.shape[1]
         extras = {name: at_text(value, where, width) for name, value in result.extras.items()}
