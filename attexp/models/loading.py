@@ -14,13 +14,19 @@ from typing import Literal
 
 import torch
 import transformers
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from attexp.errors import AttexpError
 from attexp.models.adapters import is_adapter, load_adapter_classifier
 from attexp.models.inputs import match_pad_token
 from attexp.models.layouts import layout_of_type
-from attexp.models.prompted import LabelWordsHead, load_prompted, prompted, read_prompt
+from attexp.models.prompted import LabelWordsHead, prompted, read_prompt
 
 
 def resolve_device(name: Literal["auto", "cpu", "cuda"] | str) -> torch.device:
@@ -73,51 +79,43 @@ def load_classifier(
     transformers.logging.set_verbosity_error()
     if head is None and isinstance(path, Path):
         head = read_prompt(path)
-    if head is not None:
-        if is_adapter(path) or base is not None:  # a LoRA adapter over a causal LM, merged, read through label words
-            eager = "eager" if eager_attention else None
-            lm, tokenizer = load_adapter_classifier(Path(path), base, torch_dtype(dtype), eager, causal=True)
-            model = prompted(lm, tokenizer, head, label_names)
-            match_pad_token(model, tokenizer)
-            return (model.to(device) if device is not None else model).eval(), tokenizer
-        if isinstance(path, Path) and not (path / "config.json").is_file():
-            raise AttexpError(f"no causal LM at {path} (expected a save_pretrained folder with config.json)")
-        try:
-            model, tokenizer = load_prompted(
-                path, head, torch_dtype(dtype), "eager" if eager_attention else None, revision, label_names
-            )
-        except (OSError, ValueError) as err:
-            if isinstance(path, Path):
-                raise AttexpError(f"could not load the causal LM in {path}: {str(err).splitlines()[0][:300]}") from err
-            raise hub_error(path, revision or "main", err) from err
-        match_pad_token(model, tokenizer)
-        return (model.to(device) if device is not None else model).eval(), tokenizer
+    eager = "eager" if eager_attention else None
     if is_adapter(path) or base is not None:  # a LoRA adapter over its base, merged (`attexp.models.adapters`)
-        eager = "eager" if eager_attention else None
-        model, tokenizer = load_adapter_classifier(Path(path), base, torch_dtype(dtype), eager)
-        match_pad_token(model, tokenizer)
-        return (model.to(device) if device is not None else model).eval(), tokenizer
-    kwargs: dict = {"attn_implementation": "eager"} if eager_attention else {}
-    kwargs["dtype"] = torch_dtype(dtype)
-    if isinstance(path, Path):
-        if not (path / "config.json").is_file():
-            raise AttexpError(
-                f"no classifier at {path} (expected a save_pretrained folder with config.json). "
-                "Run the train job that writes it first, or check the job name or path the config gives."
-            )
-    elif revision is not None:
+        model, tokenizer = load_adapter_classifier(Path(path), base, torch_dtype(dtype), eager, causal=head is not None)
+        if head is not None:  # an adapter of a causal LM, read through its label words
+            model = prompted(model, tokenizer, head, label_names)
+    else:
+        model, tokenizer = _from_pretrained(path, eager, None if isinstance(path, Path) else revision, dtype, head)
+        if head is not None:
+            model = prompted(model, tokenizer, head, label_names)
+    match_pad_token(model, tokenizer)
+    return (model.to(device) if device is not None else model).eval(), tokenizer
+
+
+def _from_pretrained(
+    path: Path | str, eager: str | None, revision: str | None, dtype: WeightsDtype, head: LabelWordsHead | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence classifier (a causal LM where a label-words `head` will read it) and its tokenizer, from a folder
+    or a hub name, with the error that names the fix."""
+    what = "causal LM" if head is not None else "classifier"
+    if isinstance(path, Path) and not (path / "config.json").is_file():
+        raise AttexpError(
+            f"no {what} at {path} (expected a save_pretrained folder with config.json). "
+            "Run the train job that writes it first, or check the job name or path the config gives."
+        )
+    kwargs: dict = {"dtype": torch_dtype(dtype)}
+    if eager is not None:
+        kwargs["attn_implementation"] = eager
+    if revision is not None:
         kwargs["revision"] = revision
+    loader = AutoModelForCausalLM if head is not None else AutoModelForSequenceClassification
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        model = loader.from_pretrained(path, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, **({"revision": revision} if revision else {}))
     except (OSError, ValueError) as err:
         if isinstance(path, Path):
-            raise AttexpError(f"could not load the classifier in {path}: {str(err).splitlines()[0][:300]}") from err
+            raise AttexpError(f"could not load the {what} in {path}: {str(err).splitlines()[0][:300]}") from err
         raise hub_error(path, revision or "main", err) from err
-    match_pad_token(model, tokenizer)
-    if device is not None:
-        model.to(device)
-    model.eval()
     return model, tokenizer
 
 

@@ -357,25 +357,3 @@ def read_prompt(folder: Path) -> LabelWordsHead | None:
         return LabelWordsHead.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except ValueError as err:
         raise AttexpError(f"{path} is not a valid prompt ({str(err).splitlines()[0]}); re-save the model") from err
-
-
-def load_prompted(
-    where: str | Path,
-    head: LabelWordsHead,
-    dtype: torch.dtype | str,
-    attn_implementation: str | None = None,
-    revision: str | None = None,
-    label_names: list[str] | None = None,
-) -> tuple[PromptedClassifier, Any]:
-    """A causal LM (a `save_pretrained` folder or a hub name) and its tokenizer, read through `head` (`prompted`).
-    Raises OSError/ValueError as `from_pretrained` does (the caller names the source)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs: dict = {"dtype": dtype}
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
-    if revision is not None:
-        kwargs["revision"] = revision
-    lm = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(where, **({"revision": revision} if revision else {}))
-    return prompted(lm, tokenizer, head, label_names), tokenizer

@@ -15,8 +15,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from attexp.config.schema import ComponentConfig, NeutralDefault
 from attexp.errors import AttexpError
-from attexp.models.loading import WeightsDtype, torch_dtype
-from attexp.models.prompted import LabelWordsHead, load_prompted
+from attexp.models.loading import WeightsDtype, load_classifier, torch_dtype
+from attexp.models.prompted import LabelWordsHead
 
 Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
@@ -158,7 +158,7 @@ def from_folder(
     transformers.logging.set_verbosity_error()
     if head is not None:
         label_maps(num_labels, label_names)  # the names fit the number of labels
-        return load_prompted(folder, head, torch_dtype(dtype), label_names=list(label_names))
+        return load_classifier(folder, dtype=dtype, head=head, label_names=list(label_names))
     model = AutoModelForSequenceClassification.from_pretrained(
         folder, ignore_mismatched_sizes=True, dtype=torch_dtype(dtype), **label_maps(num_labels, label_names)
     )

@@ -11,8 +11,7 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from attexp.models.loading import hub_error, torch_dtype
-from attexp.models.prompted import load_prompted
+from attexp.models.loading import hub_error, load_classifier, torch_dtype
 from attexp.models.sources.base import Loaded, ModelSource, ModelSourceConfig, label_maps, read_model_config
 from attexp.registry import MODELS
 
@@ -43,10 +42,10 @@ class HubModel(ModelSource):
         transformers.logging.set_verbosity_error()
         name, revision = self.config.name, self.config.revision
         torch.manual_seed(seed)
+        if self.config.head is not None:  # a causal LM read through label words
+            return load_classifier(name, revision=revision, dtype=self.config.dtype, head=self.config.head,
+                                   label_names=list(label_names))  # fmt: skip
         try:
-            if self.config.head is not None:  # a causal LM read through label words
-                dtype = torch_dtype(self.config.dtype)
-                return load_prompted(name, self.config.head, dtype, None, revision, label_names)
             model = AutoModelForSequenceClassification.from_pretrained(
                 name, revision=revision, dtype=torch_dtype(self.config.dtype), **label_maps(num_labels, label_names)
             )
