@@ -18,6 +18,7 @@ The random floor is drawn grey and dashed in every figure.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ NOT_METRICS = {
     "seconds",
     "forward_passes",
     "backward_passes",
+    "teacher_instances",
+    "teacher_passes",
     "speedup",
     "pass_ratio",
     "f1",
@@ -164,6 +167,42 @@ def cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a line
         written.append(save_figure(fig, Path(folder) / f"cost_vs_{_slug(metric)}.png"))
     return written
+
+
+def teacher_cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
+    """One PNG per metric column (`teacher_cost_vs_<metric>.png`) for learned explainers: the metric against what
+    their teacher's explanations cost (`teacher_passes`, summed over the instances they were trained and validated
+    on), one point per explanations file, the random floor dashed. Nothing without two rows that have a teacher."""
+    taught = [r for r in rows if isinstance(r.get("teacher_passes"), int | float)]
+    if len(taught) < 2:
+        return []
+    floor = next((r for r in rows if r.get("explainer") == "random"), None)
+    short = short_names([r["explanations"] for r in taught])
+    written = []
+    for metric in metric_columns(taught):
+        points = [(float(r["teacher_passes"]), float(r[metric]), r) for r in taught if _number(r.get(metric))]
+        if not points:
+            continue
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.subplots()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linestyle="none", label="learned")
+        for x, y, row in points:
+            ax.annotate(short[row["explanations"]], (x, y), fontsize=6, xytext=(3, 4), textcoords="offset points")
+        if floor is not None and _number(floor.get(metric)):
+            ax.axhline(float(floor[metric]), linewidth=1, label="random", **FLOOR_STYLE)
+        ax.set_xscale("log")
+        ax.margins(x=0.15, y=0.1)
+        ax.set_xlabel("teacher passes (forward + backward, all its training and validation instances)")
+        ax.set_ylabel(figure_text(metric))
+        ax.set_title(figure_text(f"{metric} vs teacher cost"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        written.append(save_figure(fig, Path(folder) / f"teacher_cost_vs_{_slug(metric)}.png"))
+    return written
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def short_names(names: Sequence[str]) -> dict[str, str]:

@@ -12,8 +12,8 @@ one text of `tokens` tokens with `attexp.explain`, report seconds, forward and b
 model is built and the peak RSS. Explainers: LIG-20, occlusion (the perturbation family), ALTI, AttAttr-20 (the
 costliest inside method), and `shared`: a shared empirical explainer (a 1-layer branch over the classifier's hidden
 states; its cost is that of a distilled one, measured with a random branch), whose scores come with the prediction
-forward (passes: that forward, the one every explainer's record also counts). A run whose time, predicted from the same run at 64 tokens and the number of positions,
-would pass `--max-seconds` is skipped and says so.
+forward (passes: that forward, the one every explainer's record also counts). A run whose time, predicted from the
+same run at 64 tokens and the number of positions, would pass `--max-seconds` is skipped and says so.
 
 From the runs it fits the memory model: bytes per parameter (RSS after build / parameters, with the process's base
 RSS taken off), and for each explainer the activation bytes per (token x layer x hidden unit) of one pass row

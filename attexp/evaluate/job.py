@@ -148,6 +148,7 @@ class _Setup:
     reference: list[dict] | None
     scorer: ModelScorer | None
     model_name: Any
+    extra: dict[str, dict[str, float]]  # per explanations file: the teacher columns of a learned explainer
 
     @classmethod
     def of(cls, config: EvaluateConfig, ctx: JobContext) -> _Setup:
@@ -188,14 +189,14 @@ class _Setup:
             if tokenizer is None and any(m.uses_attributions for m in metrics):
                 tokenizer = _tokenizer_of(first, ctx)
             runs = with_floor(runs, metrics, tokenizer)
-        return cls(metrics, runs, reference, scorer, model_name)
+        return cls(metrics, runs, reference, scorer, model_name, teacher_columns(artifacts))
 
 
 def _score_and_write(config: EvaluateConfig, ctx: JobContext, setup: _Setup, shared: dict[str, Any]) -> None:
     """Every metric on every run; metrics.json, instances.jsonl, table.md, plots and the manifest's results.
     `shared`: the summed cost of the shares whose rows the scorer was given (empty for one process)."""
     scorer, model_name = setup.scorer, setup.model_name
-    scores = score_runs(setup.runs, setup.metrics, setup.reference, scorer)
+    scores = score_runs(setup.runs, setup.metrics, setup.reference, scorer, setup.extra)
     rows, columns, table, versus = scores.rows, scores.columns, scores.table, scores.versus
     summary, curves, per_instance = scores.summary, scores.curves, scores.per_instance
     cost: dict[str, Any] = {}
@@ -229,6 +230,18 @@ def _score_and_write(config: EvaluateConfig, ctx: JobContext, setup: _Setup, sha
     ctx.tracker.log_table("evaluation", columns, [[r.get(c) for c in columns] for r in rows])
     for path in plots:
         ctx.tracker.log_image(f"plots/{path.rsplit('/', 1)[-1].removesuffix('.png')}", ctx.path(path))
+
+
+def teacher_columns(artifacts: dict[str, Artifact]) -> dict[str, dict[str, float]]:
+    """`teacher_instances` and `teacher_passes` (forward + backward, summed over the teacher's training and
+    validation explanations) of each explanations file made by a learned explainer: what building it cost, the
+    axis along which learned explainers trade teacher cost for quality (`plots.teacher_cost_plots`)."""
+    out = {}
+    for name, artifact in artifacts.items():
+        cost = getattr(artifact.manifest, "teacher_cost", None)
+        if cost is not None:
+            out[name] = {"teacher_instances": cost.instances, "teacher_passes": cost.total_passes}
+    return out
 
 
 def _resolve_model(config: EvaluateConfig, ctx: JobContext, artifacts: dict[str, Artifact]) -> str | ComponentConfig:
@@ -324,4 +337,5 @@ def _plots(rows: list[dict], curves: dict[str, dict], ctx: JobContext) -> list[s
     folder = ctx.path("plots")
     written = plots.curve_plots(curves, folder, {row["explanations"]: row["explainer"] for row in rows})
     written += plots.cost_plots(rows, folder)
+    written += plots.teacher_cost_plots(rows, folder)
     return [str(path.relative_to(ctx.out_dir)) for path in written]

@@ -9,7 +9,7 @@ the per-instance values, the mean curves and, when a `random` run is among them,
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +74,10 @@ def score_runs(
     metrics: Sequence[Metric],
     reference: list[dict] | None,
     scorer: ModelScorer | None,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Scores:
-    """Every metric on every run (records joined with `reference` by idx where a metric needs it)."""
+    """Every metric on every run (records joined with `reference` by idx where a metric needs it); `extra` adds
+    columns per run name (e.g. what a learned explainer's teacher cost) after the metrics'."""
     summary: dict[str, dict] = {}
     curves: dict[str, dict] = {}
     per_instance: dict[tuple[str, int], dict] = {}
@@ -97,6 +99,8 @@ def score_runs(
                 per_instance.setdefault((name, idx), {"explanations": name, "idx": idx}).update(values)
             for key, curve in result.curves.items():
                 curves.setdefault(name, {})[key] = curve
+        row.update((extra or {}).get(name, {}))
+        summary[name].update((extra or {}).get(name, {}))
         rows.append(row)
     # the table keeps the means; spreads (`_std`) and the reference's own cost stay in metrics.json
     columns = ["explanations", "explainer"] + [

@@ -157,6 +157,9 @@ class ExplainJob(Job):
         manifest = ctx.manifest
         manifest.model = config.model if isinstance(config.model, str) else config.model.model_dump(mode="json")
         manifest.explainer = config.explainer.model_dump(mode="json")
+        # a learned explainer (empirical): what its teacher's explanations cost, from its distill job
+        teachers = [a.manifest.teacher_cost for a in ctx.upstream_artifacts.values() if a.stage == "distill"]
+        manifest.teacher_cost = next((cost for cost in teachers if cost is not None), None)
         manifest.target = config.target
         manifest.split = config.split
         manifest.device = str(device)

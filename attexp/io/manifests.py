@@ -140,6 +140,21 @@ class ExplanationCost(_Model):
         """{cost field: mean per instance}, for the fields recorded."""
         return {k: v for k in COST_FIELDS if (v := getattr(self, f"{k}_per_instance")) is not None}
 
+    def __add__(self, other: ExplanationCost) -> ExplanationCost:
+        """The cost of both jobs together (totals added, means over all their instances)."""
+        instances = self.instances + other.instances
+        values: dict[str, Any] = {"instances": instances}
+        for key in COST_FIELDS:
+            total = float(getattr(self, f"total_{key}") or 0) + float(getattr(other, f"total_{key}") or 0)
+            values[f"total_{key}"] = round(total, 4)
+            values[f"{key}_per_instance"] = round(total / max(instances, 1), 6)
+        return ExplanationCost(**values)
+
+    @property
+    def total_passes(self) -> float:
+        """Forward plus backward passes over every instance."""
+        return float(self.total_forward_passes or 0) + float(self.total_backward_passes or 0)
+
 
 class DatasetManifest(Manifest):
     label_names: list[str] | None = None
@@ -172,6 +187,7 @@ class ExplanationsManifest(Manifest):
     label_names: list[str] | None = None
     truncated: int | dict[str, int] | None = None
     cost: ExplanationCost = Field(default_factory=ExplanationCost)
+    teacher_cost: ExplanationCost | None = None  # a learned explainer's: what building it cost (its distill job's)
 
     @property
     def explainer_type(self) -> str | None:
@@ -191,9 +207,11 @@ class ExplanationsManifest(Manifest):
 
 
 class EmpiricalExplainerManifest(Manifest):
-    """teacher: the explainer config of the explanations it was distilled from."""
+    """teacher: the explainer config of the explanations it was distilled from; teacher_cost: the cost of those
+    explanations (the training and validation explain jobs together)."""
 
     teacher: dict[str, Any] | None = None
+    teacher_cost: ExplanationCost | None = None
     mode: str | None = None
     head: str | None = None
     device: str | None = None

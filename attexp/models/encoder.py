@@ -330,11 +330,14 @@ class Encoder:
             hidden = self.layout.call(module, hidden, context.masks[index], context.positions[index])
         return hidden
 
+    def final(self, hidden: Tensor) -> Tensor:
+        """The last layer's output [B, T, H] as the head sees it, at every position (the final norm applied where the
+        layout has one: pre-norm decoders, ModernBERT)."""
+        return hidden if self._final_norm is None else self._final_norm(hidden)
+
     def features(self, hidden: Tensor, context: LayerContext) -> Tensor:
         """The last layer's output [B, T, H] -> what the head reads [B, H] (final norm applied, pooled)."""
-        if self._final_norm is not None:
-            hidden = self._final_norm(hidden)
-        return context.pool(hidden)
+        return context.pool(self.final(hidden))
 
     def head(self, features: Tensor) -> Tensor:
         """The classification head: read features [B, H] -> logits [B, C]."""

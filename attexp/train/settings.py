@@ -61,7 +61,9 @@ class DistillSettings(TrainSettings):
     mode: `copy` (the paper's: a fine-tuned copy of the classifier's encoder), `student` (a copy of its first
     `student_layers` layers only: cheaper than one forward) or `shared` (the frozen classifier and a branch of
     `branch_layers` transformer layers over its hidden states, copies of its top layers to start with unless
-    `branch_init: 'random'`: one forward gives prediction and explanation).
+    `branch_init: 'random'`: one forward gives prediction and explanation) or `heads` (the frozen classifier and a
+    learned linear map from the attention of the row its head reads, the value vectors that row reads and the last
+    hidden states, AT2-style: `attexp.distill.empirical.heads`; `features` picks the terms).
     head: `token` (a per-token regression head), `flat` (emp-exp's decoder over the padded max_length x hidden
     states, for parity; `copy` only) or `class` (a per-token score for every class, the target's read out, so the
     explainer explains whichever class is asked, as its teacher does; chosen for `shared` on MiniLM).
@@ -71,7 +73,7 @@ class DistillSettings(TrainSettings):
     2e-4, both with correlation_weight 1 (configs/lib/convergence.libsonnet; benchmarks/README.md).
     """
 
-    mode: Annotated[Literal["copy", "student", "shared"], NeutralDefault()] = "copy"
+    mode: Annotated[Literal["copy", "student", "shared", "heads"], NeutralDefault()] = "copy"
     head: Literal["token", "flat", "class"] = "token"
     epochs: int = Field(5, ge=1)
     student_layers: Annotated[int | None, NeutralDefault()] = Field(
@@ -86,6 +88,11 @@ class DistillSettings(TrainSettings):
         "copy where the classifier's layout allows it)",
     )
     correlation_weight: Annotated[float, NeutralDefault()] = Field(0.0, ge=0)
+    features: Annotated[list[Literal["attention", "values", "hidden"]] | None, NeutralDefault()] = Field(
+        None,
+        min_length=1,
+        description="heads mode: the terms of the map (default all: attention, values, hidden)",
+    )
 
     @model_validator(mode="after")
     def _mode_settings(self) -> DistillSettings:
@@ -98,6 +105,8 @@ class DistillSettings(TrainSettings):
         for key in ("branch_layers", "branch_init"):
             if getattr(self, key) is not None and self.mode != "shared":
                 raise ValueError(f"{key} is a setting of mode 'shared', not of mode {self.mode!r}")
+        if self.features is not None and self.mode != "heads":
+            raise ValueError(f"features is a setting of mode 'heads', not of mode {self.mode!r}")
         return self
 
 

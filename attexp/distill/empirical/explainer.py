@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 import torch
 
 from attexp.config.schema import Upstream
-from attexp.distill.empirical.model import SharedExplainerModel, load_explainer
+from attexp.distill.empirical.heads import HeadsExplainerModel
+from attexp.distill.empirical.loading import load_explainer
+from attexp.distill.empirical.model import SharedExplainerModel
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
@@ -43,9 +45,9 @@ class EmpiricalExplainer(Explainer):
     Specials: scored as the teacher scored them; padding gets exactly 0.
     Cost per instance: `copy` and `student` explainers run their own encoder after the prediction forward
     (1 forward, 0 backward passes; a student's forward is its fraction of the classifier's layers); a `shared`
-    explainer gives the prediction and the explanation from the prediction forward itself (`predict_and_explain`:
-    0 passes beyond it). It runs under the explain job's `precision` (`mixed_precision`): a forward of a
-    regression model, no gradients summed.
+    or `heads` explainer gives the prediction and the explanation from the prediction forward itself
+    (`predict_and_explain`: 0 passes beyond it). It runs under the explain job's `precision`
+    (`mixed_precision`): a forward of a regression model, no gradients summed.
     """
 
     mixed_precision = True
@@ -57,7 +59,7 @@ class EmpiricalExplainer(Explainer):
         super().__init__(config, model, tokenizer, upstream)
         folder = self.upstream_dir(config.model, "model") / "model"
         self.explainer_model = load_explainer(folder, model, device=self.device)
-        self.predicts = isinstance(self.explainer_model, SharedExplainerModel)
+        self.predicts = isinstance(self.explainer_model, SharedExplainerModel | HeadsExplainerModel)
 
     def predict_and_explain(
         self,
@@ -66,7 +68,7 @@ class EmpiricalExplainer(Explainer):
         token_type_ids: torch.Tensor | None,
         targets: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Explanation]:
-        """`shared` mode: the classifier's logits [B, C] and the explanation, from one classifier forward;
+        """`shared` and `heads` modes: the classifier's logits [B, C] and the explanation, from one classifier forward;
         `targets` ([B], or a function of the logits; None: the predicted class) as in
         `SharedExplainerModel.predict_and_explain`."""
         with torch.inference_mode():

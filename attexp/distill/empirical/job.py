@@ -90,6 +90,7 @@ class DistillJob(Job):
         )
         manifest = ctx.manifest
         manifest.teacher = train_art.manifest.explainer
+        manifest.teacher_cost = train_art.manifest.cost + val_art.manifest.cost
         manifest.mode = config.mode
         manifest.head = config.head
         manifest.device = str(device)

@@ -31,7 +31,6 @@ Scores at padding positions are exactly 0 with every head.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,12 +42,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoModel, PreTrainedModel
 
+from attexp.distill.empirical.frozen import (
+    FORMAT_VERSION,
+    HEAD_SETTINGS,
+    HEAD_WEIGHTS,
+    ReadsClassifier,
+    classifier_fingerprint,
+)
 from attexp.errors import AttexpError
 from attexp.models.encoder import Encoder, layer_stack
-
-HEAD_WEIGHTS = "explainer_head.safetensors"
-HEAD_SETTINGS = "explainer_head.json"
-FORMAT_VERSION = 1
 
 
 class EmpiricalExplainerModel(nn.Module):
@@ -208,17 +210,6 @@ def truncated_copy(classifier: PreTrainedModel, layers: int) -> PreTrainedModel:
     return encoder
 
 
-def classifier_fingerprint(classifier: nn.Module) -> str:
-    """sha256 over the classifier's parameter names, shapes, dtypes and values: which classifier a shared
-    explainer's branch was trained on."""
-    digest = hashlib.sha256()
-    for name, param in classifier.named_parameters():
-        tensor = param.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
 class ScalarMix(nn.Module):
     """A learned softmax-weighted sum of every layer's hidden states, times a learned scale (ELMo's mix)."""
 
@@ -241,7 +232,7 @@ def feed_forward_size(config: transformers.PretrainedConfig) -> int:
     return 4 * int(config.hidden_size)
 
 
-class SharedExplainerModel(nn.Module):
+class SharedExplainerModel(ReadsClassifier):
     """The `shared` mode: the frozen classifier and a branch reading its hidden states.
 
     One classifier forward (`output_hidden_states=True`) gives the logits and, through the branch, the scores:
@@ -302,11 +293,6 @@ class SharedExplainerModel(nn.Module):
 
     mode = "shared"
 
-    def train(self, mode: bool = True) -> SharedExplainerModel:
-        super().train(mode)
-        self.classifier.eval()  # frozen: its dropout stays off, its predictions unchanged
-        return self
-
     def branch_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("classifier.")]
 
@@ -345,37 +331,19 @@ class SharedExplainerModel(nn.Module):
         scores = outputs.squeeze(-1) if self.head_type == "token" else pick_class(outputs, targets)  # [B, T]
         return scores * attention_mask.to(scores.dtype)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        token_type_ids: Tensor | None = None,
-        targets: Tensor | None = None,
-    ) -> Tensor:
-        """Scores [B, T] (of `targets` [B] with `head="class"`, default the predicted class); exactly 0 where
-        `attention_mask` is 0."""
-        return self.predict_and_explain(input_ids, attention_mask, token_type_ids, targets)[1]
-
     def save_pretrained(self, directory: Path) -> None:
         """Write the branch weights and settings (not the classifier: it is the explained model itself)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        branch = {
-            k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("classifier.")
-        }
-        save_file(branch, directory / HEAD_WEIGHTS)
-        settings = {
-            "format_version": FORMAT_VERSION,
-            "mode": "shared",
-            "branch_layers": self.branch_layers,
-            "dropout": self.dropout_p,
-            "branch_init": self.branch_init,
-            "head": self.head_type,
-            "layer_norm_eps": self.branch[0].norm1.eps if len(self.branch) else None,  # copied layers take theirs
-            "hidden_size": self.classifier.config.hidden_size,
-            "classifier_sha256": self.fingerprint,
-        }
-        (directory / HEAD_SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+        self.save_learned(
+            directory,
+            {
+                "branch_layers": self.branch_layers,
+                "dropout": self.dropout_p,
+                "branch_init": self.branch_init,
+                "head": self.head_type,
+                "layer_norm_eps": self.branch[0].norm1.eps if len(self.branch) else None,  # copied layers take theirs
+                "hidden_size": self.classifier.config.hidden_size,
+            },
+        )
 
 
 def copy_top_layers(model: SharedExplainerModel, required: bool) -> bool:
@@ -421,36 +389,3 @@ def copy_top_layers(model: SharedExplainerModel, required: bool) -> bool:
                 norm.load_state_dict(source_norm.state_dict())
                 norm.eps = source_norm.eps
     return True
-
-
-def load_explainer(
-    directory: Path, classifier: PreTrainedModel, device: torch.device | str | None = None
-) -> EmpiricalExplainerModel | SharedExplainerModel:
-    """Load a saved empirical explainer of any mode in eval mode; a `shared` one runs on `classifier`, which
-    must be the classifier it was trained on."""
-    settings = read_settings(directory)
-    if settings.get("mode", "copy") != "shared":
-        return EmpiricalExplainerModel.from_pretrained(directory, device=device)
-    model = SharedExplainerModel(
-        classifier,
-        settings["branch_layers"],
-        settings["dropout"],
-        freeze=False,
-        branch_init="random",  # the saved branch weights replace whatever it starts from
-        head=settings.get("head", "token"),
-    )
-    if model.fingerprint != settings["classifier_sha256"]:
-        raise AttexpError(
-            f"the shared empirical explainer in {directory} was trained on another classifier than the one being "
-            "explained (its weights differ): a shared explainer reads its own classifier's hidden states. Explain "
-            "the classifier its distill job read, or distil one for this classifier."
-        )
-    if settings.get("layer_norm_eps") is not None:  # not a weight: the state dict does not carry it
-        for layer in model.branch:
-            layer.norm1.eps = layer.norm2.eps = float(settings["layer_norm_eps"])
-    missing, unexpected = model.load_state_dict(load_file(Path(directory) / HEAD_WEIGHTS), strict=False)
-    if unexpected or any(not k.startswith("classifier.") for k in missing):
-        raise AttexpError(f"{directory / HEAD_WEIGHTS} does not match a shared explainer of its settings")
-    if device is not None:
-        model.to(device)
-    return model.eval()

@@ -26,6 +26,8 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from attexp import distributed as dist
+from attexp.distill.empirical.heads import FEATURES, HeadsExplainerModel
+from attexp.distill.empirical.loading import LearnedExplainer
 from attexp.distill.empirical.model import EmpiricalExplainerModel, SharedExplainerModel
 from attexp.errors import AttexpError
 from attexp.models.inputs import pad_id
@@ -39,7 +41,7 @@ from attexp.train.settings import DistillSettings
 class DistillResult:
     """Outcome of `distill`: the trained explainer (best epoch's weights, eval mode) and the epoch history."""
 
-    model: EmpiricalExplainerModel | SharedExplainerModel
+    model: LearnedExplainer
     best_epoch: int
     best_val_mse: float
     stopped_early: bool
@@ -117,9 +119,7 @@ class MaskedMSE(Metric):
         return (self._squared_error / self._tokens).item()
 
 
-def create_explainer_evaluator(
-    model: EmpiricalExplainerModel | SharedExplainerModel, device: torch.device | str
-) -> Engine:
+def create_explainer_evaluator(model: LearnedExplainer, device: torch.device | str) -> Engine:
     """An ignite Engine computing `mse`, the validation MSE over real tokens."""
 
     @torch.no_grad()
@@ -174,16 +174,21 @@ def encode_records(
     return features
 
 
-def _encoder_config(model: PreTrainedModel | EmpiricalExplainerModel | SharedExplainerModel) -> Any:
+def _encoder_config(model: PreTrainedModel | LearnedExplainer) -> Any:
     if isinstance(model, EmpiricalExplainerModel):
         return model.encoder.config
-    return model.classifier.config if isinstance(model, SharedExplainerModel) else model.config
+    return model.classifier.config if isinstance(model, SharedExplainerModel | HeadsExplainerModel) else model.config
 
 
-def build_explainer(
-    classifier: PreTrainedModel, settings: DistillSettings
-) -> EmpiricalExplainerModel | SharedExplainerModel:
-    """A fresh explainer of `settings.mode` built from `classifier` (see `attexp.distill.empirical.model`)."""
+def build_explainer(classifier: PreTrainedModel, settings: DistillSettings) -> LearnedExplainer:
+    """A fresh explainer of `settings.mode` built from `classifier` (see `attexp.distill.empirical.model` and
+    `attexp.distill.empirical.heads`)."""
+    if settings.mode == "heads":
+        return HeadsExplainerModel(
+            classifier,
+            head="token" if settings.head == "token" else "class",
+            features=settings.features or FEATURES,
+        )
     if settings.mode == "shared":
         return SharedExplainerModel(
             classifier,
@@ -272,7 +277,7 @@ def distill(
 
 
 def evaluate_explainer(
-    explainer: EmpiricalExplainerModel | SharedExplainerModel,
+    explainer: LearnedExplainer,
     records: Sequence[Mapping[str, Any]],
     batch_size: int,
     device: torch.device | str,

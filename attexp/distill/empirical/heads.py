@@ -1,0 +1,148 @@
+"""The `heads` mode of the empirical explainer: token scores read off the prediction forward's attention.
+
+AT2 (Cohen-Wang, Chuang and Madry 2025, "Learning to Attribute with Attention") scores a source token by a learned
+linear map over every head's attention weight from the position being explained to that token. Here the same idea
+explains a sequence classifier: the position is the row the classification head reads (the [CLS] row of the BERT
+family, the last real token of a decoder, the read-weighted mean of the rows where the head mean-pools), and the
+map is trained against an expensive explainer's scores by the distill stage, like every empirical explainer.
+
+For layer l, head h and token j, with a = that head's attention from the read row to j and v its value vector
+there (bias included, as the head adds it to the read position), the score of token j for class c is
+
+    score(j, c) = sum_{l,h} a[l,h,j] * (w[l,h,c] + v[l,h,j] . u[l,h,c])  +  x[j] . z[c]  +  b[c]
+
+- `attention`: the w term, AT2's map (a weight per head and class). Attention weights are not signed, so alone
+  they rank what the heads read, not whether it speaks for or against the class.
+- `values`: the u term, the value vector each head moves from j into the read row, projected on a learned
+  direction per head and class: signed, and the part of the head's output that the class logit can see (ALTI and
+  value-norm attention weigh the same vectors by their norm, which has no sign).
+- `hidden`: the z term, a linear read of the last layer's output at j as the head sees it (x[j], the final norm
+  applied where the layout has one): what the token means in context.
+
+Every feature comes from the prediction forward itself (one pass through `attexp.models.encoder.Encoder`, which
+records the attention rows and value vectors), so explaining costs the prediction plus a few small products:
+L x heads x d x classes multiply-adds per token. The classifier is frozen and never saved; the map (a few
+thousand numbers) is, with the classifier's fingerprint, and loads only on that classifier. It runs on every
+layout `Encoder` knows (BERT family, ModernBERT, Llama/Qwen/Mistral/Gemma decoders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+
+from attexp.distill.empirical.frozen import ReadsClassifier, classifier_fingerprint
+from attexp.distill.empirical.model import pick_class
+from attexp.errors import AttexpError
+from attexp.models.encoder import Encoder
+
+FEATURES = ("attention", "values", "hidden")
+Feature = Literal["attention", "values", "hidden"]
+
+
+class HeadsExplainerModel(ReadsClassifier):
+    """The frozen classifier and a learned map from its read row's attention (and values, and last hidden states)
+    to token scores (module docstring). `head="class"`: a score per class, the target's column is the explanation;
+    `head="token"`: one output, the scores of the class the teacher explained."""
+
+    mode = "heads"
+
+    def __init__(
+        self,
+        classifier: PreTrainedModel,
+        head: Literal["token", "class"] = "class",
+        features: Sequence[Feature] = FEATURES,
+        freeze: bool = True,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(features) - set(FEATURES))
+        if unknown or not features:
+            raise AttexpError(f"heads-mode features {list(features)}: choose one or more of {list(FEATURES)}")
+        if head not in ("token", "class"):
+            raise AttexpError(f'unknown heads-explainer head {head!r}; expected "token" or "class"')
+        self.classifier = classifier
+        self.encoder = Encoder(classifier)
+        if freeze:
+            for param in classifier.parameters():
+                param.requires_grad_(False)
+        self.head_type = head
+        self.features = tuple(f for f in FEATURES if f in features)
+        layers, heads, size = self.encoder.num_layers, self.encoder.num_heads, self.encoder.head_size
+        outputs = 1 if head == "token" else int(classifier.config.num_labels)
+        hidden = int(classifier.config.hidden_size)
+        # small random starts: the correlation term of the loss has no gradient at constant scores
+        generator = torch.Generator().manual_seed(0)
+        self.weights = nn.Parameter(torch.randn(layers, heads, outputs, generator=generator) * 1e-2)
+        self.directions = nn.Parameter(torch.randn(layers, heads, size, outputs, generator=generator) * size**-0.5)
+        self.lexicon = nn.Parameter(torch.randn(hidden, outputs, generator=generator) * hidden**-0.5)
+        self.bias = nn.Parameter(torch.zeros(outputs))
+        self.fingerprint = classifier_fingerprint(classifier)
+
+    def read(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One forward of the classifier: logits [B, C], the read rows' attention [B, L, heads, T], the value
+        vectors [B, L, heads, T, d] (empty without the `values` term) and the last layer's output as the head sees
+        it, [B, T, H] (float32, detached)."""
+        with torch.no_grad():
+            trace = self.encoder.trace(input_ids, attention_mask, token_type_ids, values="values" in self.features)
+            final = self.encoder.final(trace.output)  # [B, T, H]
+            logits = self.encoder.head(trace.context.pool(final))
+            context = trace.context
+            if context.read_index is not None:
+                rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+                attention = torch.stack([p[rows, :, context.read_index] for p in trace.probs], dim=1)
+            else:  # mean pooling: the read-weighted mean of the rows
+                read = context.read.to(trace.probs[0].dtype)
+                attention = torch.stack([torch.einsum("bi,bhij->bhj", read, p) for p in trace.probs], dim=1)
+            values = torch.stack(trace.values, dim=1).float() if trace.values else attention.new_zeros(0)
+        return logits, attention.float(), values, final.float()
+
+    def scores_from(
+        self, attention: Tensor, values: Tensor, hidden: Tensor, attention_mask: Tensor, targets: Tensor | None
+    ) -> Tensor:
+        """Scores [B, T] from `read`'s features (exactly 0 at padding); `targets` [B] picks the class column of a
+        `head="class"` map."""
+        outputs = self.bias.expand(*attention_mask.shape, -1)  # [B, T, C]
+        if "attention" in self.features:
+            outputs = outputs + torch.einsum("blht,lhc->btc", attention, self.weights)
+        if "values" in self.features:
+            projected = torch.einsum("blhtd,lhdc->blhtc", values, self.directions)  # [B, L, h, T, C]
+            outputs = outputs + torch.einsum("blht,blhtc->btc", attention, projected)
+        if "hidden" in self.features:
+            outputs = outputs + hidden @ self.lexicon
+        scores = outputs.squeeze(-1) if self.head_type == "token" else pick_class(outputs, targets)
+        return scores * attention_mask.to(scores.dtype)
+
+    def predict_and_explain(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None = None,
+        targets: Tensor | Callable[[Tensor], Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Logits [B, C] of the classifier and scores [B, T] (exactly 0 at padding) from one classifier forward;
+        targets as in `SharedExplainerModel.predict_and_explain` (None: the predicted class)."""
+        logits, attention, values, hidden = self.read(input_ids, attention_mask, token_type_ids)
+        if self.head_type == "class":
+            targets = targets(logits) if callable(targets) else targets
+            targets = logits.argmax(dim=-1) if targets is None else targets
+        return logits, self.scores_from(attention, values, hidden, attention_mask, targets)
+
+    def save_pretrained(self, directory: Path) -> None:
+        """Write the map's weights and settings (not the classifier: it is the explained model itself)."""
+        settings = {"head": self.head_type, "features": list(self.features), "layers": self.encoder.num_layers}
+        self.save_learned(directory, settings | {"heads": self.encoder.num_heads})
+
+    @classmethod
+    def load(cls, directory: Path, settings: dict, classifier: PreTrainedModel) -> HeadsExplainerModel:
+        """The saved map in `directory` (settings already read) over `classifier`, which must be the one it was
+        trained on."""
+        model = cls(classifier, head=settings["head"], features=settings["features"], freeze=False)
+        model.load_learned(directory, settings)
+        return model.eval()
