@@ -39,6 +39,8 @@ def test_the_keys_added_after_artifacts_existed_are_declared_neutral_on_their_co
         ("train_agent", "eval_size"),
         ("train_agent", "continue_from"),
         ("lig", "mixed_precision"),
+        ("lig", "seed"),
+        ("distill", "features"),
     ]:
         assert (owner, key) in declared, (owner, key)
 

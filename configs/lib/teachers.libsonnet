@@ -1,7 +1,8 @@
 // Explanations learned from cheap teachers: teacher cost as an axis of the convergence pipeline.
 //
 // Stochastic amortization (Covert et al., NeurIPS 2024) trains an amortized explainer on noisy labels (few-step
-// integrals, few-sample Shapley estimates) and reaches the clean-label solution for less. Here each teacher of
+// integrals, few-sample Shapley estimates) and reaches the clean-label solution for less, provided the noise is
+// unbiased: a fixed few-step rule (LIG-k) errs the same way every time, a stratified random one (`slig<k>`) does not. Here each teacher of
 // `teachers` explains as many training sentences as `budget` passes buy (its validation sentences, for early
 // stopping, are paid from the same budget), each design of `designs` is distilled from it, and one evaluate job
 // scores every learned explainer on the test split against LIG-20 with the LIG-k curve beside them:
@@ -26,6 +27,10 @@ local defaults = import 'defaults.libsonnet';
     lig5: { explainer: { type: 'lig', n_steps: 5 }, passes: 13 },
     lig20: { explainer: { type: 'lig', n_steps: 20 }, passes: 43 },
     shapley1: { explainer: { type: 'shapley_sampling', n_samples: 1 }, passes: 25 },
+    // LIG-k with one random point per stratum of the path (`method: 'stratified'`): the same cost as LIG-k, but
+    // unbiased for the exact integral, the labels stochastic amortization asks for
+    slig1: { explainer: { type: 'lig', n_steps: 1, method: 'stratified' }, passes: 5 },
+    slig3: { explainer: { type: 'lig', n_steps: 3, method: 'stratified' }, passes: 9 },
   },
 
   // distill settings per design (DistillSettings). `shared`: the shipped design (convergence.libsonnet); `heads`:
@@ -42,7 +47,7 @@ local defaults = import 'defaults.libsonnet';
 // follow by name).
   pipeline(j, variant, dataset='rt', train_sentences=8454, validation=300, fraction=0.2, reference_passes=43,
            teachers=self.teachers, designs=self.designs, lig_steps=[1, 3, 5],
-           order=['lig3', 'lig1', 'lig20', 'lig5', 'shapley1']):: {
+           order=['lig3', 'lig1', 'slig1', 'slig3', 'lig20', 'lig5', 'shapley1']):: {
     local budget = fraction * train_sentences * reference_passes,
     local sentences(teacher) = std.max(1, std.min(train_sentences,
                                                   std.floor((budget - validation * teacher.passes) / teacher.passes))),

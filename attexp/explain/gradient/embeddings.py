@@ -31,7 +31,7 @@ from attexp.explain.captum_base import (
     instance_groups,
     seeded,
 )
-from attexp.explain.gradient.lig import IntegrationMethod
+from attexp.explain.gradient.lig import CaptumRule
 from attexp.models.inputs import Batch, structural_positions
 from attexp.models.precision import accumulation_dtype
 from attexp.registry import EXPLAINERS
@@ -150,7 +150,7 @@ class IGConfig(EmbeddingGradientConfig):
 
     type: Literal["ig"] = "ig"
     n_steps: int = Field(20, ge=1)
-    method: IntegrationMethod = "gausslegendre"
+    method: CaptumRule = "gausslegendre"
     internal_batch_size: int | None = Field(None, ge=1)
     return_delta: bool = False
 
