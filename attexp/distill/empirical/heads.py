@@ -39,7 +39,7 @@ from transformers import PreTrainedModel
 from attexp.distill.empirical.frozen import ReadsClassifier, classifier_fingerprint
 from attexp.distill.empirical.model import pick_class
 from attexp.errors import AttexpError
-from attexp.models.encoder import Encoder
+from attexp.models.encoder import Encoder, eager_probabilities
 
 FEATURES = ("attention", "values", "hidden")
 Feature = Literal["attention", "values", "hidden"]
@@ -89,18 +89,28 @@ class HeadsExplainerModel(ReadsClassifier):
         """One forward of the classifier: logits [B, C], the read rows' attention [B, L, heads, T], the value
         vectors [B, L, heads, T, d] (empty without the `values` term) and the last layer's output as the head sees
         it, [B, T, H] (float32, detached)."""
+        encoder, keep_values = self.encoder, "values" in self.features
+        rows: list[Tensor | None] = [None] * encoder.num_layers
+        kept: list[Tensor | None] = [None] * encoder.num_layers  # value vectors [B, h, T, d]
         with torch.no_grad():
-            trace = self.encoder.trace(input_ids, attention_mask, token_type_ids, values="values" in self.features)
-            final = self.encoder.final(trace.output)  # [B, T, H]
-            logits = self.encoder.head(trace.context.pool(final))
-            context = trace.context
-            if context.read_index is not None:
-                rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-                attention = torch.stack([p[rows, :, context.read_index] for p in trace.probs], dim=1)
-            else:  # mean pooling: the read-weighted mean of the rows
-                read = context.read.to(trace.probs[0].dtype)
-                attention = torch.stack([torch.einsum("bi,bhij->bhj", read, p) for p in trace.probs], dim=1)
-            values = torch.stack(trace.values, dim=1).float() if trace.values else attention.new_zeros(0)
+            hidden = encoder.embed(input_ids, token_type_ids)
+            context = encoder.context(attention_mask, hidden.dtype, input_ids)
+            batch = torch.arange(input_ids.shape[0], device=input_ids.device)
+
+            def record(index: int, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, scaling: float):
+                probs = eager_probabilities(query, key, mask, scaling)  # [B, h, T, T]: the model's own
+                if context.read_index is not None:
+                    rows[index] = probs[batch, :, context.read_index]  # [B, h, T]
+                else:  # mean pooling: the read-weighted mean of the rows
+                    rows[index] = torch.einsum("bi,bhij->bhj", context.read.to(probs.dtype), probs)
+                kept[index] = value if keep_values else None
+                return probs
+
+            with encoder.attention(record):
+                final = encoder.final(encoder.run(hidden, context))  # [B, T, H]
+            logits = encoder.head(context.pool(final))
+            attention = torch.stack(rows, dim=1)  # [B, L, h, T]
+            values = torch.stack(kept, dim=1).float() if keep_values else attention.new_zeros(0)
         return logits, attention.float(), values, final.float()
 
     def scores_from(
