@@ -19,9 +19,10 @@ there (bias included, as the head adds it to the read position), the score of to
 - `hidden`: the z term, a linear read of the last layer's output at j as the head sees it (x[j], the final norm
   applied where the layout has one): what the token means in context.
 
-Every feature comes from the prediction forward itself (one pass through `attexp.models.encoder.Encoder`, which
-records the attention rows and value vectors), so explaining costs the prediction plus a few small products:
-L x heads x d x classes multiply-adds per token. The classifier is frozen and never saved; the map (a few
+Every feature comes from the prediction forward itself (one pass of the layers through
+`attexp.models.encoder.Encoder`, with eager attention whose handler keeps each layer's read row and value vectors),
+so explaining costs the prediction, eager attention instead of the fused kernel, and L x heads x d x classes
+multiply-adds per token. The classifier is frozen and never saved; the map (a few
 thousand numbers) is, with the classifier's fingerprint, and loads only on that classifier. It runs on every
 layout `Encoder` knows (BERT family, ModernBERT, Llama/Qwen/Mistral/Gemma decoders).
 """
