@@ -1,7 +1,8 @@
 """A decoder classifier end to end through the CLI: tests/fixtures/configs/pipeline.decoder.small.jsonnet, the
 shipped configs/pipelines/rotten_tomatoes.decoder.jsonnet shrunk (a 2-layer Llama with grouped-query attention on
-a few hundred real RT sentences): fine-tune, every explainer that runs on a decoder, shared and student empirical
-explainers, evaluate, summary.html, head pruning, triggers, layer flow. One module-scoped run feeds the checks.
+a few hundred real RT sentences): fine-tune, every explainer that runs on a decoder, shared, student and heads
+empirical explainers, evaluate, summary.html, head pruning, triggers, layer flow. One module-scoped run feeds the
+checks.
 """
 
 from __future__ import annotations

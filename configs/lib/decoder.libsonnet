@@ -1,7 +1,7 @@
 // A decoder classifier (the Llama layout: RMSNorm, rotary positions, grouped-query attention, causal, last-token head)
 // through every stage: fine-tune on Rotten Tomatoes, explain the test split with every explainer that runs on it
-// (the inside-the-model ones read the Llama-style layout of attexp/models/layouts.py), distil LIG into a `shared`
-// and a `student` empirical explainer, evaluate every explanation against LIG and the model, summary.html, and the
+// (the inside-the-model ones read the Llama-style layout of attexp/models/layouts.py), distil LIG into a `shared`,
+// a `student` and a `heads` empirical explainer, evaluate every explanation against LIG and the model, summary.html, and the
 // model analyses (head pruning, triggers, IBA's layer flow).
 //
 // pipeline(model, sizes, variant): `model` a model source (models.libsonnet's `decoder`, or a hub decoder such as
@@ -10,6 +10,7 @@
 local defaults = import 'defaults.libsonnet';
 local empexp = import 'empexp.libsonnet';
 local rt = import 'rotten_tomatoes.libsonnet';
+local teachers = import 'teachers.libsonnet';
 
 local full = {
   download: {},
@@ -35,6 +36,9 @@ local full = {
     local distill(mode, extra) = j.distill + s.quiet { name: 'rt.distill.' + mode + '.' + variant, mode: mode } + extra,
     local shared = distill('shared', {}),
     local student = distill('student', { student_layers: 1 }),
+    // the heads design (attexp/distill/empirical/heads.py), as the teachers pipeline distils it: on this decoder it
+    // agrees with LIG-20 as the shared branch does, from a map of a few thousand numbers (benchmarks/README.md, 3.6)
+    local heads = distill('heads', teachers.designs.heads { epochs: s.distill.epochs }),
     local explained = [
       test('lig', s.lig),
       test('ig', { n_steps: s.samples.ig }),
@@ -54,6 +58,7 @@ local full = {
       test('iba', { prior_data: j.download.name }),
       test('empirical.shared', {}) { explainer: { type: 'empirical', model: shared.name } },
       test('empirical.student', {}) { explainer: { type: 'empirical', model: student.name } },
+      test('empirical.heads', {}) { explainer: { type: 'empirical', model: heads.name } },
       test('random', {}),
     ],
     local names = [e.name for e in explained],
@@ -64,6 +69,7 @@ local full = {
       j.explain_validation + s.quiet,
       shared,
       student,
+      heads,
     ] + explained + [
       defaults {
         job: 'evaluate',
