@@ -140,10 +140,12 @@ def test_two_ranks_train_like_one_process_with_the_global_batch(world, tmp_path,
 
 
 @pytest.mark.parametrize(
-    "mode", ["copy", pytest.param("student", marks=pytest.mark.slow), pytest.param("shared", marks=pytest.mark.slow)]
+    "mode",
+    ["copy", *(pytest.param(mode, marks=pytest.mark.slow) for mode in ("student", "shared", "heads"))],
 )
 def test_two_ranks_distill_like_one_process(world, tmp_path, mode):
-    """Each mode of the empirical explainer; `shared`'s frozen classifier stays out of the all-reduce."""
+    """Each mode of the empirical explainer; the frozen classifier of `shared` and `heads` stays out of the
+    all-reduce."""
     base = tmp_path / "base"
     explain = {
         "job": "explain",

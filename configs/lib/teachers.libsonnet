@@ -48,7 +48,7 @@ local defaults = import 'defaults.libsonnet';
   // follow by name).
   pipeline(j, variant, dataset='rt', train_sentences=8454, validation=300, fraction=0.2, reference_passes=43,
            teachers=self.teachers, designs=self.designs, lig_steps=[1, 3, 5],
-           order=['lig3', 'lig1', 'slig1', 'slig3', 'lig20', 'lig5', 'shapley1']):: {
+           order=['lig3', 'lig1', 'slig1', 'lig20', 'lig5', 'slig3', 'shapley1']):: {
     local budget = fraction * train_sentences * reference_passes,
     local sentences(teacher) = std.max(1, std.min(train_sentences,
                                                   std.floor((budget - validation * teacher.passes) / teacher.passes))),
