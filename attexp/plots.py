@@ -18,7 +18,6 @@ The random floor is drawn grey and dashed in every figure.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from attexp.utils import is_number
 
 FLOOR_STYLE = {"color": "0.55", "linestyle": "--"}
 # Columns of an evaluation row that are not a measure of the explanation (or not comparable across cost).
@@ -180,7 +181,7 @@ def teacher_cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
     short = short_names([r["explanations"] for r in taught])
     written = []
     for metric in metric_columns(taught):
-        points = [(float(r["teacher_passes"]), float(r[metric]), r) for r in taught if _number(r.get(metric))]
+        points = [(float(r["teacher_passes"]), float(r[metric]), r) for r in taught if is_number(r.get(metric))]
         if not points:
             continue
         fig = Figure(figsize=(6.4, 4.2))
@@ -188,7 +189,7 @@ def teacher_cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linestyle="none", label="learned")
         for x, y, row in points:
             ax.annotate(short[row["explanations"]], (x, y), fontsize=6, xytext=(3, 4), textcoords="offset points")
-        if floor is not None and _number(floor.get(metric)):
+        if floor is not None and is_number(floor.get(metric)):
             ax.axhline(float(floor[metric]), linewidth=1, label="random", **FLOOR_STYLE)
         ax.set_xscale("log")
         ax.margins(x=0.15, y=0.1)
@@ -199,10 +200,6 @@ def teacher_cost_plots(rows: Sequence[dict], folder: Path) -> list[Path]:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         written.append(save_figure(fig, Path(folder) / f"teacher_cost_vs_{_slug(metric)}.png"))
     return written
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def short_names(names: Sequence[str]) -> dict[str, str]:

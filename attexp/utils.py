@@ -1,8 +1,10 @@
-"""Small shared helpers: seeding and timing."""
+"""Small shared helpers: seeding, and what counts as a number in a table."""
 
 from __future__ import annotations
 
+import math
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,3 +17,8 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     manual_seed(seed)
     torch.manual_seed(seed)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): a table cell that can be ranked, tested or plotted."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attexp.distill.empirical.heads import FEATURES, HeadsExplainerModel  # noqa: E402
 from attexp.distill.empirical.training import masked_mse, masked_pearson  # noqa: E402
+from attexp.evaluate.agreement import Spearman, SpearmanConfig  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
 
@@ -79,22 +79,24 @@ class MLPHeads(nn.Module):
 
 
 def evaluate(model, batches: list[Cached]) -> tuple[float, float]:
-    """(MSE over real tokens, mean per-instance Spearman) against the cached scores."""
-    squared, tokens, rhos = 0.0, 0, []
+    """(MSE over real tokens, mean per-instance Spearman by the evaluate stage's `spearman` metric) against the
+    cached scores."""
+    squared, tokens, mine, theirs = 0.0, 0, [], []
     with torch.no_grad():
         for attention, values, hidden, mask, targets, scores in batches:
             predicted = model.scores_from(attention, values, hidden, mask, targets)
             squared += float(((predicted - scores) ** 2 * mask).sum())
             tokens += int(mask.sum())
             for row in range(len(targets)):
-                n = int(mask[row].sum())
-                if n > 1:
-                    rhos.append(spearmanr(predicted[row, :n].numpy(), scores[row, :n].numpy()).statistic)
-    return squared / tokens, float(np.nanmean(rhos))
+                n, idx = int(mask[row].sum()), len(mine)
+                ids = list(range(n))  # the records pair by idx; the metric needs input ids of the same length
+                mine.append({"idx": idx, "input_ids": ids, "attributions": predicted[row, :n].tolist()})
+                theirs.append({"idx": idx, "input_ids": ids, "attributions": scores[row, :n].tolist()})
+    return squared / tokens, Spearman(SpearmanConfig()).compute(mine, theirs).summary["spearman"]
 
 
 def train(model, batches: list[Cached], lr: float, epochs: int, report, seed: int = 0) -> None:
-    params = [p for name, p in model.named_parameters() if not name.startswith("classifier.")]
+    params = model.learned_parameters() if isinstance(model, HeadsExplainerModel) else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     total = epochs * len(batches)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / total)

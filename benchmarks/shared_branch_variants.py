@@ -145,7 +145,7 @@ def train_variant(
             )
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.branch_parameters(), settings.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(model.learned_parameters(), settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
             total, steps = total + loss.item(), steps + 1

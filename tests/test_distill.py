@@ -201,7 +201,7 @@ def test_shared_predicts_as_the_classifier_and_saves_only_its_branch(classifier,
     shared.train()
     assert not model.training  # the frozen classifier's dropout stays off while the branch trains
     assert all(not p.requires_grad for p in model.parameters()) and all(
-        p.requires_grad for p in shared.branch_parameters()
+        p.requires_grad for p in shared.learned_parameters()
     )
     batch = padded_batch(tokenizer, ["a good movie", "the film was a dull and bad story"])
     shared.eval()

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 from attexp.io.manifests import COST_FIELDS
+from attexp.utils import is_number
 
 # ----------------------------------------------------------------------------------- directions, floor
 
@@ -73,7 +74,7 @@ def versus_floor(
             pairs = [
                 (values[i][column], floor_values[i][column])
                 for i in sorted(values.keys() & floor_values.keys())
-                if _number(values[i].get(column)) and _number(floor_values[i].get(column))
+                if is_number(values[i].get(column)) and is_number(floor_values[i].get(column))
             ]
             if not pairs:
                 continue
@@ -92,10 +93,6 @@ def versus_floor(
                 "beats": bool(p_value < FLOOR_ALPHA),
             }
     return out
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def floor_report(comparison: dict[str, dict[str, dict[str, Any]]], floor: str, explainers: dict[str, Any]) -> str:
@@ -158,11 +155,11 @@ def rankings(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[
     "rank"}]}]}."""
     from scipy.stats import kendalltau, rankdata
 
-    ranked = [c for c in columns if direction(c) and c not in RANKED_OUT and any(_number(r.get(c)) for r in rows)]
+    ranked = [c for c in columns if direction(c) and c not in RANKED_OUT and any(is_number(r.get(c)) for r in rows)]
     names = [str(r["explanations"]) for r in rows]
     ranks: dict[str, dict[str, float]] = {name: {} for name in names}
     for column in ranked:
-        present = [(name, float(r[column])) for name, r in zip(names, rows, strict=True) if _number(r.get(column))]
+        present = [(name, float(r[column])) for name, r in zip(names, rows, strict=True) if is_number(r.get(column))]
         sign = _sign(column)
         for (name, _), rank in zip(present, rankdata([sign * v for _, v in present], method="average"), strict=True):
             ranks[name][column] = float(rank)
@@ -288,7 +285,7 @@ def paper_comparison(
         measured_row = by_key.get(name, {})
         for column, value in columns.items():
             measured = measured_row.get(column)
-            measured = float(measured) if _number(measured) else None
+            measured = float(measured) if is_number(measured) else None
             difference = None if measured is None else measured - float(value)
             comparison.append(
                 {"row": name, "column": column, "paper": float(value), "measured": measured, "difference": difference}

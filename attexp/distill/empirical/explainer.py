@@ -15,9 +15,8 @@ from typing import Annotated, Any, Literal
 import torch
 
 from attexp.config.schema import Upstream
-from attexp.distill.empirical.heads import HeadsExplainerModel
+from attexp.distill.empirical.frozen import ReadsClassifier
 from attexp.distill.empirical.loading import load_explainer
-from attexp.distill.empirical.model import SharedExplainerModel
 from attexp.explain.base import Explainer, ExplainerConfig, Explanation, zero_padding
 from attexp.models.inputs import Batch
 from attexp.registry import EXPLAINERS
@@ -59,7 +58,7 @@ class EmpiricalExplainer(Explainer):
         super().__init__(config, model, tokenizer, upstream)
         folder = self.upstream_dir(config.model, "model") / "model"
         self.explainer_model = load_explainer(folder, model, device=self.device)
-        self.predicts = isinstance(self.explainer_model, SharedExplainerModel | HeadsExplainerModel)
+        self.predicts = isinstance(self.explainer_model, ReadsClassifier)
 
     def predict_and_explain(
         self,

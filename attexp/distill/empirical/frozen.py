@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,11 +35,30 @@ class ReadsClassifier(nn.Module):
     """Base of the explainers that read the frozen classifier's own prediction forward (`shared`, `heads`): the
     classifier stays in eval mode while the learned part trains, `forward` is the explanation of
     `predict_and_explain`, and only the learned part is saved, beside the classifier's fingerprint, so that it
-    loads on that classifier alone. Subclasses set `self.classifier`, `self.fingerprint` and `mode`."""
+    loads on that classifier alone. Subclasses set `mode` and call `hold` with their classifier."""
 
     mode: str
     classifier: nn.Module
     fingerprint: str
+
+    def hold(self, classifier: nn.Module, freeze: bool) -> None:
+        """Keep `classifier` as the one read; `freeze` (for training) stops its gradients. Loading to explain leaves
+        the caller's classifier as it is."""
+        self.classifier = classifier
+        if freeze:
+            classifier.requires_grad_(False)
+        self.fingerprint = classifier_fingerprint(classifier)
+
+    def learned_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the classifier's: what distillation trains and `save_learned` writes."""
+        return [p for name, p in self.named_parameters() if not name.startswith("classifier.")]
+
+    @staticmethod
+    def explained_class(logits: Tensor, targets: Tensor | Callable[[Tensor], Tensor] | None) -> Tensor:
+        """The class explained per instance [B]: `targets` as given, a function of the logits (the explain engine's
+        target policy) applied to them, or the predicted class (None)."""
+        targets = targets(logits) if callable(targets) else targets
+        return logits.argmax(dim=-1) if targets is None else targets
 
     def train(self, mode: bool = True) -> ReadsClassifier:
         super().train(mode)

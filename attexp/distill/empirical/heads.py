@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from attexp.distill.empirical.frozen import ReadsClassifier, classifier_fingerprint
+from attexp.distill.empirical.frozen import ReadsClassifier
 from attexp.distill.empirical.model import pick_class
 from attexp.errors import AttexpError
 from attexp.models.encoder import Encoder, eager_probabilities
@@ -66,11 +66,8 @@ class HeadsExplainerModel(ReadsClassifier):
             raise AttexpError(f"heads-mode features {list(features)}: choose one or more of {list(FEATURES)}")
         if head not in ("token", "class"):
             raise AttexpError(f'unknown heads-explainer head {head!r}; expected "token" or "class"')
-        self.classifier = classifier
+        self.hold(classifier, freeze)
         self.encoder = Encoder(classifier)
-        if freeze:
-            for param in classifier.parameters():
-                param.requires_grad_(False)
         self.head_type = head
         self.features = tuple(f for f in FEATURES if f in features)
         layers, heads, size = self.encoder.num_layers, self.encoder.num_heads, self.encoder.head_size
@@ -82,7 +79,6 @@ class HeadsExplainerModel(ReadsClassifier):
         self.directions = nn.Parameter(torch.randn(layers, heads, size, outputs, generator=generator) * size**-0.5)
         self.lexicon = nn.Parameter(torch.randn(hidden, outputs, generator=generator) * hidden**-0.5)
         self.bias = nn.Parameter(torch.zeros(outputs))
-        self.fingerprint = classifier_fingerprint(classifier)
 
     def read(
         self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
@@ -141,8 +137,7 @@ class HeadsExplainerModel(ReadsClassifier):
         targets as in `SharedExplainerModel.predict_and_explain` (None: the predicted class)."""
         logits, attention, values, hidden = self.read(input_ids, attention_mask, token_type_ids)
         if self.head_type == "class":
-            targets = targets(logits) if callable(targets) else targets
-            targets = logits.argmax(dim=-1) if targets is None else targets
+            targets = self.explained_class(logits, targets)
         return logits, self.scores_from(attention, values, hidden, attention_mask, targets)
 
     def save_pretrained(self, directory: Path) -> None:

@@ -47,7 +47,6 @@ from attexp.distill.empirical.frozen import (
     HEAD_SETTINGS,
     HEAD_WEIGHTS,
     ReadsClassifier,
-    classifier_fingerprint,
 )
 from attexp.errors import AttexpError
 from attexp.models.encoder import Encoder, layer_stack
@@ -264,10 +263,7 @@ class SharedExplainerModel(ReadsClassifier):
         super().__init__()
         config = classifier.config
         hidden = config.hidden_size
-        self.classifier = classifier
-        if freeze:  # for training; loading to explain leaves the caller's classifier as it is
-            for param in classifier.parameters():
-                param.requires_grad_(False)
+        self.hold(classifier, freeze)
         self.branch_layers = branch_layers
         self.dropout_p = float(getattr(config, "hidden_dropout_prob", 0.1) if dropout is None else dropout)
         self.mix = ScalarMix(config.num_hidden_layers + 1)
@@ -287,14 +283,10 @@ class SharedExplainerModel(ReadsClassifier):
             raise AttexpError(f'unknown shared-explainer head {head!r}; expected "token" or "class"')
         self.head_type = head
         self.head = nn.Linear(hidden, 1 if head == "token" else int(config.num_labels))
-        self.fingerprint = classifier_fingerprint(classifier)
         copied = branch_init != "random" and copy_top_layers(self, required=branch_init is not None)
         self.branch_init = "top_layers" if copied else "random"
 
     mode = "shared"
-
-    def branch_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if not name.startswith("classifier.")]
 
     def predict_and_explain(
         self,
@@ -313,8 +305,7 @@ class SharedExplainerModel(ReadsClassifier):
                 input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs
             )
         if self.head_type == "class":
-            targets = targets(out.logits) if callable(targets) else targets
-            targets = out.logits.argmax(dim=-1) if targets is None else targets
+            targets = self.explained_class(out.logits, targets)
         return out.logits, self.explain_hidden_states(out.hidden_states, attention_mask, targets)
 
     def explain_hidden_states(

@@ -26,6 +26,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from attexp import distributed as dist
+from attexp.distill.empirical.frozen import ReadsClassifier
 from attexp.distill.empirical.heads import FEATURES, HeadsExplainerModel
 from attexp.distill.empirical.loading import LearnedExplainer
 from attexp.distill.empirical.model import EmpiricalExplainerModel, SharedExplainerModel
@@ -177,7 +178,7 @@ def encode_records(
 def _encoder_config(model: PreTrainedModel | LearnedExplainer) -> Any:
     if isinstance(model, EmpiricalExplainerModel):
         return model.encoder.config
-    return model.classifier.config if isinstance(model, SharedExplainerModel | HeadsExplainerModel) else model.config
+    return model.classifier.config if isinstance(model, ReadsClassifier) else model.config
 
 
 def build_explainer(classifier: PreTrainedModel, settings: DistillSettings) -> LearnedExplainer:
