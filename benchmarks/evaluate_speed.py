@@ -1,35 +1,53 @@
-"""How fast the evaluate stage measures faithfulness, side by side with per-instance loops, in one run.
+"""How fast the evaluate stage measures faithfulness, side by side with a per-input loop and ferret's evaluators, in
+one run, on the same records and model.
 
-ERASER comprehensiveness and sufficiency (`eraser` metric: bins 1, 5, 10, 20, 50% plus the unperturbed input,
-tokens deleted) on N instances, the same records and model for every variant:
+The workload is what an evaluate job scores: N instances explained by every `--explanations` file (joined by idx),
+plus the random floor the evaluate stage adds (`attexp.evaluate.metric_table.with_floor`). Four variants:
 
-  (a) loop: one forward pass per perturbed input (as ALTI's aupc.py runs them);
-  (b) per instance: each instance's perturbations in one forward pass (as ferret batches the thresholds of one
-      explanation);
-  (c) attexp, no de-duplication: every perturbed input of a chunk of instances, sorted by length, --batch-size
-      rows per forward;
-  (d) attexp: as (c), and identical perturbed inputs run once (the evaluate stage's setting).
+  (a) loop: the model-reading metrics (`--metrics`, default eraser, ferret_aopc, tau_loo and soft), every run, metric
+      and instance on its own, one forward pass per perturbed input (`ModelScorer(batch_size=1, cache=False)`; the
+      soft metrics' masked rows run per instance, their two rows in one forward). Nothing is shared.
+  (b) attexp: the same metrics as the evaluate stage runs them (`score_runs` with one `ModelScorer`): every distinct
+      perturbed input of an instance runs once, whichever metrics and runs (explainers, the floor) ask for it, sorted
+      by length, `--batch-size` rows per forward.
+  (c) ferret: ferret's own AOPC comprehensiveness, AOPC sufficiency and tau-LOO evaluators, per run and instance
+      (ferret 0.4.2: per explanation and evaluator it runs the unperturbed text, decodes each perturbed id list back
+      to text and re-tokenises it, 8 texts per forward).
+  (d) attexp (ferret's metrics): `ferret_aopc` + `tau_loo` as in (b).
 
-Instances are processed in chunks of --chunk; every variant runs each chunk before the next chunk starts, the
-order rotating, so that load from other processes hits all alike; --repeats repeats the whole comparison.
-Reported: forward passes, inputs run and seconds (summed over chunks, median over repeats), the ratio to (a),
-and the largest difference of a per-instance value from (a) (they compute the same numbers).
+Interleaved: the instances are cut into chunks of `--chunk`; every variant scores a chunk before the next chunk
+starts, the order rotating, so that load from other processes hits all alike; `--repeats` repeats the whole
+comparison. Reported per variant: forward passes, inputs run, tokens run (padding included, from a hook on the
+model) and the share of them that is padding, seconds (summed over chunks, median over repeats), explanations per
+second (N x runs / seconds) and the ratios (a)/(b) and (c)/(d).
 
-Records: --explanations (an explain job's records.jsonl) or, by default, the first N rows of --data tokenised
-with the model's tokenizer, explained by seeded random scores (the cost does not depend on the scores) for the
-model's predicted class.
+Equality: (b) against (a), the largest difference of any per-instance value (they compute the same numbers; only
+float noise from batching differs). (d) against (c): ferret decodes and re-tokenises, so for some explanations it runs
+other inputs than the deletions it means (a word piece deleted from a word joins its neighbour). The benchmark
+records the ids ferret's tokenizer produced for each explanation; where they are the inputs attexp perturbs, the
+values must agree (reported: the largest difference there); the explanations where they are not are counted.
 
-    python benchmarks/evaluate_speed.py --model /tmp/demo/models/rt.train.minilm/model \
-        --data /tmp/demo/data/rt.download/test.jsonl [--instances 500] [--threads 1]
+ferret: `import ferret` when installed, else `--ferret DIR` (the `ferret` package folder of an unpacked wheel,
+`pip download ferret-xai==0.4.2 --no-deps`): its evaluator modules are loaded without ferret's top-level
+`__init__`, which imports its explainers' dependencies (lime, shap, opencv) and pins numpy<2. Without either, (c)
+and (d) are left out.
+
+    python benchmarks/evaluate_speed.py --model <base>/models/rt.train.minilm/model \
+        --explanations <base>/explanations/rt.explain.lig.minilm.test [more explain folders] \
+        --instances 200 --ferret /tmp/ferret/ferret
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import time
+import types
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,118 +56,324 @@ import transformers
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from attexp.evaluate.faithfulness import Eraser, EraserConfig  # noqa: E402
-from attexp.evaluate.model_scorer import ModelScorer  # noqa: E402
-from attexp.explain.baseline import random_scores  # noqa: E402
+import attexp.evaluate.job  # noqa: E402,F401  (registers every metric)
+from attexp.evaluate.faithfulness import FerretAOPC, FerretAOPCConfig  # noqa: E402
+from attexp.evaluate.metric_table import Run, score_runs, with_floor  # noqa: E402
+from attexp.evaluate.model_scorer import Instance, ModelScorer, prepare  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
-from attexp.models.inputs import structural_positions  # noqa: E402
 from attexp.models.loading import load_classifier  # noqa: E402
+from attexp.registry import METRICS  # noqa: E402
 
 transformers.logging.set_verbosity_error()
-VARIANTS = ("loop", "per_instance", "batched_no_dedup", "batched")
+MODEL_METRICS = ("eraser", "ferret_aopc", "tau_loo", "soft")
+FERRET_METRICS = ("ferret_aopc", "tau_loo")
+VARIANTS = ("loop", "attexp", "ferret", "attexp_ferret")
+LABELS = {
+    "loop": "(a) loop, one forward per input",
+    "attexp": "(b) attexp (evaluate stage)",
+    "ferret": "(c) ferret 0.4.2 evaluators",
+    "attexp_ferret": "(d) attexp, ferret's metrics",
+}
 
 
-def make_records(model, tokenizer, data: Path, n: int, max_length: int) -> list[dict]:
-    """Explanation records for the first n rows of a data file: random scores for the predicted class."""
-    rows = read_jsonl(data, required=("idx", "text"))[:n]
-    encoded = tokenizer([row["text"] for row in rows], truncation=True, max_length=max_length)["input_ids"]
-    scorer = ModelScorer(model, tokenizer, "cpu", batch_size=64)
-    probabilities = scorer.probabilities([(np.array(ids), scorer.segments_of(np.array(ids))) for ids in encoded])
-    records = []
-    for row, ids, p in zip(rows, encoded, probabilities, strict=True):
-        ids_t = torch.tensor(ids)[None]
-        structural = structural_positions(ids_t, torch.ones_like(ids_t), tokenizer)[0].numpy()
-        records.append(
-            {
-                "idx": row["idx"],
-                "input_ids": ids,
-                "label": row.get("label"),
-                "predictions": p.tolist(),
-                "target": int(np.argmax(p)),
-                "attributions": random_scores(np.array(ids), structural, 0).tolist(),
-            }
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def load_runs(paths: Sequence[Path], n: int) -> list[Run]:
+    """(name, explainer, records) per explanations file, restricted to the first n idx of the first file."""
+    runs: list[Run] = []
+    keep: list[int] | None = None
+    for path in paths:
+        file = path / "records.jsonl" if path.is_dir() else path
+        records = {r["idx"]: r for r in read_jsonl(file, required=("idx", "input_ids", "target", "attributions"))}
+        if keep is None:
+            keep = sorted(records)[:n]
+        missing = [idx for idx in keep if idx not in records]
+        if missing:
+            sys.exit(f"{file}: no record for idx {missing[:5]}; every explanations file must cover the first's")
+        name = file.parent.name
+        runs.append((name, name, [records[idx] for idx in keep]))
+    return runs
+
+
+def metric(name: str):
+    entry = METRICS.get(name)
+    return entry.cls(entry.config_type.model_validate({"type": name}))
+
+
+def load_ferret(folder: Path | None) -> types.ModuleType | None:
+    """ferret's faithfulness evaluator module: the installed package, else loaded from `folder` without ferret's
+    top-level __init__ (see the module docstring); None without either."""
+    try:
+        return importlib.import_module("ferret.evaluators.faithfulness_measures")
+    except ImportError:
+        if folder is None:
+            return None
+    package = types.ModuleType("ferret")
+    package.__path__ = [str(folder)]
+    sys.modules["ferret"] = package
+    return importlib.import_module("ferret.evaluators.faithfulness_measures")
+
+
+class Counter:
+    """Forward passes, rows, tokens (padding included) and real tokens of every call of the model, from a forward
+    pre-hook."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.passes = self.rows = self.tokens = self.real = 0
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs["inputs_embeds"]
+        self.passes += 1
+        self.rows += int(ids.shape[0])
+        self.tokens += int(ids.shape[0] * ids.shape[1])
+        mask = kwargs.get("attention_mask")
+        self.real += int(mask.sum()) if mask is not None else int(ids.shape[0] * ids.shape[1])
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        return self.passes, self.rows, self.tokens, self.real
+
+
+# ---------------------------------------------------------------------------------------------- variants
+
+
+def run_loop(metrics, runs: list[Run], model, tokenizer) -> dict[tuple[str, int], dict]:
+    scorer = ModelScorer(model, tokenizer, "cpu", batch_size=1, cache=False)
+    values: dict[tuple[str, int], dict] = {}
+    for name, _, records in runs:
+        for m in metrics:
+            for record in records:
+                for idx, v in m.compute([record], scorer=scorer).per_instance.items():
+                    values.setdefault((name, idx), {}).update(v)
+    return values
+
+
+def run_attexp(metrics, runs: list[Run], model, tokenizer, batch_size: int) -> dict[tuple[str, int], dict]:
+    scorer = ModelScorer(model, tokenizer, "cpu", batch_size=batch_size)
+    return score_runs(runs, metrics, None, scorer).per_instance
+
+
+def run_ferret(module, runs: list[Run], model, tokenizer) -> tuple[dict, dict]:
+    """ferret's three evaluators on every explanation: its values per (run, idx), and the unpadded ids its tokenizer
+    produced for each explanation (every input it ran)."""
+    from ferret.explainers.explanation import Explanation
+
+    evaluators = [
+        cls(model, tokenizer)
+        for cls in (
+            module.AOPC_Comprehensiveness_Evaluation,
+            module.AOPC_Sufficiency_Evaluation,
+            module.TauLOO_Evaluation,
         )
-    return records
-
-
-def run_variant(name: str, metric: Eraser, model, tokenizer, records: list[dict], batch_size: int):
-    """(per-instance values, forward passes, inputs run, seconds) of one variant on one chunk."""
-    if name == "loop":
-        scorer = ModelScorer(model, tokenizer, "cpu", batch_size=1, cache=False)
-    elif name == "per_instance":
-        scorer = ModelScorer(model, tokenizer, "cpu", batch_size=10_000, cache=False)
-    else:
-        scorer = ModelScorer(model, tokenizer, "cpu", batch_size=batch_size, cache=name == "batched")
-    began = time.perf_counter()
-    values: dict[int, dict] = {}
-    if name in ("loop", "per_instance"):
+    ]
+    seen: list[Any] = []
+    for evaluator in evaluators:  # record what ferret tokenises (it runs exactly those encodings)
+        evaluator.helper._tokenize = _recording(evaluator.helper._tokenize, seen)
+    values, inputs = {}, {}
+    for name, _, records in runs:
         for record in records:
-            values.update(metric.compute([record], scorer=scorer).per_instance)
-    else:
-        values = metric.compute(records, scorer=scorer).per_instance
-    return values, scorer.forward_passes, scorer.rows, time.perf_counter() - began
+            seen.clear()
+            explanation = Explanation(
+                record["text"], record["tokens"], np.asarray(record["attributions"]), name, record["target"]
+            )
+            scores = [float(e.compute_evaluation(explanation, record["target"]).score) for e in evaluators]
+            values[(name, record["idx"])] = dict(zip(("comp", "suff", "tau"), scores, strict=True))
+            inputs[(name, record["idx"])] = {
+                tuple(ids[: int(mask.sum())].tolist())
+                for item in seen
+                for ids, mask in zip(item["input_ids"], item["attention_mask"], strict=True)
+            }
+    return values, inputs
+
+
+def _recording(tokenize: Callable, sink: list) -> Callable:
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        item = tokenize(*args, **kwargs)
+        sink.append(item)
+        return item
+
+    return recorded
+
+
+def attexp_inputs(inst: Instance) -> set[tuple[int, ...]]:
+    """The inputs attexp runs for ferret's three metrics on one instance: the unperturbed one, the deletions of
+    ferret_aopc's rationales and the leave-one-out deletions."""
+    rationales = FerretAOPC(FerretAOPCConfig()).rationales(inst)
+    rows = [inst.full()] + [inst.without(r, None) for r in rationales] + [inst.only(r, None) for r in rationales]
+    rows += [inst.without(np.array([p]), None) for p in inst.content]
+    return {tuple(ids.tolist()) for ids, _ in rows}
+
+
+# ------------------------------------------------------------------------------------------------- equality
+
+
+def largest_difference(a: dict, b: dict) -> tuple[dict[str, float], int]:
+    """The largest |difference| of each numeric per-instance value of `a` against `b` (by value name), and how many
+    values were compared."""
+    largest: dict[str, float] = {}
+    compared = 0
+    for key, values in a.items():
+        for name, x in values.items():
+            if name in ("explanations", "idx"):
+                continue
+            y = b[key].get(name)
+            xs, ys = np.atleast_1d(np.asarray(x, dtype=float)), np.atleast_1d(np.asarray(y, dtype=float))
+            both = ~(np.isnan(xs) | np.isnan(ys))
+            if np.any(np.isnan(xs) != np.isnan(ys)):
+                raise AssertionError(f"{key} {name}: {x} against {y}")
+            if both.any():
+                largest[name] = max(largest.get(name, 0.0), float(np.max(np.abs(xs[both] - ys[both]))))
+                compared += int(both.sum())
+    return largest, compared
+
+
+def largest_mean_difference(a: dict, b: dict) -> float:
+    """The largest |difference| between the tables' values: each run's mean of each scalar per-instance value."""
+    means: list[dict] = [{}, {}]
+    for side, values in zip(means, (a, b), strict=True):
+        for (run, _), row in values.items():
+            for name, x in row.items():
+                if name not in ("explanations", "idx") and isinstance(x, float) and not np.isnan(x):
+                    side.setdefault((run, name), []).append(x)
+    return max(abs(np.mean(means[0][key]) - np.mean(means[1][key])) for key in means[0])
+
+
+def ferret_agreement(ferret_values: dict, ferret_inputs: dict, ours: dict, instances: dict) -> dict[str, Any]:
+    """ferret's values against attexp's where ferret ran the inputs attexp perturbs; counts of the rest."""
+    same, other, skipped, largest, other_diffs = 0, 0, 0, 0.0, []
+    for key, theirs in ferret_values.items():
+        mine = ours.get(key, {})
+        pairs = [
+            (theirs["comp"], mine.get("ferret_comprehensiveness")),
+            (theirs["suff"], mine.get("ferret_sufficiency")),
+            (theirs["tau"], mine.get("tau_loo")),
+        ]
+        if any(v is None for _, v in pairs):  # attexp skips (no positive score, constant vector); ferret defaults
+            skipped += 1
+            continue
+        diff = max(abs(t - m) for t, m in pairs if not (np.isnan(t) and np.isnan(m)))
+        if ferret_inputs[key] == attexp_inputs(instances[key]):
+            same += 1
+            largest = max(largest, diff)
+        else:
+            other += 1
+            other_diffs.append(diff)
+    return {
+        "same_inputs": same,
+        "largest_difference": largest,
+        "other_inputs": other,
+        "other_median_difference": float(np.median(other_diffs)) if other_diffs else 0.0,
+        "skipped_by_attexp": skipped,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="a models/<job>/model folder from the train stage")
-    parser.add_argument("--data", type=Path, help="a data JSON-lines file, e.g. data/<job>/test.jsonl")
-    parser.add_argument("--explanations", type=Path, help="an explain job's records.jsonl (instead of --data)")
-    parser.add_argument("--instances", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=64, help="rows per forward of the batched variants")
-    parser.add_argument("--chunk", type=int, default=100, help="instances per interleaved chunk")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument(
+        "--explanations", type=Path, nargs="+", required=True, help="explain job folders (or records.jsonl files)"
+    )
+    parser.add_argument("--instances", type=int, default=200)
+    parser.add_argument("--metrics", nargs="+", default=list(MODEL_METRICS), help="model-reading metrics of (a), (b)")
+    parser.add_argument("--ferret", type=Path, help="ferret's package folder when ferret is not installed")
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per forward of attexp's scorer")
+    parser.add_argument("--chunk", type=int, default=50, help="instances per interleaved chunk")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--skip", nargs="*", default=[], choices=VARIANTS, help="variants to leave out")
     args = parser.parse_args()
-    if (args.data is None) == (args.explanations is None):
-        parser.error("give exactly one of --data and --explanations")
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_classifier(args.model, device="cpu")
-    if args.explanations:
-        records = read_jsonl(args.explanations, required=("idx", "input_ids", "target", "attributions"))
-        records = records[: args.instances]
-    else:
-        records = make_records(model, tokenizer, args.data, args.instances, args.max_length)
-    metric = Eraser(EraserConfig())
-    chunks = [records[i : i + args.chunk] for i in range(0, len(records), args.chunk)]
+    counter = Counter(model)
+    ferret = load_ferret(args.ferret)
+    variants = [v for v in VARIANTS if v not in args.skip and (ferret is not None or "ferret" not in v)]
+    metrics = [metric(name) for name in args.metrics]
+    ferret_metrics = [metric(name) for name in FERRET_METRICS]
+    runs = with_floor(load_runs(args.explanations, args.instances), metrics, tokenizer)
+    n = len(runs[0][2])
+    chunks = [
+        [(name, explainer, records[i : i + args.chunk]) for name, explainer, records in runs]
+        for i in range(0, n, args.chunk)
+    ]
+    scorer = ModelScorer(model, tokenizer, "cpu")
+    instances = {(name, inst.idx): inst for name, _, records in runs for inst in prepare(records, scorer)}
 
-    totals: dict[str, list[tuple[int, int, float]]] = {v: [] for v in VARIANTS}
-    differences = dict.fromkeys(VARIANTS, 0.0)
+    def variant(name: str, chunk: list[Run]) -> tuple[dict, dict | None]:
+        if name == "loop":
+            return run_loop(metrics, chunk, model, tokenizer), None
+        if name == "attexp":
+            return run_attexp(metrics, chunk, model, tokenizer, args.batch_size), None
+        if name == "ferret":
+            return run_ferret(ferret, chunk, model, tokenizer)
+        return run_attexp(ferret_metrics, chunk, model, tokenizer, args.batch_size), None
+
+    totals: dict[str, list[tuple[int, int, int, int, float]]] = {v: [] for v in variants}
+    values: dict[str, dict] = {v: {} for v in variants}
+    ferret_inputs: dict = {}
     for repeat in range(args.repeats):
-        passes, rows, seconds = dict.fromkeys(VARIANTS, 0), dict.fromkeys(VARIANTS, 0), dict.fromkeys(VARIANTS, 0.0)
+        sums = {v: np.zeros(5) for v in variants}
         for c, chunk in enumerate(chunks):
-            order = VARIANTS[(c + repeat) % len(VARIANTS) :] + VARIANTS[: (c + repeat) % len(VARIANTS)]
-            results = {}
-            for name in order:
-                values, p, r, s = run_variant(name, metric, model, tokenizer, chunk, args.batch_size)
-                results[name] = values
-                passes[name] += p
-                rows[name] += r
-                seconds[name] += s
-            for name in VARIANTS:
-                for idx, value in results["loop"].items():
-                    for key in ("comprehensiveness", "sufficiency"):
-                        diff = abs(results[name][idx][key] - value[key])
-                        differences[name] = max(differences[name], diff)
+            shift = (c + repeat) % len(variants)
+            for name in variants[shift:] + variants[:shift]:
+                before = counter.snapshot()
+                began = time.perf_counter()
+                result, inputs = variant(name, chunk)
+                seconds = time.perf_counter() - began
+                sums[name] += [*(a - b for a, b in zip(counter.snapshot(), before, strict=True)), seconds]
+                if repeat == 0:
+                    values[name].update(result)
+                    ferret_inputs.update(inputs or {})
             print(f"repeat {repeat + 1}, chunk {c + 1}/{len(chunks)} done", file=sys.stderr, flush=True)
-        for name in VARIANTS:
-            totals[name].append((passes[name], rows[name], seconds[name]))
+        for name in variants:
+            totals[name].append(tuple(sums[name]))
 
-    lengths = [len(r["input_ids"]) for r in records]
+    lengths = [len(r["input_ids"]) for r in runs[0][2]]
+    explained = n * len(runs)
     print(
-        f"\n{len(records)} instances (tokens: mean {np.mean(lengths):.1f}, max {max(lengths)}), eraser "
-        f"comprehensiveness + sufficiency at 5 bins + the full input; model {args.model}; torch threads "
-        f"{torch.get_num_threads()}; batch size {args.batch_size}; chunks of {args.chunk}; repeats {args.repeats}\n"
+        f"\n{n} instances (tokens: mean {np.mean(lengths):.1f}, max {max(lengths)}) x {len(runs)} runs "
+        f"({len(runs) - 1} explanations files + the random floor) = {explained} explanations; model {args.model}; "
+        f"torch threads {torch.get_num_threads()}; batch size {args.batch_size}; chunks of {args.chunk}; repeats "
+        f"{args.repeats}\n(a), (b): {', '.join(args.metrics)}; (c), (d): AOPC comprehensiveness + sufficiency "
+        f"(ferret's thresholds) and tau-LOO\n"
     )
-    base = statistics.median(s for _, _, s in totals["loop"])
-    print(f"| {'variant':<17} | forward passes | inputs run | seconds | speed-up vs loop | max abs diff |")
-    print(f"| {'-' * 17} | -------------: | ---------: | ------: | ---------------: | -----------: |")
-    for name in VARIANTS:
-        p, r, _ = totals[name][0]
-        s = statistics.median(x for _, _, x in totals[name])
-        print(f"| {name:<17} | {p:>14} | {r:>10} | {s:>7.1f} | {base / s:>15.1f}x | {differences[name]:>12.2e} |")
+    seconds = {name: statistics.median(t[4] for t in totals[name]) for name in variants}
+    base = {"loop": "attexp", "attexp": "attexp", "ferret": "attexp_ferret", "attexp_ferret": "attexp_ferret"}
+    columns = ("variant", "forward passes", "inputs run", "tokens run", "padding", "seconds", "explanations/s")
+    print("| " + " | ".join(columns) + " | time / attexp's |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in variants:
+        passes, rows, tokens, real, _ = totals[name][0]
+        ratio = seconds[name] / seconds[base[name]] if base[name] in seconds else float("nan")
+        print(
+            f"| {LABELS[name]} | {int(passes):,} | {int(rows):,} | {int(tokens):,} | {1 - real / tokens:.0%} | "
+            f"{seconds[name]:.1f} | "
+            f"{explained / seconds[name]:.1f} | {ratio:.2f}x |"
+        )
+    print()
+    if "loop" in values and "attexp" in values:
+        largest, compared = largest_difference(values["attexp"], values["loop"])
+        worst = sorted(largest.items(), key=lambda kv: -kv[1])
+        print(
+            f"(b) against (a): {compared:,} per-instance values, largest difference {worst[0][1]:.2e} ({worst[0][0]}); "
+            + ", ".join(f"{name} {value:.1e}" for name, value in worst[1:])
+            + f"; the table's means: largest difference {largest_mean_difference(values['attexp'], values['loop']):.1e}"
+        )
+    if "ferret" in values and "attexp_ferret" in values:
+        agreement = ferret_agreement(values["ferret"], ferret_inputs, values["attexp_ferret"], instances)
+        print(
+            f"(d) against (c): {agreement['same_inputs']:,} explanations where ferret ran the inputs attexp perturbs, "
+            f"largest difference {agreement['largest_difference']:.2e}; {agreement['other_inputs']:,} where its "
+            f"decode and re-tokenise changed an input (median difference "
+            f"{agreement['other_median_difference']:.3f}); {agreement['skipped_by_attexp']:,} that attexp skips "
+            f"(no positive score or a constant vector) and ferret scores with a default"
+        )
 
 
 if __name__ == "__main__":

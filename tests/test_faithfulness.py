@@ -37,9 +37,13 @@ from attexp.evaluate.faithfulness import (
     TauLOO,
     TauLOOConfig,
 )
+from attexp.evaluate.metric_table import score_planned, score_runs
 from attexp.evaluate.model_scorer import ModelScorer, prepare
+from attexp.evaluate.normalised import NAOPCConfig, NormalisedAOPC
+from attexp.evaluate.soft import SoftConfig, SoftFaithfulness
 from attexp.explain.baseline import RandomConfig, RandomExplainer, random_scores
-from attexp.models.inputs import Batch
+from attexp.models.inputs import Batch, length_bucketed_batches
+from attexp.models.memo import row_key
 from attexp.registry import EXPLAINERS, METRICS, load_all
 
 WORDS = "the a movie was is good bad plot fun".split()
@@ -325,6 +329,40 @@ def test_batched_equals_a_per_instance_loop_with_fewer_passes(metric, tokenizer)
     assert batched.rows <= loop.rows
 
 
+def test_one_planned_pass_shares_the_inputs_of_every_metric_and_explainer(tokenizer):
+    model = tiny_bert(tokenizer)
+    records = random_records(tokenizer, 8)
+    reversed_scores = [{**r, "attributions": [-a for a in r["attributions"]]} for r in records]
+    runs = [("a", "x", records), ("b", "y", reversed_scores)]
+    planned_only = [
+        Eraser(EraserConfig()),
+        FerretAOPC(FerretAOPCConfig()),
+        TauLOO(TauLOOConfig()),
+        LogOdds(LogOddsConfig(perturbation="delete")),
+        Degradation(DegradationConfig()),
+        NormalisedAOPC(NAOPCConfig()),  # short inputs: exact bounds, every subset planned
+    ]
+    scorer = ModelScorer(model, tokenizer, "cpu", batch_size=64)
+    score_planned(runs, planned_only, scorer)
+    asked = [row for _, _, rs in runs for m in planned_only for row in m.inputs(prepare(rs, scorer), scorer)]
+    distinct = {row_key(*row) for row in asked}
+    assert scorer.rows == len(distinct) < len(asked)  # the unperturbed and leave-one-out inputs are asked twice
+    passes = scorer.forward_passes
+    soft = SoftFaithfulness(SoftConfig())
+    scores = score_runs(runs, [*planned_only, soft], None, scorer)
+    empty = {row_key(*row) for _, _, rs in runs for row in soft.inputs(prepare(rs, scorer), scorer)} - distinct
+    masked = sum(2 * len(soft.usable(prepare(rs, scorer))) for _, _, rs in runs)  # masked embeddings: not planned
+    assert scorer.rows == len(distinct) + len(empty) + masked
+    assert scorer.forward_passes > passes
+    metrics = [*planned_only, soft]
+    for name, _, rs in runs:
+        for metric in metrics:
+            alone = metric.compute(rs, scorer=ModelScorer(model, tokenizer, "cpu", batch_size=5)).per_instance
+            for idx, values in alone.items():
+                for key, value in values.items():
+                    assert scores.per_instance[(name, idx)][key] == pytest.approx(value, abs=1e-6), (name, key)
+
+
 def test_scorer_deduplicates_and_counts(tokenizer):
     scorer = ModelScorer(ReadsWords(tokenizer), tokenizer, "cpu", batch_size=2)
     ids = np.array(tokenizer("the movie")["input_ids"])
@@ -335,6 +373,36 @@ def test_scorer_deduplicates_and_counts(tokenizer):
     scorer.probabilities([(ids, None)])  # cached
     assert scorer.rows == 2
     assert scorer.segments_of(np.array([2, 5, 3, 6, 7, 3])).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_length_buckets_close_on_a_drop_in_length_once_they_hold_enough_rows():
+    lengths = [5, 10, 1, 9, 5, 9, 5]
+    assert length_bucketed_batches(lengths, 4, min_rows=2) == [[1, 3, 5], [0, 4, 6], [2]]
+    assert length_bucketed_batches(lengths, 4, min_rows=4) == [[1, 3, 5, 0], [4, 6, 2]]
+    assert length_bucketed_batches(lengths, 2, min_rows=1) == [[1, 3], [5], [0, 4], [6], [2]]
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 80, size=500).tolist()
+    batches = length_bucketed_batches(lengths, 64)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(500))
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+    for batch, following in zip(batches, batches[1:] + [None], strict=True):
+        longest = lengths[batch[0]]
+        assert len(batch) <= 64
+        assert all(lengths[i] >= 0.9 * longest for i in batch[8:])  # past 8 rows, at most a tenth of padding
+        if following is not None and len(batch) < 64:  # closed early only for a drop in length
+            assert lengths[following[0]] < 0.9 * longest
+
+
+def test_scorer_runs_rows_of_different_lengths_in_separate_forwards(tokenizer):
+    scorer = ModelScorer(ReadsWords(tokenizer), tokenizer, "cpu", batch_size=64)
+    long = np.array(tokenizer("the movie was good and the plot was great and fun")["input_ids"])
+    short = np.array(tokenizer("bad")["input_ids"])
+    rows = [(np.r_[ids[:1], [i], ids[1:]], None) for ids in (long, short) for i in range(5, 15)]  # 10 + 10, distinct
+    out = scorer.probabilities(rows)
+    assert scorer.forward_passes == 2 and scorer.rows == 20
+    loop = ModelScorer(ReadsWords(tokenizer), tokenizer, "cpu", batch_size=1, cache=False)
+    assert np.allclose(out, loop.probabilities(rows))
 
 
 def test_errors_name_the_fix(tokenizer, scorer):

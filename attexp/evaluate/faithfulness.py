@@ -44,8 +44,10 @@ Shared conventions:
   p(x) and p(perturbed x) come from the same forward code; a mismatch with the recorded predictions means the
   explanations were made with another model and is reported.
 - Batched: `ModelScorer` collects every perturbed sequence of every instance, removes duplicates (small bins
-  of short sentences often remove the same tokens), sorts them by length and runs them in batches of
-  `batch_size` rows, counting forward passes and time. Results are the same as a per-instance loop.
+  of short sentences often remove the same tokens; the unperturbed inputs and the leave-one-out deletions are shared
+  by every metric and every explainer of a job), sorts them by length and runs them in batches of similar length of
+  at most `batch_size` rows, counting forward passes and time. Results are the same as a per-instance loop
+  (benchmarks/evaluate_speed.py measures both, and ferret's evaluators).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from scipy import stats
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
 from attexp.evaluate.base import Metric, MetricResult
-from attexp.evaluate.model_scorer import Instance, ModelScorer, Perturbation, full_probabilities, prepare
+from attexp.evaluate.model_scorer import Instance, ModelScorer, Perturbation, Row, full_probabilities, prepare
 from attexp.registry import METRICS
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,10 @@ FERRET_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 class FaithfulnessMetric(Metric):
     """Base of the metrics that run the model: `compute(records, reference, scorer=...)`; a subclass implements
-    `measure(instances, scorer)`."""
+    `measure(instances, scorer)`, and where its perturbed inputs are known before any is scored, `perturbed` (and
+    `usable`, the instances it scores), so that `inputs` can hand them to the evaluate stage's one pass over every
+    metric and explainer (`attexp.evaluate.metric_table.score_planned`); `measure` asks for the same rows again,
+    which the scorer then already knows."""
 
     needs_model: ClassVar[bool] = True
     name: ClassVar[str] = ""
@@ -92,6 +97,21 @@ class FaithfulnessMetric(Metric):
 
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
         raise NotImplementedError
+
+    def usable(self, instances: list[Instance]) -> list[Instance]:
+        """The instances this metric scores (the others count as skipped): by default those with content."""
+        return [inst for inst in instances if inst.n > 0]
+
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        """The perturbed inputs of `usable` that are known before any is scored, in the order `measure` reads them
+        (none by default: a metric whose inputs depend on scores asks the scorer step by step)."""
+        return []
+
+    def inputs(self, instances: list[Instance], scorer: ModelScorer) -> list[Row]:
+        """Every input this metric will ask the scorer for that is known in advance: the unperturbed inputs of the
+        instances it scores and `perturbed`."""
+        usable = self.usable(instances)
+        return [inst.full() for inst in usable] + self.perturbed(usable, scorer)
 
 
 def _summary(per_instance: dict[int, dict[str, Any]], keys: Sequence[str], skipped: int) -> dict[str, float]:
@@ -159,19 +179,11 @@ class Eraser(FaithfulnessMetric):
 
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
         cfg = self.config
-        replacement = scorer.replacement_id(cfg.perturbation)
         suffix = ("_alti" if cfg.alti else "") + _suffix(cfg.perturbation, "delete")
         comp_key, suff_key = f"comprehensiveness{suffix}", f"sufficiency{suffix}"
-        usable = [inst for inst in instances if inst.n > 0]
+        usable = self.usable(instances)
         full = full_probabilities(usable, scorer, cfg.type)
-        sequences = []
-        for inst in usable:
-            ks = [min(inst.n, math.ceil(b * inst.n)) for b in cfg.bins]
-            sequences += [inst.without(inst.order[:k], replacement) for k in ks]  # comprehensiveness
-            sequences += [inst.only(inst.order[:k], replacement) for k in ks]  # sufficiency
-            if cfg.alti:
-                sequences.append(inst.only(inst.order[:0], replacement))  # sufficiency at 0%: no content
-        probabilities = scorer.probabilities(sequences)
+        probabilities = scorer.probabilities(self.perturbed(usable, scorer))
         per_row = 2 * len(cfg.bins) + int(cfg.alti)
         per_instance: dict[int, dict[str, Any]] = {}
         comp_rows, suff_rows = [], []
@@ -199,6 +211,18 @@ class Eraser(FaithfulnessMetric):
             suff_key: _curve(x, suff_rows, "% of tokens kept (most relevant)", "p(x) - p(top k% only)"),
         }
         return MetricResult(summary, per_instance, curves)
+
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        cfg = self.config
+        replacement = scorer.replacement_id(cfg.perturbation)
+        sequences = []
+        for inst in usable:
+            ks = [min(inst.n, math.ceil(b * inst.n)) for b in cfg.bins]
+            sequences += [inst.without(inst.order[:k], replacement) for k in ks]  # comprehensiveness
+            sequences += [inst.only(inst.order[:k], replacement) for k in ks]  # sufficiency
+            if cfg.alti:
+                sequences.append(inst.only(inst.order[:0], replacement))  # sufficiency at 0%: no content
+        return sequences
 
 
 # ------------------------------------------------------------------------------------------- ferret
@@ -246,26 +270,33 @@ class FerretAOPC(FaithfulnessMetric):
 
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
         cfg = self.config
-        replacement = scorer.replacement_id(cfg.perturbation)
         suffix = _suffix(cfg.perturbation, "delete")
         comp_key, suff_key = f"ferret_comprehensiveness{suffix}", f"ferret_sufficiency{suffix}"
-        usable = [(inst, r) for inst in instances if inst.n > 0 and (r := self.rationales(inst))]
-        full = full_probabilities([inst for inst, _ in usable], scorer, cfg.type)
-        sequences = []
-        for inst, rationales in usable:
-            sequences += [inst.without(top, replacement) for top in rationales]
-            sequences += [inst.only(top, replacement) for top in rationales]
-        probabilities = scorer.probabilities(sequences)
+        usable = self.usable(instances)
+        full = full_probabilities(usable, scorer, cfg.type)
+        probabilities = scorer.probabilities(self.perturbed(usable, scorer))
         per_instance: dict[int, dict[str, Any]] = {}
         start = 0
-        for i, (inst, rationales) in enumerate(usable):
-            m = len(rationales)
+        for i, inst in enumerate(usable):
+            m = len(self.rationales(inst))
             rows = probabilities[start : start + 2 * m, inst.target]
             start += 2 * m
             p = full[i, inst.target]
             per_instance[inst.idx] = {comp_key: float(np.mean(p - rows[:m])), suff_key: float(np.mean(p - rows[m:]))}
         summary = _summary(per_instance, [comp_key, suff_key], skipped=len(instances) - len(usable))
         return MetricResult(summary, per_instance)
+
+    def usable(self, instances: list[Instance]) -> list[Instance]:
+        return [inst for inst in instances if inst.n > 0 and self.rationales(inst)]
+
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        replacement = scorer.replacement_id(self.config.perturbation)
+        sequences = []
+        for inst in usable:
+            rationales = self.rationales(inst)
+            sequences += [inst.without(top, replacement) for top in rationales]
+            sequences += [inst.only(top, replacement) for top in rationales]
+        return sequences
 
 
 # -------------------------------------------------------------------------------------- degradation
@@ -307,17 +338,11 @@ class Degradation(FaithfulnessMetric):
 
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
         cfg = self.config
-        replacement = scorer.replacement_id(cfg.perturbation)
         suffix = _suffix(cfg.perturbation, "delete") + ("_official" if cfg.lengths == "official" else "")
-        usable = [inst for inst in instances if inst.n > 0 and self._class(inst) is not None]
+        usable = self.usable(instances)
         full = full_probabilities(usable, scorer, cfg.type)
-        sequences = []
-        counted: dict[int, np.ndarray] = {}  # per instance: which steps enter the mean
-        for inst in usable:
-            counts, counted[inst.idx] = self._counts(inst)
-            sequences += [inst.without(inst.order[:c], replacement) for c in counts]  # most relevant first
-            sequences += [inst.without(inst.order[::-1][:c], replacement) for c in counts]  # least relevant first
-        probabilities = scorer.probabilities(sequences)
+        counted = {inst.idx: self._counts(inst)[1] for inst in usable}  # per instance: which steps enter the mean
+        probabilities = scorer.probabilities(self.perturbed(usable, scorer))
         per_instance: dict[int, dict[str, Any]] = {}
         curves_rows: dict[str, list[np.ndarray]] = {}
         for i, inst in enumerate(usable):
@@ -342,6 +367,18 @@ class Degradation(FaithfulnessMetric):
             for key, rows in curves_rows.items()
         }
         return MetricResult(summary, per_instance, curves)
+
+    def usable(self, instances: list[Instance]) -> list[Instance]:
+        return [inst for inst in instances if inst.n > 0 and self._class(inst) is not None]
+
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        replacement = scorer.replacement_id(self.config.perturbation)
+        sequences = []
+        for inst in usable:
+            counts = self._counts(inst)[0]
+            sequences += [inst.without(inst.order[:c], replacement) for c in counts]  # most relevant first
+            sequences += [inst.without(inst.order[::-1][:c], replacement) for c in counts]  # least relevant first
+        return sequences
 
     def _counts(self, inst: Instance) -> tuple[list[int], np.ndarray]:
         """Tokens removed at steps j = 1..steps, and which steps count in the mean (see `lengths`)."""
@@ -378,12 +415,10 @@ class TauLOO(FaithfulnessMetric):
     config: TauLOOConfig
 
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
-        replacement = scorer.replacement_id(self.config.perturbation)
         key = "tau_loo" + _suffix(self.config.perturbation, "delete")
-        usable = [inst for inst in instances if inst.n >= 2]
+        usable = self.usable(instances)
         full = full_probabilities(usable, scorer, self.config.type)
-        sequences = [inst.without(np.array([pos]), replacement) for inst in usable for pos in inst.content]
-        probabilities = scorer.probabilities(sequences)
+        probabilities = scorer.probabilities(self.perturbed(usable, scorer))
         per_instance: dict[int, dict[str, Any]] = {}
         start, skipped = 0, len(instances) - len(usable)
         for i, inst in enumerate(usable):
@@ -396,6 +431,13 @@ class TauLOO(FaithfulnessMetric):
                 continue
             per_instance[inst.idx] = {key: float(stats.kendalltau(scores, importance).statistic)}
         return MetricResult(_summary(per_instance, [key], skipped), per_instance)
+
+    def usable(self, instances: list[Instance]) -> list[Instance]:
+        return [inst for inst in instances if inst.n >= 2]
+
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        replacement = scorer.replacement_id(self.config.perturbation)
+        return [inst.without(np.array([pos]), replacement) for inst in usable for pos in inst.content]
 
 
 # ---------------------------------------------------------------------------------------- log-odds
@@ -421,13 +463,10 @@ class LogOdds(FaithfulnessMetric):
 
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
         cfg = self.config
-        replacement = scorer.replacement_id(cfg.perturbation)
         key = "log_odds" + _suffix(cfg.perturbation, "pad")
-        usable = [inst for inst in instances if inst.n > 0]
+        usable = self.usable(instances)
         full = full_probabilities(usable, scorer, cfg.type)
-        probabilities = scorer.probabilities(
-            [inst.without(inst.order[: min(inst.n, math.ceil(cfg.fraction * inst.n))], replacement) for inst in usable]
-        )
+        probabilities = scorer.probabilities(self.perturbed(usable, scorer))
         per_instance = {
             inst.idx: {
                 key: float(np.log(max(probabilities[i, inst.target], 1e-12)) - np.log(max(full[i, inst.target], 1e-12)))
@@ -435,3 +474,9 @@ class LogOdds(FaithfulnessMetric):
             for i, inst in enumerate(usable)
         }
         return MetricResult(_summary(per_instance, [key], skipped=len(instances) - len(usable)), per_instance)
+
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        cfg = self.config
+        replacement = scorer.replacement_id(cfg.perturbation)
+        ks = [min(inst.n, math.ceil(cfg.fraction * inst.n)) for inst in usable]
+        return [inst.without(inst.order[:k], replacement) for inst, k in zip(usable, ks, strict=True)]

@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 from attexp.config.schema import ComponentConfig
 from attexp.evaluate.base import MetricResult, by_idx
 from attexp.evaluate.faithfulness import FaithfulnessMetric
-from attexp.evaluate.model_scorer import Instance, ModelScorer, full_probabilities
+from attexp.evaluate.model_scorer import Instance, ModelScorer, Row, full_probabilities
 from attexp.io.words import word_ids
 from attexp.registry import METRICS
 
@@ -83,17 +83,9 @@ class MaskingGameMetric(FaithfulnessMetric):
     def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
         cfg = self.config
         suffix = ("_attack" if cfg.task == "attack" else "") + ("_seq" if cfg.mode == "sequential" else "")
-        mask_id = scorer.replacement_id("mask")
         full = full_probabilities(instances, scorer, cfg.type)  # [N, C]
         candidates = [self._candidates(inst) for inst in instances]
-        if cfg.mode == "positive":
-            sequences = [inst.without(chosen, mask_id) for inst, chosen in zip(instances, candidates, strict=True)]
-        else:  # every prefix of the candidates, in order
-            sequences = [
-                inst.without(chosen[:k], mask_id)
-                for inst, chosen in zip(instances, candidates, strict=True)
-                for k in range(1, len(chosen) + 1)
-            ]
+        sequences = self.perturbed(instances, scorer)
         probabilities = scorer.probabilities(sequences) if sequences else np.zeros((0, full.shape[1]))
         per_instance: dict[int, dict[str, Any]] = {}
         correct, asr_hits = [], []
@@ -153,6 +145,19 @@ class MaskingGameMetric(FaithfulnessMetric):
             }
         }
         return MetricResult(summary, per_instance, curves)
+
+    def usable(self, instances: list[Instance]) -> list[Instance]:
+        return list(instances)  # an instance without content is scored too: nothing to mask, no success
+
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        """`positive`: each instance with its candidates masked; `sequential`: every prefix of them, in order."""
+        mask_id = scorer.replacement_id("mask")
+        sequences = []
+        for inst in usable:
+            chosen = self._candidates(inst)
+            prefixes = [len(chosen)] if self.config.mode == "positive" else range(1, len(chosen) + 1)
+            sequences += [inst.without(chosen[:k], mask_id) for k in prefixes]
+        return sequences
 
     def _candidates(self, inst: Instance) -> np.ndarray:
         """Content positions with a positive score, highest first (ties: earlier first); at most max_steps in

@@ -1,7 +1,9 @@
 """Score explanation runs with metrics: the computation of the evaluate stage, shared by the job and the Python API
 (`attexp.evaluate`), which differ only in where records come from and where results go.
 
-A run is `(name, explainer type, records)`. `score_runs` computes every metric on every run, the table (means),
+A run is `(name, explainer type, records)`. `score_runs` first scores, in one pass, every perturbed input the
+model-reading metrics know in advance over every run (`score_planned`), then computes every metric on every run, the
+table (means),
 the per-instance values, the mean curves and, when a `random` run is among them, each run against that floor
 (`attexp.evaluate.report.versus_floor`). `floor_records` makes that random run from another run's records.
 """
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 
 from attexp.evaluate.base import Metric
-from attexp.evaluate.model_scorer import ModelScorer
+from attexp.evaluate.faithfulness import FaithfulnessMetric
+from attexp.evaluate.model_scorer import ModelScorer, prepare
 from attexp.evaluate.report import direction, floor_report, format_table, rankings, rankings_report, versus_floor
 from attexp.explain.baseline import random_scores
 from attexp.models.inputs import structural_positions
@@ -82,6 +85,8 @@ def score_runs(
     curves: dict[str, dict] = {}
     per_instance: dict[tuple[str, int], dict] = {}
     rows = []
+    if scorer is not None:
+        score_planned(runs, metrics, scorer)
     for name, explainer, records in runs:
         row: dict = {"explanations": name, "explainer": explainer}
         summary[name] = {"explainer": explainer, "instances": len(records)}
@@ -120,6 +125,31 @@ def score_runs(
     if ranks.get("columns"):
         table += "\n\n" + rankings_report(ranks)
     return Scores(rows, columns, table, summary, per_instance, curves, floor, versus, ranks)
+
+
+def score_planned(runs: Sequence[Run], metrics: Sequence[Metric], scorer: ModelScorer) -> None:
+    """Score every input the model-reading metrics know in advance (`FaithfulnessMetric.inputs`: the unperturbed
+    inputs, the deletions of ERASER's bins, ferret's thresholds, the leave-one-out rows, the normalised AOPC's curves
+    and exact subsets, the soft metrics' empty inputs, ...) for every run, as one set: each distinct input once,
+    whichever metrics and explainers ask for it (the unperturbed and the leave-one-out inputs are the same for every
+    explainer, the random floor included), sorted by length and batched (`ModelScorer`). The metrics then find their
+    rows scored; only the inputs that depend on scores (the beam search's steps, the masked embeddings of the soft
+    metrics) are run by the metrics themselves."""
+    planned = []
+    for _, _, records in runs:
+        if not records:
+            continue
+        instances = prepare(records, scorer)
+        for metric in metrics:
+            if isinstance(metric, FaithfulnessMetric):
+                planned += metric.inputs(instances, scorer)
+    if planned:
+        passes, rows, seconds = scorer.forward_passes, scorer.rows, scorer.seconds
+        scorer.probabilities(planned)
+        log.info(
+            "the metrics' %d planned inputs: %d run (the rest shared or known), %d forward passes, %.1f s",
+            len(planned), scorer.rows - rows, scorer.forward_passes - passes, scorer.seconds - seconds,
+        )  # fmt: skip
 
 
 def floor_records(records: list[dict], tokenizer: Any | None) -> list[dict]:

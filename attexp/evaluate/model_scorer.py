@@ -3,8 +3,9 @@
 `ModelScorer` is the scorer of the faithfulness metrics (`attexp.evaluate.faithfulness`, `attexp.evaluate.masking`):
 it collects every perturbed sequence of every instance, runs each distinct one once (also across calls, so the
 unperturbed inputs shared by several metrics cost one pass), sorts them by length and runs them in batches of
-`batch_size` rows, counting forward passes and time. `prepare` turns explanation records into `Instance`s: ids,
-segments, scores, the content positions (everything but the structural specials) and their ranking.
+similar length of at most `batch_size` rows, counting forward passes and time. `prepare` turns explanation records
+into `Instance`s: ids, segments, scores, the content positions (everything but the structural specials) and their
+ranking.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from attexp.errors import AttexpError
 from attexp.evaluate.base import attributions_of, by_idx, record_field
-from attexp.models.inputs import batch_pad_id, longest_first, pad_features, structural_positions
+from attexp.models.inputs import batch_pad_id, length_bucketed_batches, pad_features, structural_positions
 from attexp.models.loading import check_logits
 from attexp.models.memo import RowMemo, row_key
 from attexp.models.precision import Precision, autocast
@@ -28,6 +29,7 @@ from attexp.models.precision import Precision, autocast
 logger = logging.getLogger(__name__)
 
 Perturbation = Literal["delete", "mask", "pad"]
+Row = tuple[np.ndarray, np.ndarray | None]  # one input: ids (T,) and segment ids (T,) or None
 PREDICTION_TOLERANCE = 1e-3  # |recomputed - recorded| probability beyond which the model is not the explained one
 
 
@@ -39,8 +41,9 @@ class ModelScorer:
 
     `probabilities(sequences)` returns class probabilities [N, C] for N unpadded id sequences (with optional
     segment ids). Identical sequences are run once (also across calls, so the unperturbed inputs shared by
-    several metrics cost one pass); the rest are sorted by length, longest first, and run `batch_size` rows
-    per forward. `forward_passes` counts model calls, `rows` the sequences run, `seconds` the time spent.
+    several metrics cost one pass); the rest are sorted by length, longest first, and run in batches of similar
+    length of at most `batch_size` rows (`attexp.models.inputs.length_bucketed_batches`). `forward_passes` counts
+    model calls, `rows` the sequences run, `seconds` the time spent.
     `cache=False` turns off the de-duplication (to measure a plain loop). `other_model`: the model is not the one
     the records were made with (an evaluate job's `deletion_model`), so differing probabilities are expected.
     """
@@ -117,11 +120,10 @@ class ModelScorer:
         return np.stack(rows) if rows else np.zeros((0, 0))
 
     def _run(self, sequences: list[tuple[np.ndarray, np.ndarray | None]]) -> list[np.ndarray]:
-        """Probabilities of `sequences` in their order, run longest first, `batch_size` rows per forward."""
+        """Probabilities of `sequences` in their order, run longest first in batches of similar length of at most
+        `batch_size` rows (`length_bucketed_batches`)."""
         out: list[np.ndarray] = [np.zeros(0)] * len(sequences)
-        order = longest_first([len(ids) for ids, _ in sequences])
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in length_bucketed_batches([len(ids) for ids, _ in sequences], self.batch_size):
             for i, row in zip(chunk, self.forward([sequences[i] for i in chunk]), strict=True):
                 out[i] = row
         return out

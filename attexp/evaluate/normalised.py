@@ -43,7 +43,7 @@ from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
 from attexp.evaluate.base import MetricResult
 from attexp.evaluate.faithfulness import FaithfulnessMetric, _summary
-from attexp.evaluate.model_scorer import Instance, ModelScorer, Perturbation, full_probabilities
+from attexp.evaluate.model_scorer import Instance, ModelScorer, Perturbation, Row, full_probabilities
 from attexp.registry import METRICS
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,13 @@ def membership(inst: Instance, groups: list[np.ndarray]) -> np.ndarray:
     return table
 
 
+def masked_features(inst: Instance, table: np.ndarray, subset: int, replacement: int | None) -> Row:
+    """The instance with the features of bitmask `subset` masked; `table` bool [N, T] (`membership`)."""
+    chosen = np.unpackbits(np.frombuffer(subset.to_bytes(len(table) // 8 + 1, "little"), np.uint8), bitorder="little")
+    drop = np.flatnonzero(table[chosen[: len(table)].astype(bool)].any(axis=0))
+    return inst.without(drop, replacement)
+
+
 def exact_bounds(gain: np.ndarray, n: int) -> tuple[float, float]:
     """Highest and lowest AOPC over every ordering of n features: gain[S] = p(x) - p(x with subset S masked), for
     every bitmask S (gain[0] = 0). Best chain sum by dynamic programming over subsets: U(S) = gain(S) + max over i in
@@ -122,11 +129,7 @@ class NormalisedAOPC(FaithfulnessMetric):
         keys = {k: f"{k}{suffix}" for k in ("aopc_comprehensiveness", "aopc_sufficiency")}
         keys |= {k: f"{k}{suffix}" for k in ("naopc_comprehensiveness", "naopc_sufficiency", "naopc_lower")}
         keys |= {k: f"{k}{suffix}" for k in ("naopc_upper", "naopc_exact", "naopc_bound_inputs")}
-        items = []
-        for inst in instances:
-            groups = feature_groups(inst, cfg.features)
-            if groups and (cfg.max_features is None or len(groups) <= cfg.max_features):
-                items.append((inst, groups))
+        items = [(inst, feature_groups(inst, cfg.features)) for inst in self.usable(instances)]
         full = full_probabilities([inst for inst, _ in items], scorer, cfg.type)
         sizes = [len(groups) for _, groups in items]
         exact_count = sum(n <= cfg.exact_max_features for n in sizes)
@@ -139,28 +142,12 @@ class NormalisedAOPC(FaithfulnessMetric):
 
         members = {inst.idx: membership(inst, groups) for inst, groups in items}
 
-        def masked(inst: Instance, groups: list[np.ndarray], subset: int) -> tuple[np.ndarray, np.ndarray | None]:
-            table = members[inst.idx]  # [N, T]: which positions each feature covers
-            chosen = np.unpackbits(
-                np.frombuffer(subset.to_bytes(len(table) // 8 + 1, "little"), np.uint8), bitorder="little"
-            )
-            drop = np.flatnonzero(table[chosen[: len(table)].astype(bool)].any(axis=0))
-            return inst.without(drop, replacement)
+        def masked(inst: Instance, groups: list[np.ndarray], subset: int) -> Row:
+            return masked_features(inst, members[inst.idx], subset, replacement)
 
         # the explanation's curves, and every subset of the short instances, in one call
-        sequences, curves, exact = [], [], {}
-        for inst, groups in items:
-            n = len(groups)
-            score = np.array([inst.scores[g].sum() for g in groups])
-            ranking = np.argsort(-score, kind="stable")
-            for order in (ranking, ranking[::-1]):
-                subsets = itertools.accumulate(1 << int(j) for j in order)  # Python ints: any number of features
-                sequences += [masked(inst, groups, s) for s in subsets]
-            curves.append(n)
-            if n <= cfg.exact_max_features:
-                exact[inst.idx] = len(sequences)
-                sequences += [masked(inst, groups, s) for s in range(1, 1 << n)]
-        probabilities = scorer.probabilities(sequences)
+        exact = {inst.idx for inst, groups in items if len(groups) <= cfg.exact_max_features}
+        probabilities = scorer.probabilities(self.perturbed([inst for inst, _ in items], scorer))
         bounds, bound_inputs = self._beam_bounds(
             [(i, inst, groups) for i, (inst, groups) in enumerate(items) if inst.idx not in exact],
             full,
@@ -201,6 +188,32 @@ class NormalisedAOPC(FaithfulnessMetric):
             }
         summary = _summary(per_instance, list(keys.values()), skipped=len(instances) - len(items))
         return MetricResult(summary, per_instance)
+
+    def usable(self, instances: list[Instance]) -> list[Instance]:
+        """The instances with features, and no more than `max_features`."""
+        cfg = self.config
+        sizes = [len(feature_groups(inst, cfg.features)) for inst in instances]
+        limit = cfg.max_features
+        return [inst for inst, n in zip(instances, sizes, strict=True) if n > 0 and (limit is None or n <= limit)]
+
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        """Per instance: the explanation's two curves (its ranking, then reversed), and for an instance of at most
+        `exact_max_features` features every non-empty subset of them (bitmask order). The beam search's inputs
+        depend on scores: `_beam_bounds` asks for them step by step."""
+        cfg = self.config
+        replacement = scorer.replacement_id(cfg.perturbation)
+        sequences: list[Row] = []
+        for inst in usable:
+            groups = feature_groups(inst, cfg.features)
+            table, n = membership(inst, groups), len(groups)
+            score = np.array([inst.scores[g].sum() for g in groups])
+            ranking = np.argsort(-score, kind="stable")
+            for order in (ranking, ranking[::-1]):
+                subsets = itertools.accumulate(1 << int(j) for j in order)  # Python ints: any number of features
+                sequences += [masked_features(inst, table, s, replacement) for s in subsets]
+            if n <= cfg.exact_max_features:
+                sequences += [masked_features(inst, table, s, replacement) for s in range(1, 1 << n)]
+        return sequences
 
     def _beam_bounds(self, items, full: np.ndarray, scorer: ModelScorer, masked) -> tuple[dict, dict]:
         """(upper, lower) per instance by the paper's beam search, and the distinct inputs each needed. All

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from attexp.evaluate.base import Metric
-from attexp.evaluate.metric_table import Run
+from attexp.evaluate.metric_table import Run, score_planned
 from attexp.evaluate.model_scorer import ModelScorer
 
 SHARE_FILE = "scorer.npz"  # each share's part: `JobContext.shard_path(SHARE_FILE)`
@@ -40,7 +40,8 @@ def score_share(
     runs: Sequence[Run], metrics: Sequence[Metric], reference: list[dict] | None, scorer: ModelScorer
 ) -> None:
     """Run the model-reading metrics on every run's share (the results are recomputed from the shares' rows when
-    the job finishes; here only the scorer's rows matter)."""
+    the job finishes; here only the scorer's rows matter), their planned inputs first in one pass (`score_planned`)."""
+    score_planned([run for run in runs if run[2]], metrics, scorer)
     for _, _, records in runs:
         if not records:
             continue

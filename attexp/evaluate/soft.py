@@ -42,7 +42,8 @@ from scipy.special import expit
 from attexp.config.schema import ComponentConfig
 from attexp.evaluate.base import MetricResult
 from attexp.evaluate.faithfulness import FaithfulnessMetric, _summary
-from attexp.evaluate.model_scorer import Instance, ModelScorer, full_probabilities
+from attexp.evaluate.model_scorer import Instance, ModelScorer, Row, full_probabilities
+from attexp.models.inputs import length_bucketed_batches
 from attexp.registry import METRICS
 
 
@@ -98,14 +99,9 @@ class SoftFaithfulness(FaithfulnessMetric):
         cfg = self.config
         suffix = "_official" if cfg.official else ""
         comp_key, suff_key = f"soft_comprehensiveness{suffix}", f"soft_sufficiency{suffix}"
-        usable = [inst for inst in instances if inst.n > 0]
+        usable = self.usable(instances)
         full = full_probabilities(usable, scorer, cfg.type)
-        pad = scorer.pad_id
-        if cfg.official:
-            empty = [(np.zeros_like(inst.ids), inst.segments) for inst in usable]
-        else:
-            empty = [inst.only(np.array([], dtype=np.int64), pad) for inst in usable]
-        zero = scorer.probabilities(empty)
+        zero = scorer.probabilities(self.perturbed(usable, scorer))
         perturbed = self._perturbed(usable, scorer)  # (instances, 2 * samples, C)
         per_instance: dict[int, dict[str, Any]] = {}
         samples = cfg.samples
@@ -120,13 +116,20 @@ class SoftFaithfulness(FaithfulnessMetric):
             }
         return MetricResult(_summary(per_instance, [comp_key, suff_key], len(instances) - len(usable)), per_instance)
 
+    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
+        """The inputs with no content, x0, that normalise both metrics (the masked embeddings are not inputs of ids:
+        `_perturbed` runs them)."""
+        if self.config.official:
+            return [(np.zeros_like(inst.ids), inst.segments) for inst in usable]
+        return [inst.only(np.array([], dtype=np.int64), scorer.pad_id) for inst in usable]
+
     def _perturbed(self, instances: list[Instance], scorer: ModelScorer) -> np.ndarray:
         """Class probabilities (instances, 2 * samples, C): `samples` comprehensiveness masks, then as many
-        sufficiency masks, per instance; instances of similar length share forwards."""
+        sufficiency masks, per instance; instances of similar length share forwards (`length_bucketed_batches`)."""
         cfg, samples = self.config, self.config.samples
         per_row = 2 * samples
         rows = max(1, scorer.batch_size // per_row)
-        order = sorted(range(len(instances)), key=lambda i: -len(instances[i].ids))
+        batches = length_bucketed_batches([len(inst.ids) for inst in instances], rows, min_rows=max(1, 8 // per_row))
         out: list[np.ndarray | None] = [None] * len(instances)
         layer = embedding_output(scorer.model)
         keep: list[torch.Tensor] = []  # per row of the batch: (T_i,) keep probabilities
@@ -144,8 +147,7 @@ class SoftFaithfulness(FaithfulnessMetric):
         handle = layer.register_forward_hook(mask_output)
         began = time.perf_counter()
         try:
-            for start in range(0, len(order), rows):
-                chunk = order[start : start + rows]
+            for chunk in batches:
                 sequences, keep, generators = [], [], []  # the hook reads `keep` and `generators` row by row
                 for i in chunk:
                     inst = instances[i]
