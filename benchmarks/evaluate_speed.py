@@ -210,60 +210,61 @@ def attexp_inputs(inst: Instance) -> set[tuple[int, ...]]:
 # ------------------------------------------------------------------------------------------------- equality
 
 
-def largest_difference(a: dict, b: dict) -> tuple[dict[str, float], int]:
-    """The largest |difference| of each numeric per-instance value of `a` against `b` (by value name), and how many
-    values were compared."""
-    largest: dict[str, float] = {}
-    compared = 0
+def differences(a: dict, b: dict, beyond: float = 1e-6) -> dict[str, tuple[float, int, int, float]]:
+    """Per value name: the largest |difference| of a per-instance value of `a` against `b`, how many differ by more
+    than `beyond`, how many were compared, and the largest difference of a table value (a run's mean)."""
+    out: dict[str, list] = {}
+    means: dict[tuple[str, str], list[list[float]]] = {}
     for key, values in a.items():
         for name, x in values.items():
             if name in ("explanations", "idx"):
                 continue
             y = b[key].get(name)
             xs, ys = np.atleast_1d(np.asarray(x, dtype=float)), np.atleast_1d(np.asarray(y, dtype=float))
-            both = ~(np.isnan(xs) | np.isnan(ys))
             if np.any(np.isnan(xs) != np.isnan(ys)):
                 raise AssertionError(f"{key} {name}: {x} against {y}")
-            if both.any():
-                largest[name] = max(largest.get(name, 0.0), float(np.max(np.abs(xs[both] - ys[both]))))
-                compared += int(both.sum())
-    return largest, compared
-
-
-def largest_mean_difference(a: dict, b: dict) -> float:
-    """The largest |difference| between the tables' values: each run's mean of each scalar per-instance value."""
-    means: list[dict] = [{}, {}]
-    for side, values in zip(means, (a, b), strict=True):
-        for (run, _), row in values.items():
-            for name, x in row.items():
-                if name not in ("explanations", "idx") and isinstance(x, float) and not np.isnan(x):
-                    side.setdefault((run, name), []).append(x)
-    return max(abs(np.mean(means[0][key]) - np.mean(means[1][key])) for key in means[0])
+            both = ~np.isnan(xs)
+            if not both.any():
+                continue
+            diff = np.abs(xs[both] - ys[both])
+            entry = out.setdefault(name, [0.0, 0, 0, 0.0])
+            entry[0] = max(entry[0], float(diff.max()))
+            entry[1] += int((diff > beyond).sum())
+            entry[2] += int(both.sum())
+            if np.ndim(x) == 0:
+                pair = means.setdefault((key[0], name), [[], []])
+                pair[0].append(float(x))
+                pair[1].append(float(y))
+    for (_, name), (xs, ys) in means.items():
+        out[name][3] = max(out[name][3], abs(float(np.mean(xs)) - float(np.mean(ys))))
+    return {name: tuple(entry) for name, entry in out.items()}
 
 
 def ferret_agreement(ferret_values: dict, ferret_inputs: dict, ours: dict, instances: dict) -> dict[str, Any]:
-    """ferret's values against attexp's where ferret ran the inputs attexp perturbs; counts of the rest."""
-    same, other, skipped, largest, other_diffs = 0, 0, 0, 0.0, []
+    """ferret's values against attexp's where ferret ran the inputs attexp perturbs (per metric: the largest
+    difference and how many differ by more than 1e-6); counts of the rest."""
+    names = {"comp": "ferret_comprehensiveness", "suff": "ferret_sufficiency", "tau": "tau_loo"}
+    same, other, skipped, other_diffs = 0, 0, 0, []
+    largest = dict.fromkeys(names, 0.0)
+    beyond = dict.fromkeys(names, 0)
     for key, theirs in ferret_values.items():
         mine = ours.get(key, {})
-        pairs = [
-            (theirs["comp"], mine.get("ferret_comprehensiveness")),
-            (theirs["suff"], mine.get("ferret_sufficiency")),
-            (theirs["tau"], mine.get("tau_loo")),
-        ]
-        if any(v is None for _, v in pairs):  # attexp skips (no positive score, constant vector); ferret defaults
-            skipped += 1
+        if any(mine.get(ours_name) is None for ours_name in names.values()):
+            skipped += 1  # attexp skips (no positive score, a constant vector) where ferret returns a default
             continue
-        diff = max(abs(t - m) for t, m in pairs if not (np.isnan(t) and np.isnan(m)))
+        diffs = {m: abs(theirs[m] - mine[names[m]]) for m in names}
         if ferret_inputs[key] == attexp_inputs(instances[key]):
             same += 1
-            largest = max(largest, diff)
+            for m, d in diffs.items():
+                largest[m] = max(largest[m], d)
+                beyond[m] += int(d > 1e-6)
         else:
             other += 1
-            other_diffs.append(diff)
+            other_diffs.append(max(diffs.values()))
     return {
         "same_inputs": same,
-        "largest_difference": largest,
+        "largest": largest,
+        "beyond": beyond,
         "other_inputs": other,
         "other_median_difference": float(np.median(other_diffs)) if other_diffs else 0.0,
         "skipped_by_attexp": skipped,
@@ -358,21 +359,25 @@ def main() -> None:
         )
     print()
     if "loop" in values and "attexp" in values:
-        largest, compared = largest_difference(values["attexp"], values["loop"])
-        worst = sorted(largest.items(), key=lambda kv: -kv[1])
-        print(
-            f"(b) against (a): {compared:,} per-instance values, largest difference {worst[0][1]:.2e} ({worst[0][0]}); "
-            + ", ".join(f"{name} {value:.1e}" for name, value in worst[1:])
-            + f"; the table's means: largest difference {largest_mean_difference(values['attexp'], values['loop']):.1e}"
-        )
+        print("(b) against (a), per value: largest difference per instance (values beyond 1e-6 of those compared);")
+        print("largest difference of a table value (a run's mean)")
+        print()
+        print("| value | per instance | beyond 1e-6 | table |")
+        print("|---|---:|---:|---:|")
+        for name, (largest, beyond, compared, table) in sorted(differences(values["attexp"], values["loop"]).items()):
+            print(f"| {name} | {largest:.1e} | {beyond:,} of {compared:,} | {table:.1e} |")
+        print()
     if "ferret" in values and "attexp_ferret" in values:
         agreement = ferret_agreement(values["ferret"], ferret_inputs, values["attexp_ferret"], instances)
         print(
-            f"(d) against (c): {agreement['same_inputs']:,} explanations where ferret ran the inputs attexp perturbs, "
-            f"largest difference {agreement['largest_difference']:.2e}; {agreement['other_inputs']:,} where its "
-            f"decode and re-tokenise changed an input (median difference "
-            f"{agreement['other_median_difference']:.3f}); {agreement['skipped_by_attexp']:,} that attexp skips "
-            f"(no positive score or a constant vector) and ferret scores with a default"
+            f"(d) against (c): {agreement['same_inputs']:,} explanations where ferret ran the inputs attexp perturbs: "
+            + ", ".join(
+                f"{m} largest difference {agreement['largest'][m]:.1e} ({agreement['beyond'][m]} beyond 1e-6)"
+                for m in agreement["largest"]
+            )
+            + f"; {agreement['other_inputs']:,} where its decode and re-tokenise changed an input (median largest "
+            f"difference {agreement['other_median_difference']:.3f}); {agreement['skipped_by_attexp']:,} that attexp "
+            f"skips (no positive score or a constant vector) and ferret scores with a default"
         )
 
 

@@ -363,6 +363,19 @@ def test_one_planned_pass_shares_the_inputs_of_every_metric_and_explainer(tokeni
                     assert scores.per_instance[(name, idx)][key] == pytest.approx(value, abs=1e-6), (name, key)
 
 
+def test_scorer_keeps_probabilities_near_one_apart(tokenizer):
+    class Saturated(torch.nn.Module):  # logit_1 = 20 + the input's length: p(1) = 1 - e^-23 or 1 - e^-24
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            logit = 20.0 + attention_mask.sum(-1).float()
+            return SimpleNamespace(logits=torch.stack([torch.zeros_like(logit), logit], dim=-1))
+
+    p = ModelScorer(Saturated(), tokenizer, "cpu").probabilities(
+        [(np.array([2, 5, 3]), None), (np.array([2, 5, 6, 3]), None)]
+    )
+    assert p[0, 1] < p[1, 1] < 1.0  # float32 rounds both to 1: a tie the logits do not have
+    assert p[1, 1] - p[0, 1] == pytest.approx(math.exp(-23) - math.exp(-24), rel=1e-6)
+
+
 def test_scorer_deduplicates_and_counts(tokenizer):
     scorer = ModelScorer(ReadsWords(tokenizer), tokenizer, "cpu", batch_size=2)
     ids = np.array(tokenizer("the movie")["input_ids"])

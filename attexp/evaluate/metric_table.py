@@ -20,10 +20,11 @@ import torch
 
 from attexp.evaluate.base import Metric
 from attexp.evaluate.faithfulness import FaithfulnessMetric
-from attexp.evaluate.model_scorer import ModelScorer, prepare
+from attexp.evaluate.model_scorer import ModelScorer, Row, prepare
 from attexp.evaluate.report import direction, floor_report, format_table, rankings, rankings_report, versus_floor
 from attexp.explain.baseline import random_scores
 from attexp.models.inputs import structural_positions
+from attexp.models.memo import row_key
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +136,23 @@ def score_planned(runs: Sequence[Run], metrics: Sequence[Metric], scorer: ModelS
     explainer, the random floor included), sorted by length and batched (`ModelScorer`). The metrics then find their
     rows scored; only the inputs that depend on scores (the beam search's steps, the masked embeddings of the soft
     metrics) are run by the metrics themselves."""
-    planned = []
+    planned: dict[bytes, Row] = {}  # distinct as they come: K explainers ask for the same rows K times
+    asked = 0
     for _, _, records in runs:
         if not records:
             continue
         instances = prepare(records, scorer)
         for metric in metrics:
             if isinstance(metric, FaithfulnessMetric):
-                planned += metric.inputs(instances, scorer)
+                for row in metric.inputs(instances, scorer):
+                    planned.setdefault(row_key(*row), row)
+                    asked += 1
     if planned:
         passes, rows, seconds = scorer.forward_passes, scorer.rows, scorer.seconds
-        scorer.probabilities(planned)
+        scorer.probabilities(list(planned.values()))
         log.info(
-            "the metrics' %d planned inputs: %d run (the rest shared or known), %d forward passes, %.1f s",
-            len(planned), scorer.rows - rows, scorer.forward_passes - passes, scorer.seconds - seconds,
+            "the metrics' %d planned inputs: %d distinct, %d run, %d forward passes, %.1f s",
+            asked, len(planned), scorer.rows - rows, scorer.forward_passes - passes, scorer.seconds - seconds,
         )  # fmt: skip
 
 

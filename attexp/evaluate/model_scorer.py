@@ -143,10 +143,12 @@ class ModelScorer:
             with autocast(self.device, self.precision):
                 logits = self.model(**kwargs).logits
             check_logits(logits, self.model, "evaluate (the model's scores of perturbed inputs)")
-            probabilities = logits.float().softmax(dim=-1)  # [N, C]
+            # in float64: float32 rounds probabilities near 0 and 1 together (1 - 1e-8 is 1), making ties the
+            # logits do not have, which rank metrics (tau-LOO) then break by float noise
+            probabilities = logits.float().cpu().double().softmax(dim=-1)  # [N, C] (MPS has no float64)
         self.forward_passes += 1
         self.rows += len(sequences)
-        return probabilities.cpu().numpy().astype(np.float64)
+        return probabilities.numpy()
 
 
 # ------------------------------------------------------------------------------------ instances
