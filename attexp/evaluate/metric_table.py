@@ -3,9 +3,8 @@
 
 A run is `(name, explainer type, records)`. `score_runs` first scores, in one pass, every perturbed input the
 model-reading metrics know in advance over every run (`score_planned`), then computes every metric on every run, the
-table (means),
-the per-instance values, the mean curves and, when a `random` run is among them, each run against that floor
-(`attexp.evaluate.report.versus_floor`). `floor_records` makes that random run from another run's records.
+table (means), the per-instance values, the mean curves and, when a `random` run is among them, each run against
+that floor (`attexp.evaluate.report.versus_floor`). `floor_records` makes that random run from another run's records.
 """
 
 from __future__ import annotations
