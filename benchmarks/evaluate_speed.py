@@ -341,8 +341,9 @@ def main() -> None:
         f"\n{n} instances (tokens: mean {np.mean(lengths):.1f}, max {max(lengths)}) x {len(runs)} runs "
         f"({len(runs) - 1} explanations files + the random floor) = {explained} explanations; model {args.model}; "
         f"torch threads {torch.get_num_threads()}; batch size {args.batch_size}; chunks of {args.chunk}; repeats "
-        f"{args.repeats}\n(a), (b): {', '.join(args.metrics)}; (c), (d): AOPC comprehensiveness + sufficiency "
-        f"(ferret's thresholds) and tau-LOO\n"
+        f"{args.repeats}\n(a), (b): {', '.join(args.metrics)}"
+        + ("; (c), (d): AOPC comprehensiveness + sufficiency (ferret's thresholds) and tau-LOO" if ferret else "")
+        + "\n"
     )
     seconds = {name: statistics.median(t[4] for t in totals[name]) for name in variants}
     base = {"loop": "attexp", "attexp": "attexp", "ferret": "attexp_ferret", "attexp_ferret": "attexp_ferret"}
