@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import attexp.evaluate.job  # noqa: E402,F401  (registers every metric)
-from attexp.evaluate.faithfulness import FerretAOPC, FerretAOPCConfig  # noqa: E402
+from attexp.evaluate.ferret_metrics import FerretAOPC, FerretAOPCConfig  # noqa: E402
 from attexp.evaluate.metric_table import Run, score_runs, with_floor  # noqa: E402
 from attexp.evaluate.model_scorer import Instance, ModelScorer, prepare  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402

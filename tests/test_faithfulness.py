@@ -30,13 +30,10 @@ from attexp.evaluate.faithfulness import (
     DegradationConfig,
     Eraser,
     EraserConfig,
-    FerretAOPC,
-    FerretAOPCConfig,
     LogOdds,
     LogOddsConfig,
-    TauLOO,
-    TauLOOConfig,
 )
+from attexp.evaluate.ferret_metrics import FerretAOPC, FerretAOPCConfig, TauLOO, TauLOOConfig
 from attexp.evaluate.metric_table import score_planned, score_runs
 from attexp.evaluate.model_scorer import ModelScorer, prepare
 from attexp.evaluate.normalised import NAOPCConfig, NormalisedAOPC

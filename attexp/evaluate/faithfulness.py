@@ -16,17 +16,12 @@ the explained classifier and reads the probability of the explained class (`targ
   |B| = 5 bins by |B| + 1 = 6. The 0% point itself is not a term of the sum: it only starts the running min/max
   (for comprehensiveness its term would be 0 anyway; for sufficiency it would be p(x) - p(no content), which an
   earlier attexp added, shifting the mean by about +0.05).
-- `ferret_aopc`: ferret's AOPC (Attanasio et al., 2023, "ferret: a Framework for Benchmarking Explainers on
-  Transformers", EACL demos): thresholds 10%, 20%, ..., 100% of the content tokens, k = floor(fraction * n)
-  with k = 0 skipped, only tokens with a positive score enter a rationale, and a threshold whose rationale
-  equals the previous one is left out of the mean.
+- `ferret_aopc` and `tau_loo`: ferret's AOPC and leave-one-out correlation, in `attexp.evaluate.ferret_metrics`.
 - `degradation`: the degradation test of IBA for transformers (Jiang et al., 2020, "Inserting Information
   Bottleneck for Attribution in Transformers", Findings of EMNLP; code bazingagin/IBA): remove round(j/9 * n)
   tokens for j = 1..9 (nine steps of about 11%), most relevant first (MoRF) and least relevant first (LeRF),
   and record accuracy against the gold label and the gold-class probability at every step. A faithful
   explanation makes the MoRF curve fall fast and the LeRF curve stay high.
-- `tau_loo`: ferret's leave-one-out correlation: Kendall's tau between the attributions and the drop in
-  p(target) when each content token alone is deleted (occlusion with window 1). Higher is more faithful.
 - `log_odds`: log p(target | top k% replaced) - log p(target | x), averaged over instances (Shrikumar et al.,
   2017; as used for text by Chen et al., 2020, "Generating Hierarchical Explanations on Text Classification
   via Feature Interaction Detection", ACL, with k = 20% replaced by padding). Lower (more negative) is better.
@@ -59,7 +54,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
-from scipy import stats
 
 from attexp.config.schema import ComponentConfig
 from attexp.errors import AttexpError
@@ -70,7 +64,6 @@ from attexp.registry import METRICS
 logger = logging.getLogger(__name__)
 
 ERASER_BINS = (0.01, 0.05, 0.1, 0.2, 0.5)
-FERRET_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 class FaithfulnessMetric(Metric):
@@ -225,80 +218,6 @@ class Eraser(FaithfulnessMetric):
         return sequences
 
 
-# ------------------------------------------------------------------------------------------- ferret
-
-
-class FerretAOPCConfig(ComponentConfig):
-    """ferret's AOPC comprehensiveness and sufficiency (Attanasio et al., 2023).
-
-    thresholds: fractions of the content tokens (default 10%, 20%, ..., 100%), k = floor(fraction * n), k = 0
-    skipped; only_positive (True): only tokens with a score > 0 enter a rationale; a threshold whose rationale
-    equals the previous one is left out of the mean. perturbation: `delete` (ferret's default) or `mask`/`pad`.
-    Summary keys: `ferret_comprehensiveness`, `ferret_sufficiency` (suffixed `_mask`/`_pad`).
-    """
-
-    type: Literal["ferret_aopc"] = "ferret_aopc"
-    thresholds: list[float] = Field(default_factory=lambda: list(FERRET_THRESHOLDS), min_length=1)
-    only_positive: bool = True
-    perturbation: Perturbation = "delete"
-
-    _fractions = field_validator("thresholds")(lambda thresholds: _increasing_fractions("thresholds", thresholds))
-
-
-@METRICS.register("ferret_aopc", FerretAOPCConfig)
-class FerretAOPC(FaithfulnessMetric):
-    """ferret's AOPC comprehensiveness and sufficiency: 10%..100%, positive scores only (Attanasio et al., 2023)."""
-
-    config: FerretAOPCConfig
-
-    def rationales(self, inst: Instance) -> list[np.ndarray]:
-        """The distinct rationales (content positions) of one instance, one per threshold kept."""
-        out: list[np.ndarray] = []
-        last: set[int] | None = None
-        for fraction in self.config.thresholds:
-            k = int(fraction * inst.n)
-            if k <= 0 or k > inst.n:
-                continue
-            top = inst.order[:k]
-            if self.config.only_positive:
-                top = top[inst.scores[top] > 0]
-            if last is not None and set(top.tolist()) == last:
-                continue
-            last = set(top.tolist())
-            out.append(top)
-        return out
-
-    def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
-        cfg = self.config
-        suffix = _suffix(cfg.perturbation, "delete")
-        comp_key, suff_key = f"ferret_comprehensiveness{suffix}", f"ferret_sufficiency{suffix}"
-        usable = self.usable(instances)
-        full = full_probabilities(usable, scorer, cfg.type)
-        probabilities = scorer.probabilities(self.perturbed(usable, scorer))
-        per_instance: dict[int, dict[str, Any]] = {}
-        start = 0
-        for i, inst in enumerate(usable):
-            m = len(self.rationales(inst))
-            rows = probabilities[start : start + 2 * m, inst.target]
-            start += 2 * m
-            p = full[i, inst.target]
-            per_instance[inst.idx] = {comp_key: float(np.mean(p - rows[:m])), suff_key: float(np.mean(p - rows[m:]))}
-        summary = _summary(per_instance, [comp_key, suff_key], skipped=len(instances) - len(usable))
-        return MetricResult(summary, per_instance)
-
-    def usable(self, instances: list[Instance]) -> list[Instance]:
-        return [inst for inst in instances if inst.n > 0 and self.rationales(inst)]
-
-    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
-        replacement = scorer.replacement_id(self.config.perturbation)
-        sequences = []
-        for inst in usable:
-            rationales = self.rationales(inst)
-            sequences += [inst.without(top, replacement) for top in rationales]
-            sequences += [inst.only(top, replacement) for top in rationales]
-        return sequences
-
-
 # -------------------------------------------------------------------------------------- degradation
 
 
@@ -392,52 +311,6 @@ class Degradation(FaithfulnessMetric):
 
     def _class(self, inst: Instance) -> int | None:
         return inst.label if self.config.against == "label" else inst.target
-
-
-# ------------------------------------------------------------------------------------------ tau-LOO
-
-
-class TauLOOConfig(ComponentConfig):
-    """ferret's leave-one-out Kendall tau: tau-b between the attributions and p(x) - p(x without token i).
-
-    Over content tokens; instances with fewer than 2 content tokens or a constant vector are skipped.
-    perturbation: `delete` (ferret's) or `mask`/`pad` (occlusion). Summary key: `tau_loo`.
-    """
-
-    type: Literal["tau_loo"] = "tau_loo"
-    perturbation: Perturbation = "delete"
-
-
-@METRICS.register("tau_loo", TauLOOConfig)
-class TauLOO(FaithfulnessMetric):
-    """Kendall tau of the attributions with leave-one-out importance (ferret's tau-LOO)."""
-
-    config: TauLOOConfig
-
-    def measure(self, instances: list[Instance], scorer: ModelScorer) -> MetricResult:
-        key = "tau_loo" + _suffix(self.config.perturbation, "delete")
-        usable = self.usable(instances)
-        full = full_probabilities(usable, scorer, self.config.type)
-        probabilities = scorer.probabilities(self.perturbed(usable, scorer))
-        per_instance: dict[int, dict[str, Any]] = {}
-        start, skipped = 0, len(instances) - len(usable)
-        for i, inst in enumerate(usable):
-            left_out = probabilities[start : start + inst.n, inst.target]
-            start += inst.n
-            importance = full[i, inst.target] - left_out  # (n,)
-            scores = inst.scores[inst.content]
-            if np.ptp(importance) == 0 or np.ptp(scores) == 0:
-                skipped += 1
-                continue
-            per_instance[inst.idx] = {key: float(stats.kendalltau(scores, importance).statistic)}
-        return MetricResult(_summary(per_instance, [key], skipped), per_instance)
-
-    def usable(self, instances: list[Instance]) -> list[Instance]:
-        return [inst for inst in instances if inst.n >= 2]
-
-    def perturbed(self, usable: list[Instance], scorer: ModelScorer) -> list[Row]:
-        replacement = scorer.replacement_id(self.config.perturbation)
-        return [inst.without(np.array([pos]), replacement) for inst in usable for pos in inst.content]
 
 
 # ---------------------------------------------------------------------------------------- log-odds

@@ -4,7 +4,8 @@
 with (e.g. the expensive explainer an empirical explainer imitates). Records are joined by `idx`.
 
 Faithfulness metrics (`eraser`, `ferret_aopc`, `degradation`, `tau_loo`, `log_odds`; see
-`attexp.evaluate.faithfulness`) run the explained classifier on perturbed inputs. Which classifier:
+`attexp.evaluate.faithfulness` and `attexp.evaluate.ferret_metrics`) run the explained classifier on perturbed
+inputs. Which classifier:
 
 - `model` names it explicitly: a train job (validated before any work like every upstream reference, and
   recorded with its config hash in the manifest) or a model source (`hub`, `local`, `packaged`).
