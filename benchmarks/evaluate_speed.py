@@ -57,7 +57,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import attexp.evaluate.job  # noqa: E402,F401  (registers every metric)
-from attexp.evaluate.ferret_metrics import FerretAOPC, FerretAOPCConfig  # noqa: E402
 from attexp.evaluate.metric_table import Run, score_runs, with_floor  # noqa: E402
 from attexp.evaluate.model_scorer import Instance, ModelScorer, prepare  # noqa: E402
 from attexp.io.files import read_jsonl  # noqa: E402
@@ -198,12 +197,10 @@ def _recording(tokenize: Callable, sink: list) -> Callable:
     return recorded
 
 
-def attexp_inputs(inst: Instance) -> set[tuple[int, ...]]:
-    """The inputs attexp runs for ferret's three metrics on one instance: the unperturbed one, the deletions of
-    ferret_aopc's rationales and the leave-one-out deletions."""
-    rationales = FerretAOPC(FerretAOPCConfig()).rationales(inst)
-    rows = [inst.full()] + [inst.without(r, None) for r in rationales] + [inst.only(r, None) for r in rationales]
-    rows += [inst.without(np.array([p]), None) for p in inst.content]
+def attexp_inputs(inst: Instance, metrics: list, scorer: ModelScorer) -> set[tuple[int, ...]]:
+    """The inputs `metrics` (ferret_aopc, tau_loo) ask for on one instance, and the unperturbed one (ferret runs it
+    always)."""
+    rows = [inst.full()] + [row for m in metrics for row in m.inputs([inst], scorer)]
     return {tuple(ids.tolist()) for ids, _ in rows}
 
 
@@ -240,7 +237,9 @@ def differences(a: dict, b: dict, beyond: float = 1e-6) -> dict[str, tuple[float
     return {name: tuple(entry) for name, entry in out.items()}
 
 
-def ferret_agreement(ferret_values: dict, ferret_inputs: dict, ours: dict, instances: dict) -> dict[str, Any]:
+def ferret_agreement(
+    ferret_values: dict, ferret_inputs: dict, ours: dict, instances: dict, metrics: list, scorer: ModelScorer
+) -> dict[str, Any]:
     """ferret's values against attexp's where ferret ran the inputs attexp perturbs (per metric: the largest
     difference and how many differ by more than 1e-6); counts of the rest."""
     names = {"comp": "ferret_comprehensiveness", "suff": "ferret_sufficiency", "tau": "tau_loo"}
@@ -253,7 +252,7 @@ def ferret_agreement(ferret_values: dict, ferret_inputs: dict, ours: dict, insta
             skipped += 1  # attexp skips (no positive score, a constant vector) where ferret returns a default
             continue
         diffs = {m: abs(theirs[m] - mine[names[m]]) for m in names}
-        if ferret_inputs[key] == attexp_inputs(instances[key]):
+        if ferret_inputs[key] == attexp_inputs(instances[key], metrics, scorer):
             same += 1
             for m, d in diffs.items():
                 largest[m] = max(largest[m], d)
@@ -369,7 +368,9 @@ def main() -> None:
             print(f"| {name} | {largest:.1e} | {beyond:,} of {compared:,} | {table:.1e} |")
         print()
     if "ferret" in values and "attexp_ferret" in values:
-        agreement = ferret_agreement(values["ferret"], ferret_inputs, values["attexp_ferret"], instances)
+        agreement = ferret_agreement(
+            values["ferret"], ferret_inputs, values["attexp_ferret"], instances, ferret_metrics, scorer
+        )
         print(
             f"(d) against (c): {agreement['same_inputs']:,} explanations where ferret ran the inputs attexp perturbs: "
             + ", ".join(
